@@ -1,0 +1,336 @@
+"""The ``funnel`` command: the one composition root that wires the core to its adapters.
+
+Adapters (Kafka, Faust, ClickHouse, chDB) are imported lazily inside each command, so
+``funnel --help`` stays fast and the core stays free of them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from funnel.channels import ChannelRules
+from funnel.funnels import FunnelCatalog
+from funnel.processor import CoreConfig
+from funnel.report import FunnelReport, one_in
+
+if TYPE_CHECKING:
+    from storage.backends import Store
+
+err = Console(stderr=True)
+out = Console()
+
+store_option = click.option(
+    "--store",
+    envvar="FUNNEL_STORE",
+    default="chdb://./.funnel",
+    show_default=True,
+    help="chdb:///path (embedded) or clickhouse://user:pass@host:9000/db (server).",
+)
+database_option = click.option(
+    "--database", envvar="FUNNEL_DATABASE", default="funnel", show_default=True
+)
+kafka_option = click.option(
+    "--kafka", envvar="FUNNEL_KAFKA", default="127.0.0.1:9092", show_default=True,
+    help="Kafka bootstrap servers.",
+)
+funnels_option = click.option(
+    "--funnels", "funnels_file", envvar="FUNNEL_FUNNELS", type=click.Path(exists=True,
+    dir_okay=False, path_type=Path), default=None, help="Funnel definitions (TOML).",
+)
+channels_option = click.option(
+    "--channels", "channels_file", envvar="FUNNEL_CHANNELS", type=click.Path(exists=True,
+    dir_okay=False, path_type=Path), default=None, help="Channel rules (TOML).",
+)
+format_option = click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+    show_default=True,
+)
+
+
+def _config(funnels_file: Path | None, channels_file: Path | None) -> CoreConfig:
+    return CoreConfig(
+        channels=ChannelRules.from_file(channels_file) if channels_file else ChannelRules.default(),
+        funnels=FunnelCatalog.from_file(funnels_file) if funnels_file else FunnelCatalog.default(),
+    )
+
+
+def _open_store(url: str, database: str) -> Store:
+    from storage.backends import open_store
+    from storage.migrate import migrate
+
+    store = open_store(url, database)
+    migrate(store)
+    return store
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+@click.group()
+@click.version_option(package_name="funnel")
+def main() -> None:
+    """funnel: where your sales funnel leaks and which channels pay, seconds after it happens."""
+
+
+@main.command()
+@click.option("--persons", default=20_000, show_default=True, help="Simulated people.")
+@click.option("--seed", default=7, show_default=True)
+@click.option("--site", default="demo", show_default=True)
+@click.option("--funnel", "funnel_name", default="sales", show_default=True)
+@store_option
+@database_option
+@funnels_option
+@channels_option
+@format_option
+def demo(
+    persons: int,
+    seed: int,
+    site: str,
+    funnel_name: str,
+    store: str,
+    database: str,
+    funnels_file: Path | None,
+    channels_file: Path | None,
+    fmt: str,
+) -> None:
+    """Simulate a population, process it in-process into the embedded store, print the report.
+
+    The demo's site is replaced on every run, so running it twice gives the same report.
+    """
+    from producers.simulator import simulate
+    from storage.reports import funnel_report
+    from stream_processors.embedded import EmbeddedPipeline
+
+    config = _config(funnels_file, channels_file)
+    spec = config.funnels.get(funnel_name)
+    started = time.perf_counter()
+    db = _open_store(store, database)
+    try:
+        for table in ("events", "stage_reached"):
+            db.execute(
+                f"DELETE FROM {db.database}.{table} WHERE site_id = {{site:String}}",
+                {"site": site},
+            )
+        with _progress() as progress:
+            task = progress.add_task("simulating", total=None)
+            sim = simulate(persons, seed=seed, site_id=site, funnels=config.funnels)
+            progress.update(task, total=len(sim.events), completed=len(sim.events))
+            task = progress.add_task("processing", total=len(sim.events))
+            pipeline = EmbeddedPipeline(db, config)
+            for i, event in enumerate(sim.events, 1):
+                pipeline.submit(event)
+                if i % 5000 == 0:
+                    progress.update(task, completed=i)
+            pipeline.flush()
+            progress.update(task, completed=len(sim.events))
+        report = funnel_report(db, spec, site)
+    finally:
+        db.close()
+    elapsed = time.perf_counter() - started
+    err.print(
+        f"{len(sim.events):,} events from {persons:,} people processed into {store} "
+        f"in {elapsed:.1f} s"
+    )
+    _print_funnel(report, fmt)
+
+
+def _print_funnel(report: FunnelReport, fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    if fmt == "csv":
+        click.echo("index,step,count,step_conversion,overall_conversion,one_in")
+        for s in report.steps:
+            click.echo(
+                f"{s.index},{s.step},{s.count},{_num(s.step_conversion)},"
+                f"{_num(s.overall_conversion)},{s.one_in}"
+            )
+        return
+    title = f"Funnel {report.funnel!r}" + (f", site {report.site_id!r}" if report.site_id else "")
+    table = Table(title=title)
+    for column in ("#", "step", "people", "step conv.", "overall", "1:N", "lost"):
+        table.add_column(column, justify="left" if column == "step" else "right")
+    for s in report.steps:
+        table.add_row(
+            str(s.index),
+            s.step,
+            f"{s.count:,}",
+            _pct(s.step_conversion),
+            _pct(s.overall_conversion),
+            s.one_in,
+            f"{s.dropped_from_previous:,}" if s.index > 1 else "",
+        )
+    out.print(table)
+    out.print(
+        f"Overall conversion {_pct(report.overall_conversion)} "
+        f"({one_in(report.overall_conversion)})"
+    )
+
+
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.1f}%"
+
+
+def _num(rate: float | None) -> str:
+    return "" if rate is None else f"{rate:.6f}"
+
+
+@main.command()
+@store_option
+@database_option
+def migrate(store: str, database: str) -> None:
+    """Create or upgrade the ClickHouse schema (idempotent)."""
+    from storage.backends import open_store
+    from storage.migrate import migrate as run_migrations
+
+    db = open_store(store, database)
+    try:
+        applied = run_migrations(db)
+    finally:
+        db.close()
+    for m in applied:
+        err.print(f"applied {m.version:04d} {m.name}")
+    err.print(f"schema of {database} is up to date ({len(applied)} migration(s) applied)")
+
+
+@main.group()
+def report() -> None:
+    """Answers from the stored facts."""
+
+
+@report.command("funnel")
+@click.option("--funnel", "funnel_name", default="sales", show_default=True)
+@click.option("--site", default=None, help="Only this site.")
+@store_option
+@database_option
+@funnels_option
+@format_option
+def report_funnel(
+    funnel_name: str,
+    site: str | None,
+    store: str,
+    database: str,
+    funnels_file: Path | None,
+    fmt: str,
+) -> None:
+    """Step counts, step and overall conversion and 1:N for a funnel."""
+    from storage.reports import funnel_report
+
+    catalog = FunnelCatalog.from_file(funnels_file) if funnels_file else FunnelCatalog.default()
+    db = _open_store(store, database)
+    try:
+        result = funnel_report(db, catalog.get(funnel_name), site)
+    finally:
+        db.close()
+    _print_funnel(result, fmt)
+
+
+@main.command()
+@kafka_option
+@funnels_option
+@channels_option
+@click.option("--partitions", default=4, show_default=True, help="Partitions of new topics.")
+@click.option("--web-port", default=6066, show_default=True, help="Faust's web port.")
+@click.option("--data-dir", default=".funnel-worker", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+@click.option("--loglevel", default="warning", show_default=True)
+def worker(
+    kafka: str,
+    funnels_file: Path | None,
+    channels_file: Path | None,
+    partitions: int,
+    web_port: int,
+    data_dir: Path,
+    loglevel: str,
+) -> None:
+    """Run a Faust stream worker: events topic in, facts topics out."""
+    from stream_processors.app import WorkerSettings, run_worker
+
+    run_worker(
+        WorkerSettings(
+            kafka=kafka,
+            partitions=partitions,
+            web_port=web_port,
+            data_dir=data_dir,
+            funnels_file=funnels_file,
+            channels_file=channels_file,
+        ),
+        loglevel=loglevel,
+    )
+
+
+@main.command()
+@kafka_option
+@store_option
+@database_option
+@click.option("--group", default="funnel-sink", show_default=True, help="Consumer group.")
+def sink(kafka: str, store: str, database: str, group: str) -> None:
+    """Land the facts topics in ClickHouse, exactly once per offset range."""
+    from storage.sink import Sink
+
+    db = _open_store(store, database)
+    try:
+        Sink(db, bootstrap_servers=kafka, group_id=group).run_forever()
+    finally:
+        db.close()
+
+
+@main.command()
+@kafka_option
+@click.option("--persons", default=1000, show_default=True)
+@click.option("--seed", default=7, show_default=True)
+@click.option("--site", default="demo", show_default=True)
+@click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the ground truth (JSON lines per person) here.")
+def simulate(kafka: str, persons: int, seed: int, site: str, truth: Path | None) -> None:
+    """Simulate a population and produce its events to Kafka."""
+    from producers.kafka_producer import EventProducer
+    from producers.simulator import simulate as run_simulation
+
+    sim = run_simulation(persons, seed=seed, site_id=site)
+    with EventProducer(kafka) as producer, _progress() as progress:
+        task = progress.add_task("producing", total=len(sim.events))
+        for event in sim.events:
+            producer.send(event)
+            progress.advance(task)
+        producer.flush()
+    if truth is not None:
+        sim.truth.write(truth)
+    err.print(f"produced {len(sim.events):,} events for {persons:,} people to {kafka}")
+
+
+@main.group()
+def dev() -> None:
+    """Local development services."""
+
+
+@dev.command("kafka")
+@click.option("--port", type=int, default=None, help="Broker port (default: a free one).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep the broker's data here (default: a temporary directory).")
+def dev_kafka(port: int | None, data_dir: Path | None) -> None:
+    """Start a single-node Apache Kafka broker (KRaft) from its Maven jars; Ctrl-C stops it."""
+    from stream_processors.kafka_broker import serve_forever
+
+    serve_forever(port, data_dir)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Configuration shipped with funnel: channel rules and funnel definitions (TOML data)."""

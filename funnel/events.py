@@ -1,0 +1,198 @@
+"""The touchpoint event: the wire contract of DESIGN §4, validated with pydantic at the edge.
+
+An :class:`Event` is immutable once validated. Everything downstream (channels, funnels,
+storage rows) reads these typed fields; nothing re-parses the raw JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "CLICK_ID_PARAMS",
+    "Context",
+    "Event",
+    "EventType",
+    "InvalidEvent",
+    "LeadInfo",
+    "parse_event",
+]
+
+
+class EventType(StrEnum):
+    """The six touchpoint types, in funnel order."""
+
+    IMPRESSION = "impression"
+    CLICK = "click"
+    LEAD = "lead"
+    ORDER = "order"
+    PAYMENT = "payment"
+    REPEAT = "repeat"
+
+
+#: Advertising click-id query parameters (DESIGN §4 ``context``), in precedence order.
+CLICK_ID_PARAMS: tuple[str, ...] = (
+    "gclid",
+    "fbclid",
+    "msclkid",
+    "ttclid",
+    "li_fat_id",
+    "twclid",
+    "yclid",
+)
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+ShortText = Annotated[str, StringConstraints(max_length=500)]
+LongText = Annotated[str, StringConstraints(max_length=4000)]
+Scalar = str | int | float | bool | None
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_MAX_PROPERTIES = 50
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=4000)
+
+
+class Context(_Strict):
+    """Where a touch came from: page, referrer, user agent, UTM tags and click ids."""
+
+    url: LongText | None = None
+    referrer: LongText | None = None
+    user_agent: ShortText | None = None
+    utm_source: ShortText | None = None
+    utm_medium: ShortText | None = None
+    utm_campaign: ShortText | None = None
+    utm_term: ShortText | None = None
+    utm_content: ShortText | None = None
+    gclid: ShortText | None = None
+    fbclid: ShortText | None = None
+    msclkid: ShortText | None = None
+    ttclid: ShortText | None = None
+    li_fat_id: ShortText | None = None
+    twclid: ShortText | None = None
+    yclid: ShortText | None = None
+
+    def click_ids(self) -> dict[str, str]:
+        """The click ids present, in precedence order."""
+        return {name: value for name in CLICK_ID_PARAMS if (value := getattr(self, name))}
+
+
+class LeadInfo(_Strict):
+    """What a lead asked for."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    form: ShortText | None = None
+    intent: ShortText | None = None
+
+
+class Event(_Strict):
+    """One touchpoint event (DESIGN §4). Times are tz-aware; ``revenue`` is a Decimal."""
+
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    type: EventType
+    site_id: Id
+    anonymous_id: Id | None = None
+    customer_id: Id | None = None
+    occurred_at: AwareDatetime
+    sent_at: AwareDatetime | None = None
+    received_at: AwareDatetime | None = None
+    seq: Annotated[int, Field(ge=0)] | None = None
+    context: Context = Field(default_factory=Context)
+    order_id: Id | None = None
+    revenue: Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)] | None = None
+    currency: str | None = None
+    lead: LeadInfo | None = None
+    manager_id: Id | None = None
+    properties: dict[str, Scalar] = Field(default_factory=dict)
+
+    @field_validator("event_id")
+    @classmethod
+    def _uuid_like(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9a-fA-F-]{8,64}", value):
+            raise ValueError("event_id must be a UUID string")
+        return value.lower()
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_currency(cls, value: str | None) -> str | None:
+        if value is not None and not _CURRENCY.match(value):
+            raise ValueError("currency must be an ISO 4217 code such as 'USD'")
+        return value
+
+    @field_validator("properties")
+    @classmethod
+    def _bounded_properties(cls, value: dict[str, Scalar]) -> dict[str, Scalar]:
+        if len(value) > _MAX_PROPERTIES:
+            raise ValueError(f"at most {_MAX_PROPERTIES} properties are allowed")
+        return value
+
+    @model_validator(mode="after")
+    def _identity_and_money(self) -> Self:
+        if self.anonymous_id is None and self.customer_id is None:
+            raise ValueError("one of anonymous_id and customer_id is required")
+        if self.revenue is not None and self.currency is None:
+            raise ValueError("revenue needs a currency")
+        return self
+
+    @property
+    def person_id(self) -> str:
+        """The person this event belongs to: the device when one is known, else the customer.
+
+        Identity stitching across devices (issue 4) will map both to one person; until then a
+        person is the device id, or the customer id for back-end events that know no device.
+        """
+        return self.anonymous_id or self.customer_id or ""
+
+    @property
+    def partition_key(self) -> str:
+        """The Kafka key and state key: ``site_id:person_id``, so a person's events stay ordered."""
+        return f"{self.site_id}:{self.person_id}"
+
+    @property
+    def order_key(self) -> tuple[datetime, int, str]:
+        """Total order of a person's events: time, then ``seq``, then ``event_id`` (DESIGN §6)."""
+        return (self.occurred_at, self.seq if self.seq is not None else -1, self.event_id)
+
+
+class InvalidEvent(ValueError):
+    """An event failed validation. ``errors`` names each invalid field with a reason."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e['field']}: {e['reason']}" for e in errors))
+
+
+def parse_event(data: dict[str, Any] | str | bytes) -> Event:
+    """Validate one wire event; raise :class:`InvalidEvent` with machine-readable reasons."""
+    try:
+        if isinstance(data, dict):
+            return Event.model_validate(data)
+        return Event.model_validate_json(data)
+    except ValidationError as exc:
+        raise InvalidEvent(
+            [
+                {
+                    "field": ".".join(str(part) for part in err["loc"]) or "$",
+                    "reason": err["msg"],
+                    "code": err["type"],
+                }
+                for err in exc.errors(include_url=False)
+            ]
+        ) from None

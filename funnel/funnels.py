@@ -1,0 +1,135 @@
+"""Funnel definitions (DESIGN §6) as configured data, loaded from TOML."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import timedelta
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from funnel.events import Event, EventType
+
+__all__ = ["FunnelCatalog", "FunnelMode", "FunnelSpec", "Step", "parse_duration"]
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
+_UNITS = {
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+}
+
+
+def parse_duration(value: object) -> timedelta:
+    """``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``, ``"500ms"``, ``"2w"`` or a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use e.g. '30d', '12h', '90m')")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class FunnelMode(StrEnum):
+    """How steps must follow each other (DESIGN §6)."""
+
+    ORDERED = "ordered"
+    STRICT = "strict"
+    ANY = "any"
+
+
+class Step(BaseModel):
+    """One funnel step: an event type, optionally narrowed by property filters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    type: EventType
+    where: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    def matches(self, event: Event) -> bool:
+        """Whether ``event`` counts as this step."""
+        if event.type is not self.type:
+            return False
+        for key, expected in self.where.items():
+            actual = event.properties.get(key)
+            if actual is None and event.lead is not None:
+                actual = getattr(event.lead, key, None)
+            if actual != expected:
+                return False
+        return True
+
+
+class FunnelSpec(BaseModel):
+    """A named funnel: ordered steps, a conversion window and an ordering mode."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
+    steps: tuple[Step, ...]
+    window: Duration = timedelta(days=30)
+    mode: FunnelMode = FunnelMode.ORDERED
+
+    @model_validator(mode="after")
+    def _valid(self) -> FunnelSpec:
+        if len(self.steps) < 2:
+            raise ValueError(f"funnel {self.name!r} needs at least two steps")
+        if len({s.name for s in self.steps}) != len(self.steps):
+            raise ValueError(f"funnel {self.name!r} has duplicate step names")
+        if self.window <= timedelta(0):
+            raise ValueError(f"funnel {self.name!r} needs a positive window")
+        if self.mode is not FunnelMode.ORDERED:
+            # Strict and any-order progression land with the stream processors (issue 4);
+            # refusing them here beats silently computing the ordered level instead.
+            raise ValueError(f"funnel {self.name!r}: mode {self.mode.value!r} is not supported yet")
+        return self
+
+    @property
+    def window_ms(self) -> int:
+        return int(self.window / timedelta(milliseconds=1))
+
+    def matching_steps(self, event: Event) -> list[int]:
+        """0-based indexes of the steps ``event`` counts as, in step order."""
+        return [i for i, step in enumerate(self.steps) if step.matches(event)]
+
+
+class FunnelCatalog(BaseModel):
+    """All configured funnels, by name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    funnel: tuple[FunnelSpec, ...]
+
+    @model_validator(mode="after")
+    def _unique(self) -> FunnelCatalog:
+        names = [f.name for f in self.funnel]
+        if len(set(names)) != len(names):
+            raise ValueError("funnel names must be unique")
+        return self
+
+    @classmethod
+    def default(cls) -> FunnelCatalog:
+        """The funnels shipped with funnel."""
+        text = resources.files("funnel.defaults").joinpath("funnels.toml").read_text("utf-8")
+        return cls.model_validate(tomllib.loads(text))
+
+    @classmethod
+    def from_file(cls, path: Path) -> FunnelCatalog:
+        return cls.model_validate(tomllib.loads(path.read_text("utf-8")))
+
+    def get(self, name: str) -> FunnelSpec:
+        for spec in self.funnel:
+            if spec.name == name:
+                return spec
+        known = ", ".join(f.name for f in self.funnel)
+        raise KeyError(f"unknown funnel {name!r} (configured: {known})")

@@ -1,0 +1,69 @@
+"""Apply the versioned schema migrations (``storage/migrations/NNNN_*.sql``) idempotently.
+
+Each migration file is a list of statements separated by ``;`` at the end of a line, with
+``$db`` standing for the configured database. Applied versions are recorded in
+``<db>.schema_migrations``; running :func:`migrate` again applies only what is new.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from string import Template
+
+from storage.backends import Store
+
+__all__ = ["Migration", "migrate", "migrations"]
+
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    def statements(self, database: str) -> list[str]:
+        text = Template(self.sql).substitute(db=database)
+        without_comments = "\n".join(
+            line for line in text.splitlines() if not line.lstrip().startswith("--")
+        )
+        return [s.strip() for s in re.split(r";\s*$", without_comments, flags=re.M) if s.strip()]
+
+
+def migrations() -> list[Migration]:
+    """All migrations shipped with funnel, in version order."""
+    found = []
+    for entry in resources.files("storage.migrations").iterdir():
+        match = _NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text("utf-8")))
+    return sorted(found, key=lambda m: m.version)
+
+
+def migrate(store: Store) -> list[Migration]:
+    """Bring ``store.database`` up to date; return the migrations applied by this call."""
+    db = store.database
+    store.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+    store.execute(
+        f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
+        "(version UInt32, name String, applied_at DateTime64(3, 'UTC')) "
+        "ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    done = {int(r["version"]) for r in store.query(f"SELECT version FROM {db}.schema_migrations")}
+    applied = []
+    for migration in migrations():
+        if migration.version in done:
+            continue
+        for statement in migration.statements(db):
+            store.execute(statement)
+        store.insert(
+            "schema_migrations",
+            [{"version": migration.version, "name": migration.name,
+              "applied_at": datetime.now(UTC)}],
+        )
+        applied.append(migration)
+    return applied

@@ -1,0 +1,74 @@
+"""The Faust application (``funnel worker``): settings and the App, nothing else.
+
+Topics, the state table and the agent live in :mod:`stream_processors.agents`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faust
+
+from stream_processors.topics import TopicNames
+
+__all__ = ["WorkerSettings", "create_app", "run_worker"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """How a worker connects and what it reads (CLI flags / ``FUNNEL_*`` env)."""
+
+    kafka: str
+    partitions: int = 4
+    web_port: int = 6066
+    data_dir: Path = Path(".funnel-worker")
+    funnels_file: Path | None = None
+    channels_file: Path | None = None
+    app_id: str = "funnel"
+    topics: TopicNames = field(default_factory=TopicNames)
+
+
+def create_app(settings: WorkerSettings) -> faust.App:
+    """A Faust App with the funnel agent registered."""
+    from funnel.channels import ChannelRules
+    from funnel.funnels import FunnelCatalog
+    from funnel.processor import CoreConfig
+    from stream_processors.agents import register
+
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka.split(",")],
+        store="memory://",
+        datadir=str(settings.data_dir),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_port=settings.web_port,
+        web_host="127.0.0.1",
+        autodiscover=False,
+    )
+    config = CoreConfig(
+        channels=(
+            ChannelRules.from_file(settings.channels_file)
+            if settings.channels_file
+            else ChannelRules.default()
+        ),
+        funnels=(
+            FunnelCatalog.from_file(settings.funnels_file)
+            if settings.funnels_file
+            else FunnelCatalog.default()
+        ),
+    )
+    register(app, settings.topics, config)
+    return app
+
+
+def run_worker(settings: WorkerSettings, *, loglevel: str = "warning") -> None:
+    """Run a worker until it is stopped (SIGINT/SIGTERM); blocks."""
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, workdir=str(settings.data_dir))
+    worker.execute_from_commandline()

@@ -1,0 +1,66 @@
+"""The event contract (DESIGN §4) at the edge."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from funnel.events import EventType, InvalidEvent, parse_event
+
+VALID = {
+    "event_id": "3f2c1e6a-8a4b-4c1d-9d3e-2b1a0c9f8e7d",
+    "type": "order",
+    "site_id": "shop",
+    "anonymous_id": "a1",
+    "customer_id": "c1",
+    "occurred_at": "2026-10-01T10:00:00.250+02:00",
+    "order_id": "o-1",
+    "revenue": "99.90",
+    "currency": "EUR",
+    "context": {"utm_source": "google", "gclid": "x"},
+    "properties": {"coupon": "AUTUMN", "items": 3},
+}
+
+
+def test_valid_event_parses_typed() -> None:
+    event = parse_event(VALID)
+    assert event.type is EventType.ORDER
+    assert event.occurred_at == datetime(2026, 10, 1, 8, 0, 0, 250_000, tzinfo=UTC)
+    assert event.revenue == Decimal("99.90")
+    assert event.partition_key == "shop:a1"
+    assert event.context.click_ids() == {"gclid": "x"}
+
+
+def test_customer_only_event_is_keyed_by_customer() -> None:
+    data = {**VALID, "anonymous_id": None}
+    assert parse_event(data).partition_key == "shop:c1"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"type": "purchase"}, "type"),
+        ({"occurred_at": "2026-10-01T10:00:00"}, "occurred_at"),
+        ({"event_id": "not a uuid!"}, "event_id"),
+        ({"currency": "euro"}, "currency"),
+        ({"revenue": "-1"}, "revenue"),
+        ({"seq": -3}, "seq"),
+        ({"context": {"utm_source": "x" * 600}}, "context.utm_source"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_invalid_field_is_named(change: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        parse_event({**VALID, **change})
+    assert field in [e["field"] for e in info.value.errors]
+    assert all(e["reason"] and e["code"] for e in info.value.errors)
+
+
+def test_an_identity_is_required() -> None:
+    with pytest.raises(InvalidEvent, match="anonymous_id and customer_id"):
+        parse_event({**VALID, "anonymous_id": None, "customer_id": None})
+
+
+def test_malformed_json_is_an_invalid_event() -> None:
+    with pytest.raises(InvalidEvent):
+        parse_event(b"{not json")
