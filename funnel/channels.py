@@ -81,7 +81,9 @@ class ChannelRule(BaseModel):
             return any(ctx.click_ids.get(name) for name in self.click_ids)
         if self.mediums or self.sources:
             hit = (ctx.medium in self.mediums) if self.mediums else (ctx.source in self.sources)
-            return hit and (not self.url_params or any(p in ctx.url_params for p in self.url_params))
+            return hit and (
+                not self.url_params or any(p in ctx.url_params for p in self.url_params)
+            )
         if self.tagged:
             return bool(ctx.medium or ctx.source)
         if not ctx.referrer_host or ctx.same_site:

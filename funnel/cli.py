@@ -39,19 +39,33 @@ database_option = click.option(
     "--database", envvar="FUNNEL_DATABASE", default="funnel", show_default=True
 )
 kafka_option = click.option(
-    "--kafka", envvar="FUNNEL_KAFKA", default="127.0.0.1:9092", show_default=True,
+    "--kafka",
+    envvar="FUNNEL_KAFKA",
+    default="127.0.0.1:9092",
+    show_default=True,
     help="Kafka bootstrap servers.",
 )
 funnels_option = click.option(
-    "--funnels", "funnels_file", envvar="FUNNEL_FUNNELS", type=click.Path(exists=True,
-    dir_okay=False, path_type=Path), default=None, help="Funnel definitions (TOML).",
+    "--funnels",
+    "funnels_file",
+    envvar="FUNNEL_FUNNELS",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Funnel definitions (TOML).",
 )
 channels_option = click.option(
-    "--channels", "channels_file", envvar="FUNNEL_CHANNELS", type=click.Path(exists=True,
-    dir_okay=False, path_type=Path), default=None, help="Channel rules (TOML).",
+    "--channels",
+    "channels_file",
+    envvar="FUNNEL_CHANNELS",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Channel rules (TOML).",
 )
 format_option = click.option(
-    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
     show_default=True,
 )
 
@@ -248,8 +262,12 @@ def report_funnel(
 @channels_option
 @click.option("--partitions", default=4, show_default=True, help="Partitions of new topics.")
 @click.option("--web-port", default=6066, show_default=True, help="Faust's web port.")
-@click.option("--data-dir", default=".funnel-worker", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--data-dir",
+    default=".funnel-worker",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
 @click.option("--loglevel", default="warning", show_default=True)
 def worker(
     kafka: str,
@@ -297,8 +315,12 @@ def sink(kafka: str, store: str, database: str, group: str) -> None:
 @click.option("--persons", default=1000, show_default=True)
 @click.option("--seed", default=7, show_default=True)
 @click.option("--site", default="demo", show_default=True)
-@click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the ground truth (JSON lines per person) here.")
+@click.option(
+    "--truth",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the ground truth (JSON lines per person) here.",
+)
 def simulate(kafka: str, persons: int, seed: int, site: str, truth: Path | None) -> None:
     """Simulate a population and produce its events to Kafka."""
     from producers.kafka_producer import EventProducer
@@ -323,8 +345,12 @@ def dev() -> None:
 
 @dev.command("kafka")
 @click.option("--port", type=int, default=None, help="Broker port (default: a free one).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Keep the broker's data here (default: a temporary directory).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the broker's data here (default: a temporary directory).",
+)
 def dev_kafka(port: int | None, data_dir: Path | None) -> None:
     """Start a single-node Apache Kafka broker (KRaft) from its Maven jars; Ctrl-C stops it."""
     from stream_processors.kafka_broker import serve_forever

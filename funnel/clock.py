@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

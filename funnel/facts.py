@@ -7,7 +7,7 @@ rows for Kafka and ClickHouse; the core never does.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import ClassVar
@@ -46,7 +46,7 @@ class EventRow:
     properties: dict[str, str]
 
     def row(self) -> dict[str, object]:
-        return asdict(self)
+        return _row(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,18 @@ class StageReached:
     campaign: str
 
     def row(self) -> dict[str, object]:
-        return asdict(self)
+        return _row(self)
 
 
 Fact = EventRow | StageReached
+
+_COLUMNS: dict[type, tuple[str, ...]] = {}
+
+
+def _row(fact: object) -> dict[str, object]:
+    """Column name → value, shallow (values are immutable; ``asdict`` would deep-copy)."""
+    kind = type(fact)
+    names = _COLUMNS.get(kind)
+    if names is None:
+        names = _COLUMNS[kind] = tuple(f.name for f in fields(fact))  # type: ignore[arg-type]
+    return {name: getattr(fact, name) for name in names}

@@ -17,7 +17,6 @@ import json
 import math
 import random
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -53,29 +52,79 @@ class ChannelProfile:
 # paid social bring volume that rarely buys.
 CHANNEL_PROFILES: tuple[ChannelProfile, ...] = (
     ChannelProfile(
-        "Paid Search", 0.22, 0.30, 0.22, 0.45, 0.85, 0.30, 180.0,
-        {"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "brand_search",
-         "gclid": "Cj0KCQ"},
+        "Paid Search",
+        0.22,
+        0.30,
+        0.22,
+        0.45,
+        0.85,
+        0.30,
+        180.0,
+        {
+            "utm_source": "google",
+            "utm_medium": "cpc",
+            "utm_campaign": "brand_search",
+            "gclid": "Cj0KCQ",
+        },
     ),
     ChannelProfile(
-        "Paid Social", 0.20, 0.16, 0.12, 0.30, 0.80, 0.20, 90.0,
-        {"utm_source": "facebook", "utm_medium": "paid_social", "utm_campaign": "autumn_promo",
-         "fbclid": "IwAR0"},
+        "Paid Social",
+        0.20,
+        0.16,
+        0.12,
+        0.30,
+        0.80,
+        0.20,
+        90.0,
+        {
+            "utm_source": "facebook",
+            "utm_medium": "paid_social",
+            "utm_campaign": "autumn_promo",
+            "fbclid": "IwAR0",
+        },
     ),
     ChannelProfile(
-        "Organic Search", 0.18, 0.35, 0.15, 0.40, 0.88, 0.25, 150.0,
+        "Organic Search",
+        0.18,
+        0.35,
+        0.15,
+        0.40,
+        0.88,
+        0.25,
+        150.0,
         {"referrer": "https://www.google.com/"},
     ),
     ChannelProfile(
-        "Email", 0.10, 0.25, 0.30, 0.50, 0.90, 0.45, 140.0,
+        "Email",
+        0.10,
+        0.25,
+        0.30,
+        0.50,
+        0.90,
+        0.45,
+        140.0,
         {"utm_source": "newsletter", "utm_medium": "email", "utm_campaign": "weekly_digest"},
     ),
     ChannelProfile(
-        "Display", 0.15, 0.05, 0.10, 0.25, 0.75, 0.15, 110.0,
+        "Display",
+        0.15,
+        0.05,
+        0.10,
+        0.25,
+        0.75,
+        0.15,
+        110.0,
         {"utm_source": "gdn", "utm_medium": "display", "utm_campaign": "retargeting"},
     ),
     ChannelProfile(
-        "Referral", 0.07, 0.40, 0.18, 0.40, 0.85, 0.25, 160.0,
+        "Referral",
+        0.07,
+        0.40,
+        0.18,
+        0.40,
+        0.85,
+        0.25,
+        160.0,
         {"referrer": "https://blog.partner-example.org/review"},
     ),
     ChannelProfile("Direct", 0.08, 0.45, 0.20, 0.50, 0.90, 0.35, 170.0, {}),
@@ -118,8 +167,11 @@ class GroundTruth:
                     "channel": p.channel,
                     "levels": p.levels,
                     "events": [
-                        {"event_id": e.event_id, "type": e.type.value,
-                         "occurred_at": e.occurred_at.isoformat()}
+                        {
+                            "event_id": e.event_id,
+                            "type": e.type.value,
+                            "occurred_at": e.occurred_at.isoformat(),
+                        }
                         for e in p.events
                     ],
                 }
@@ -174,7 +226,9 @@ class _Person:
         seconds = median_seconds * math.exp(self.rng.gauss(0.0, sigma))
         self.at += timedelta(seconds=max(1.0, seconds), milliseconds=self.rng.randrange(1000))
 
-    def emit(self, kind: EventType, context: dict[str, str] | None = None, **fields: object) -> None:
+    def emit(
+        self, kind: EventType, context: dict[str, str] | None = None, **fields: object
+    ) -> None:
         self.events.append(
             Event.model_validate(
                 {

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -70,6 +71,7 @@ class Store(Protocol):
 
         Rows with the same ``dedup_token`` as a recent insert into the same table are dropped
         by ClickHouse (``non_replicated_deduplication_window``), so a replay is harmless.
+        Without a token nothing is deduplicated: identical rows inserted twice land twice.
         """
 
     def close(self) -> None:
@@ -95,7 +97,7 @@ class ChdbStore:
         self.database = database
         self._lock = threading.Lock()
         try:
-            self._session: Any = session.Session(str(self.path))
+            self._session: Any = session.Session(str(self.path))  # type: ignore[no-untyped-call]  # chdb ships no annotations here
         except Exception as exc:  # chDB raises RuntimeError for a locked or foreign directory
             raise StoreUnavailable(f"cannot open chDB store at {self.path}: {exc}") from exc
         self.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
@@ -136,8 +138,8 @@ class ChdbStore:
         if not rows:
             return
         settings = ["date_time_input_format = 'best_effort'"]
-        if dedup_token is not None:
-            settings.append(f"insert_deduplication_token = '{_quote(dedup_token)}'")
+        token = dedup_token if dedup_token is not None else _unique_token()
+        settings.append(f"insert_deduplication_token = '{_quote(token)}'")
         sql = (
             f"INSERT INTO {self.database}.{table} SETTINGS {', '.join(settings)} "
             f"FORMAT JSONEachRow\n{encode_rows(rows)}"
@@ -209,7 +211,7 @@ class ServerStore:
         columns = [(name, kind) for name, kind in self.columns(table) if name in rows[0]]
         names = ", ".join(name for name, _ in columns)
         data = [tuple(_to_type(row.get(name), kind) for name, kind in columns) for row in rows]
-        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        settings = {"insert_deduplication_token": dedup_token or _unique_token()}
         self._call(f"INSERT INTO {self.database}.{table} ({names}) VALUES", data, settings=settings)
 
     def close(self) -> None:
@@ -240,6 +242,13 @@ def _zero(kind: str) -> object:
     if kind.startswith("Map("):
         return {}
     return 0
+
+
+def _unique_token() -> str:
+    # Without a token ClickHouse deduplicates by a hash of the block, and ``insert_deduplicate
+    # = 0`` does not turn that off for non-replicated tables: identical rows inserted on
+    # purpose (a demo re-run) would vanish. A fresh token per insert means "never a replay".
+    return f"unique:{uuid.uuid4()}"
 
 
 def _quote(text: str) -> str:

@@ -62,8 +62,13 @@ def migrate(store: Store) -> list[Migration]:
             store.execute(statement)
         store.insert(
             "schema_migrations",
-            [{"version": migration.version, "name": migration.name,
-              "applied_at": datetime.now(UTC)}],
+            [
+                {
+                    "version": migration.version,
+                    "name": migration.name,
+                    "applied_at": datetime.now(UTC),
+                }
+            ],
         )
         applied.append(migration)
     return applied

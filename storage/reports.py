@@ -32,10 +32,12 @@ def _step_condition(spec: FunnelSpec, index: int, params: dict[str, object]) -> 
     params[f"t{index}"] = step.type.value
     parts = [f"event_type = {{t{index}:String}}"]
     for j, (key, value) in enumerate(step.where.items()):
-        params[f"k{index}_{j}"] = key
-        params[f"v{index}_{j}"] = str(value)
-        lead_field = " OR lead_intent = {v%d_%d:String}" % (index, j) if key == "intent" else ""
-        parts.append(f"(properties[{{k{index}_{j}:String}}] = {{v{index}_{j}:String}}{lead_field})")
+        k, v = f"k{index}_{j}", f"v{index}_{j}"
+        params[k], params[v] = key, str(value)
+        condition = f"properties[{{{k}:String}}] = {{{v}:String}}"
+        if key == "intent":  # lead.intent has a column of its own
+            condition += f" OR lead_intent = {{{v}:String}}"
+        parts.append(f"({condition})")
     return " AND ".join(parts)
 
 

@@ -9,6 +9,7 @@ Invalid events go to the rejected topic with their reasons.
 from __future__ import annotations
 
 import json
+
 import faust
 
 from funnel.events import InvalidEvent, parse_event

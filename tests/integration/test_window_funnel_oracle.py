@@ -43,8 +43,9 @@ def test_simulated_population_matches_window_funnel(store: ChdbStore, seed: int)
     oracle = raw_levels(store, SALES)
     streamed = streamed_levels(pipeline, "sales")
     assert len(oracle) == len(sim.truth.persons)
-    mismatches = {p: (streamed.get(p), level) for p, level in oracle.items()
-                  if streamed.get(p) != level}
+    mismatches = {
+        p: (streamed.get(p), level) for p, level in oracle.items() if streamed.get(p) != level
+    }
     assert mismatches == {}
     truth = {p.person_id: p.levels["sales"] for p in sim.truth.persons.values()}
     assert streamed == truth
@@ -73,9 +74,7 @@ def adversarial_history(rng: random.Random, person: str, window: timedelta) -> l
 
 def test_adversarial_histories_match_window_funnel(store: ChdbStore) -> None:
     rng = random.Random(2026)
-    short = FunnelCatalog.model_validate(
-        {"funnel": [{**SALES.model_dump(), "window": "2h"}]}
-    )
+    short = FunnelCatalog.model_validate({"funnel": [{**SALES.model_dump(), "window": "2h"}]})
     config = CoreConfig(channels=CONFIG.channels, funnels=short)
     spec = short.get("sales")
     events = [e for n in range(3000) for e in adversarial_history(rng, f"p{n}", spec.window)]

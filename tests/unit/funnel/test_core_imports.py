@@ -7,16 +7,26 @@ import sys
 import funnel
 
 FORBIDDEN = (
-    "faust", "mode", "kafka", "aiokafka", "clickhouse_driver", "chdb", "starlette", "uvicorn",
-    "fastapi", "httpx", "requests", "aiohttp", "urllib3", "flask",
+    "faust",
+    "mode",
+    "kafka",
+    "aiokafka",
+    "clickhouse_driver",
+    "chdb",
+    "starlette",
+    "uvicorn",
+    "fastapi",
+    "httpx",
+    "requests",
+    "aiohttp",
+    "urllib3",
+    "flask",
 )
 
 
 def test_core_modules_import_no_adapters() -> None:
     modules = [
-        f"funnel.{m.name}"
-        for m in pkgutil.walk_packages(funnel.__path__)
-        if m.name != "cli"
+        f"funnel.{m.name}" for m in pkgutil.walk_packages(funnel.__path__) if m.name != "cli"
     ]
     assert "funnel.processor" in modules
     code = (

@@ -49,6 +49,10 @@ def test_repeated_steps_do_not_repeat_facts() -> None:
 
 
 def test_state_round_trips_through_json() -> None:
-    state, _ = run([make_event(EventType.IMPRESSION, 0, context={"fbclid": "f"}),
-                    make_event(EventType.CLICK, 10)])
+    state, _ = run(
+        [
+            make_event(EventType.IMPRESSION, 0, context={"fbclid": "f"}),
+            make_event(EventType.CLICK, 10),
+        ]
+    )
     assert state_from_json(state_to_json(state)) == state
