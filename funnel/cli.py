@@ -61,6 +61,13 @@ channels_option = click.option(
     default=None,
     help="Channel rules (TOML).",
 )
+prefix_option = click.option(
+    "--topic-prefix",
+    envvar="FUNNEL_TOPIC_PREFIX",
+    default="funnel.",
+    show_default=True,
+    help="Prefix of every topic name.",
+)
 format_option = click.option(
     "--format",
     "fmt",
@@ -269,6 +276,14 @@ def report_funnel(
     type=click.Path(file_okay=False, path_type=Path),
 )
 @click.option("--loglevel", default="warning", show_default=True)
+@click.option(
+    "--app-id",
+    envvar="FUNNEL_APP_ID",
+    default="funnel",
+    show_default=True,
+    help="Faust app id (also the consumer group).",
+)
+@prefix_option
 def worker(
     kafka: str,
     funnels_file: Path | None,
@@ -277,10 +292,15 @@ def worker(
     web_port: int,
     data_dir: Path,
     loglevel: str,
+    app_id: str,
+    topic_prefix: str,
 ) -> None:
     """Run a Faust stream worker: events topic in, facts topics out."""
     from stream_processors.app import WorkerSettings, run_worker
+    from stream_processors.topics import TopicNames, create_topics
 
+    names = TopicNames(topic_prefix)
+    create_topics(kafka, names, partitions)
     run_worker(
         WorkerSettings(
             kafka=kafka,
@@ -289,6 +309,8 @@ def worker(
             data_dir=data_dir,
             funnels_file=funnels_file,
             channels_file=channels_file,
+            app_id=app_id,
+            topics=names,
         ),
         loglevel=loglevel,
     )
@@ -299,13 +321,16 @@ def worker(
 @store_option
 @database_option
 @click.option("--group", default="funnel-sink", show_default=True, help="Consumer group.")
-def sink(kafka: str, store: str, database: str, group: str) -> None:
+@prefix_option
+def sink(kafka: str, store: str, database: str, group: str, topic_prefix: str) -> None:
     """Land the facts topics in ClickHouse, exactly once per offset range."""
     from storage.sink import Sink
+    from stream_processors.topics import TopicNames
 
     db = _open_store(store, database)
     try:
-        Sink(db, bootstrap_servers=kafka, group_id=group).run_forever()
+        sink = Sink(db, bootstrap_servers=kafka, group_id=group, topics=TopicNames(topic_prefix))
+        sink.run_forever()
     finally:
         db.close()
 
@@ -321,13 +346,26 @@ def sink(kafka: str, store: str, database: str, group: str) -> None:
     default=None,
     help="Write the ground truth (JSON lines per person) here.",
 )
-def simulate(kafka: str, persons: int, seed: int, site: str, truth: Path | None) -> None:
+@click.option("--partitions", default=4, show_default=True, help="Partitions of new topics.")
+@prefix_option
+def simulate(
+    kafka: str,
+    persons: int,
+    seed: int,
+    site: str,
+    truth: Path | None,
+    partitions: int,
+    topic_prefix: str,
+) -> None:
     """Simulate a population and produce its events to Kafka."""
     from producers.kafka_producer import EventProducer
     from producers.simulator import simulate as run_simulation
+    from stream_processors.topics import TopicNames, create_topics
 
+    names = TopicNames(topic_prefix)
+    create_topics(kafka, names, partitions)
     sim = run_simulation(persons, seed=seed, site_id=site)
-    with EventProducer(kafka) as producer, _progress() as progress:
+    with EventProducer(kafka, names.events) as producer, _progress() as progress:
         task = progress.add_task("producing", total=len(sim.events))
         for event in sim.events:
             producer.send(event)

@@ -31,7 +31,6 @@ class EventProducer:
             enable_idempotence=True,
             linger_ms=5,
             compression_type="gzip",
-            key_serializer=str.encode,
             client_id="funnel-producer",
         )
 
@@ -39,7 +38,7 @@ class EventProducer:
         """Queue one event; the returned future resolves when the broker acknowledged it."""
         return self._producer.send(
             self.topic,
-            key=event.partition_key,
+            key=event.partition_key.encode(),
             value=event.model_dump_json(exclude_none=True).encode(),
         )
 

@@ -69,6 +69,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
 
 def run_worker(settings: WorkerSettings, *, loglevel: str = "warning") -> None:
     """Run a worker until it is stopped (SIGINT/SIGTERM); blocks."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=loglevel, workdir=str(settings.data_dir))
+    worker = faust.Worker(app, loglevel=loglevel)
     worker.execute_from_commandline()

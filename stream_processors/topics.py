@@ -6,6 +6,7 @@ the sink can tell a record's table from its topic alone.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from funnel.facts import EventRow, StageReached
@@ -43,3 +44,29 @@ class TopicNames:
     @property
     def all_facts(self) -> list[str]:
         return [self.facts(t) for t in FACT_TABLES]
+
+
+def create_topics(bootstrap_servers: str, names: TopicNames, partitions: int) -> list[str]:
+    """Create the events, rejected and facts topics with ``partitions`` partitions.
+
+    Idempotent: topics that exist are left as they are. Returns the names created. Creating
+    them up front matters: a producer that writes first would auto-create the events topic
+    with the broker's default partition count.
+    """
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    wanted = [names.events, names.rejected, *names.all_facts]
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="funnel-admin")
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            # Another process may create them meanwhile: that is as good.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(
+                    [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+                )
+        return missing
+    finally:
+        admin.close()

@@ -1,0 +1,181 @@
+"""The distributed path on real parts: kafka-python → Kafka → Faust worker → Kafka → sink → chDB.
+
+The broker is the real Apache Kafka (started once per session by a fixture), the worker is a
+real ``funnel worker`` process, and the sink lands facts in the real ClickHouse engine. The
+test waits for a condition (every offset processed and committed), never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+
+from funnel.funnels import FunnelCatalog
+from producers.kafka_producer import EventProducer
+from producers.simulator import simulate
+from storage.backends import ChdbStore
+from storage.reports import raw_levels, stage_counts
+from storage.sink import Sink
+from stream_processors.topics import TopicNames, create_topics
+
+PARTITIONS = 4
+SALES = FunnelCatalog.default().get("sales")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def caught_up(bootstrap: str, group: str, topics: list[str]) -> bool:
+    """Whether ``group`` has committed the end offset of every partition of ``topics``."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        partitions = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        ends = consumer.end_offsets(partitions)
+        return all(end == 0 or (consumer.committed(tp) or 0) >= end for tp, end in ends.items())
+    finally:
+        consumer.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def worker_factory(
+    tmp_path: Path, kafka_bootstrap: str
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    logs: list[IO[bytes]] = []
+
+    def start(app_id: str, prefix: str, name: str = "w1") -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"{name}.log").open("wb")
+        logs.append(log)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "funnel.cli",
+                "worker",
+                "--kafka",
+                kafka_bootstrap,
+                "--app-id",
+                app_id,
+                "--topic-prefix",
+                prefix,
+                "--partitions",
+                str(PARTITIONS),
+                "--web-port",
+                str(free_port()),
+                "--data-dir",
+                str(tmp_path / name),
+                "--loglevel",
+                "info",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.terminate()
+    for proc in started:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for log in logs:
+        log.close()
+
+
+@pytest.mark.integration
+def test_simulated_traffic_lands_exactly(
+    kafka_bootstrap: str,
+    store: ChdbStore,
+    worker_factory: Callable[..., subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    names = TopicNames(f"it{run}.")
+    app_id = f"funnel-it-{run}"
+    create_topics(kafka_bootstrap, names, PARTITIONS)
+
+    sim = simulate(1500, seed=99, site_id="kafka-it")
+    with EventProducer(kafka_bootstrap, names.events) as producer:
+        for event in sim.events:
+            producer.send(event)
+        producer.flush()
+    # One malformed record: it must be rejected with its reasons, not crash the worker.
+    from kafka import KafkaProducer
+
+    raw = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    raw.send(names.events, key=b"kafka-it:bad", value=b'{"type": "click"}')
+    raw.flush()
+    raw.close()
+
+    worker = worker_factory(app_id, names.prefix)
+    sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=f"sink-{run}", topics=names)
+    stop = threading.Event()
+    sink_thread = threading.Thread(target=sink.run_forever, args=(stop,), daemon=True)
+    sink_thread.start()
+    try:
+        wait_until(
+            lambda: worker.poll() is None and caught_up(kafka_bootstrap, app_id, [names.events]),
+            240,
+            "the worker to process every event",
+        )
+        wait_until(
+            lambda: caught_up(kafka_bootstrap, f"sink-{run}", names.all_facts),
+            120,
+            "the sink to land every fact",
+        )
+    finally:
+        stop.set()
+        sink_thread.join(timeout=30)
+    assert worker.poll() is None, (tmp_path / "w1.log").read_text()[-3000:]
+
+    [events] = store.query(
+        f"SELECT count() AS n, uniqExact(event_id) AS u FROM {store.database}.events"
+    )
+    assert events == {"n": len(sim.events), "u": len(sim.events)}
+    assert stage_counts(store, SALES, "kafka-it") == sim.truth.step_counts("sales")
+    [stages] = store.query(f"SELECT count() AS n FROM {store.database}.stage_reached")
+    assert stages["n"] == sum(sim.truth.step_counts("sales"))  # each stage once, no duplicates
+    truth = {p.person_id: p.levels["sales"] for p in sim.truth.persons.values()}
+    assert raw_levels(store, SALES, "kafka-it") == truth
+
+    rejected = KafkaConsumer(
+        names.rejected,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
+    reasons = [r.value for r in rejected]
+    rejected.close()
+    assert len(reasons) == 1
+    assert b"event_id" in reasons[0]
+    assert b"occurred_at" in reasons[0]
