@@ -211,8 +211,15 @@ def _free_port() -> int:
 
 
 def _cluster_id() -> str:
-    """A random KRaft cluster id (22 characters: a URL-safe base64 UUID, as the tool makes)."""
-    return urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    """A random KRaft cluster id (22 characters: a URL-safe base64 UUID, as the tool makes).
+
+    Like Kafka's own ``Uuid.randomUuid``, never one that starts with ``-``: the storage tool's
+    argument parser would take it for an option (seen: "expected one argument").
+    """
+    while True:
+        candidate = urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def server_properties(
