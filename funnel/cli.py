@@ -376,6 +376,82 @@ def simulate(
     err.print(f"produced {len(sim.events):,} events for {persons:,} people to {kafka}")
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option(
+    "--kafka",
+    "kafka",
+    envvar="FUNNEL_KAFKA",
+    default=None,
+    help="Produce to this Kafka instead of processing in-process.",
+)
+@store_option
+@database_option
+@funnels_option
+@channels_option
+@prefix_option
+@click.option("--partitions", default=4, show_default=True, help="Partitions of new topics.")
+def serve(
+    host: str,
+    port: int,
+    kafka: str | None,
+    store: str,
+    database: str,
+    funnels_file: Path | None,
+    channels_file: Path | None,
+    topic_prefix: str,
+    partitions: int,
+) -> None:
+    """Run the collector: embedded processing into the store, or produce to Kafka (--kafka).
+
+    Write keys come from FUNNEL_WRITE_KEYS ("key:site,...") or FUNNEL_WRITE_KEYS_FILE; with
+    none configured, a one-off key for site "demo" is made up and printed.
+    """
+    import secrets
+
+    import uvicorn
+
+    from producers.collector import (
+        CollectorSettings,
+        Delivery,
+        EmbeddedDelivery,
+        KafkaDelivery,
+        create_app,
+    )
+
+    settings = CollectorSettings.from_env()
+    if not settings.write_keys:
+        key = secrets.token_urlsafe(18)
+        settings = CollectorSettings.from_env(write_keys={key: "demo"})
+        err.print(f"[yellow]no write keys configured: using key {key} for site 'demo'[/]")
+    delivery: Delivery
+    db = None
+    if kafka:
+        from stream_processors.topics import TopicNames, create_topics
+
+        names = TopicNames(topic_prefix)
+        create_topics(kafka, names, partitions)
+        delivery = KafkaDelivery(
+            kafka,
+            events_topic=names.events,
+            rejected_topic=names.rejected,
+            ack_timeout_s=settings.ack_timeout_s,
+        )
+        err.print(f"collector → Kafka {kafka} ({names.events})")
+    else:
+        from stream_processors.embedded import EmbeddedPipeline
+
+        db = _open_store(store, database)
+        delivery = EmbeddedDelivery(EmbeddedPipeline(db, _config(funnels_file, channels_file)))
+        err.print(f"collector → embedded store {store}")
+    try:
+        uvicorn.run(create_app(settings, delivery), host=host, port=port, log_level="warning")
+    finally:
+        if db is not None:
+            db.close()
+
+
 @main.group()
 def dev() -> None:
     """Local development services."""

@@ -87,6 +87,14 @@ class Context(_Strict):
     li_fat_id: ShortText | None = None
     twclid: ShortText | None = None
     yclid: ShortText | None = None
+    # Set by the collector, never trusted from the sender (the collector overwrites them).
+    ip: ShortText | None = None
+    browser: ShortText | None = None
+    os: ShortText | None = None
+    device: ShortText | None = None
+    is_bot: bool = False
+    clock_skew_ms: int | None = None
+    clamped: bool = False
 
     def click_ids(self) -> dict[str, str]:
         """The click ids present, in precedence order."""

@@ -1,0 +1,91 @@
+"""Server-side enrichment of incoming events (DESIGN §4): pure functions of what arrived.
+
+* :func:`anonymise_ip` drops the last octet of IPv4 and the last 80 bits of IPv6.
+* :func:`parse_user_agent` names browser, OS and device, and flags bots: known crawlers and
+  headless or automated browsers are *flagged*, never dropped.
+* :func:`correct_clock` moves ``occurred_at`` by the sender's clock skew (``sent_at`` against
+  ``received_at``) and clamps events from the future.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from ua_parser import parse
+
+__all__ = ["ClockCorrection", "UserAgentInfo", "anonymise_ip", "correct_clock", "parse_user_agent"]
+
+_AUTOMATION = re.compile(
+    r"headless|phantomjs|puppeteer|playwright|selenium|webdriver|lighthouse|"
+    r"bot\b|bot/|crawler|spider|slurp|curl/|wget/|python-requests|python-httpx|aiohttp|"
+    r"go-http-client|okhttp|java/|libwww|scrapy|httpclient",
+    re.IGNORECASE,
+)
+
+
+def anonymise_ip(ip: str | None) -> str:
+    """``203.0.113.77`` → ``203.0.113.0``; IPv6 keeps its first 48 bits; junk → ``""``."""
+    if not ip:
+        return ""
+    try:
+        address = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        return ""
+    if address.version == 4:
+        return str(ipaddress.ip_network(f"{address}/24", strict=False).network_address)
+    return str(ipaddress.ip_network(f"{address}/48", strict=False).network_address)
+
+
+@dataclass(frozen=True, slots=True)
+class UserAgentInfo:
+    browser: str
+    os: str
+    device: str
+    is_bot: bool
+
+
+@lru_cache(maxsize=4096)
+def parse_user_agent(user_agent: str | None) -> UserAgentInfo:
+    """Browser, OS and device families and a bot flag (cached: a visitor sends one UA)."""
+    if not user_agent:
+        return UserAgentInfo("", "", "", is_bot=False)
+    result = parse(user_agent[:1000])
+    browser = result.user_agent.family if result.user_agent else ""
+    system = result.os.family if result.os else ""
+    device = result.device.family if result.device else ""
+    is_bot = device == "Spider" or bool(_AUTOMATION.search(user_agent))
+    return UserAgentInfo(browser, system, device, is_bot)
+
+
+@dataclass(frozen=True, slots=True)
+class ClockCorrection:
+    occurred_at: datetime
+    skew_ms: int | None
+    clamped: bool
+
+
+def correct_clock(
+    occurred_at: datetime,
+    sent_at: datetime | None,
+    received_at: datetime,
+    future_bound: timedelta,
+) -> ClockCorrection:
+    """Correct the sender's clock and clamp the future.
+
+    With ``sent_at``, the sender's clock is off by ``sent_at - received_at`` (network time is
+    small against typical skew), so ``occurred_at`` moves by the same amount. An event still
+    more than ``future_bound`` ahead of ``received_at`` is clamped to ``received_at`` and
+    flagged.
+    """
+    skew_ms = None
+    if sent_at is not None:
+        skew = sent_at - received_at
+        skew_ms = int(skew / timedelta(milliseconds=1))
+        occurred_at = occurred_at - skew
+    if occurred_at > received_at + future_bound:
+        return ClockCorrection(received_at, skew_ms, clamped=True)
+    return ClockCorrection(occurred_at, skew_ms, clamped=False)

@@ -1,0 +1,136 @@
+"""Intake: turn the items of one incoming batch into accepted events and reasoned rejections.
+
+Pure: the collector (or any other front door) passes what arrived — decoded JSON items, the
+site its write key allows, the time, the client's IP and user agent — and gets back the
+validated, enriched events and, for every item it refuses, the item's index and
+machine-readable reasons. Nothing here raises for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from funnel.enrichment import anonymise_ip, correct_clock, parse_user_agent
+from funnel.events import Event, InvalidEvent, parse_event
+
+__all__ = ["IntakeLimits", "IntakeResult", "Rejection", "take_batch"]
+
+_SERVER_FIELDS = ("ip", "browser", "os", "device", "is_bot", "clock_skew_ms", "clamped")
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeLimits:
+    """Bounds on what one request may carry (the collector enforces body size itself)."""
+
+    max_batch: int = 500
+    future_bound: timedelta = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One refused item: where it was in the batch, why, and what it was."""
+
+    index: int
+    errors: list[dict[str, str]]
+    payload: str
+    site_id: str
+
+    @property
+    def reason(self) -> str:
+        """The first error's code (for counting), e.g. ``missing`` or ``site_mismatch``."""
+        return self.errors[0].get("code", "invalid") if self.errors else "invalid"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"index": self.index, "errors": self.errors}
+
+
+@dataclass(slots=True)
+class IntakeResult:
+    accepted: list[Event] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def take_batch(
+    items: list[Any],
+    *,
+    site_id: str,
+    received_at: datetime,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    limits: IntakeLimits | None = None,
+) -> IntakeResult:
+    """Validate and enrich every item; the caller has checked that ``items`` is a list.
+
+    ``site_id`` is the site the write key belongs to: an item for another site is rejected
+    (``site_mismatch``); an item without one gets it. Server-set context fields (IP, browser,
+    bot flag, clock skew) are overwritten, never taken from the sender.
+    """
+    limits = limits or IntakeLimits()
+    result = IntakeResult()
+    agent = parse_user_agent(user_agent)
+    server_context = {
+        "ip": anonymise_ip(ip) or None,
+        "browser": agent.browser or None,
+        "os": agent.os or None,
+        "device": agent.device or None,
+        "is_bot": agent.is_bot,
+    }
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            result.rejected.append(
+                _reject(index, item, site_id, "$", "each event must be a JSON object", "type")
+            )
+            continue
+        claimed = item.get("site_id", site_id)
+        if claimed != site_id:
+            result.rejected.append(
+                _reject(
+                    index,
+                    item,
+                    site_id,
+                    "site_id",
+                    "the write key is not valid for this site",
+                    "site_mismatch",
+                )
+            )
+            continue
+        context = item.get("context")
+        if context is None:
+            context = {}
+        if isinstance(context, dict):
+            context = {k: v for k, v in context.items() if k not in _SERVER_FIELDS}
+            if user_agent and "user_agent" not in context:
+                context["user_agent"] = user_agent[:500]
+            context.update(server_context)
+        data = {**item, "site_id": site_id, "received_at": received_at, "context": context}
+        try:
+            event = parse_event(data)
+        except InvalidEvent as exc:
+            result.rejected.append(Rejection(index, exc.errors, _dump(item), site_id))
+            continue
+        fixed = correct_clock(event.occurred_at, event.sent_at, received_at, limits.future_bound)
+        if fixed.skew_ms is not None or fixed.clamped:
+            event = event.model_copy(
+                update={
+                    "occurred_at": fixed.occurred_at,
+                    "context": event.context.model_copy(
+                        update={"clock_skew_ms": fixed.skew_ms, "clamped": fixed.clamped}
+                    ),
+                }
+            )
+        result.accepted.append(event)
+    return result
+
+
+def _reject(index: int, item: object, site_id: str, where: str, why: str, code: str) -> Rejection:
+    return Rejection(index, [{"field": where, "reason": why, "code": code}], _dump(item), site_id)
+
+
+def _dump(item: object) -> str:
+    try:
+        return json.dumps(item, default=str)[:65_536]
+    except (TypeError, ValueError):
+        return repr(item)[:65_536]

@@ -1,0 +1,307 @@
+"""The collector's HTTP surface (Starlette/ASGI).
+
+Routes:
+
+* ``POST /v1/batch`` — a JSON array of events (``application/json`` or ``text/plain`` for
+  ``sendBeacon``; ``Content-Encoding: gzip`` accepted).
+* ``POST /v1/event`` — one event object.
+* ``GET /v1/p.gif`` — a tracking pixel for impressions and clicks, fields in the query.
+* ``GET /t.js`` — the tracker script, minified.
+* ``GET /openapi.json``, ``GET /health``, ``GET /metrics``.
+
+The write key comes in the ``X-Funnel-Key`` header or the ``key`` query parameter and allows
+exactly one site. Answers: 200 ``{"accepted": n, "rejected": [{"index", "errors"}]}`` when at
+least one event was accepted (and durable), 400 when every item was rejected, 401 without a
+valid key, 413 for a body over the limit, 415 for another content type, 503 with
+``Retry-After`` when the destination cannot take events (nothing was acknowledged then).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import time
+import uuid
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from funnel.events import CLICK_ID_PARAMS
+from funnel.intake import IntakeLimits, IntakeResult, take_batch
+from producers.collector.delivery import Delivery, Unavailable
+from producers.collector.openapi import openapi_document
+from producers.collector.settings import CollectorSettings
+from producers.tracker import tracker_script
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+PIXEL = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+_PIXEL_TYPES = frozenset({"impression", "click"})
+_CONTEXT_PARAMS = (
+    "url",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    *CLICK_ID_PARAMS,
+)
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+class _Problem(Exception):
+    """A whole-request error: status, machine-readable code, message."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+    def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
+        body = {"error": self.code, "message": self.message, **self.extra}
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "funnel_collector_events", "Events by outcome", ["outcome"], registry=registry
+        )
+        self.rejections = Counter(
+            "funnel_collector_rejections",
+            "Rejected events by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.requests = Counter(
+            "funnel_collector_requests",
+            "Requests by route and status",
+            ["route", "status"],
+            registry=registry,
+        )
+        self.dead_letter_failures = Counter(
+            "funnel_collector_dead_letter_failures",
+            "Dead-letter writes that failed",
+            registry=registry,
+        )
+        self.ack_seconds = Histogram(
+            "funnel_collector_ack_seconds",
+            "Time until events were durable",
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+
+
+def create_app(settings: CollectorSettings, delivery: Delivery) -> Starlette:
+    """The collector app, delivering accepted events to ``delivery``."""
+    registry = CollectorRegistry()
+    metrics = _Metrics(registry)
+    limits = IntakeLimits(
+        max_batch=settings.max_batch, future_bound=timedelta(seconds=settings.future_bound_s)
+    )
+    script = tracker_script()
+    script_gz = gzip.compress(script, 9)
+    spec = json.dumps(openapi_document(settings)).encode()
+
+    def authorise(request: Request) -> str:
+        key = request.headers.get("x-funnel-key") or request.query_params.get("key")
+        site = settings.site_for(key)
+        if site is None:
+            raise _Problem(401, "unauthorized", "a valid write key is required (X-Funnel-Key)")
+        return site
+
+    def client_ip(request: Request) -> str | None:
+        if settings.trust_forwarded_for and (fwd := request.headers.get("x-forwarded-for")):
+            return fwd.split(",")[0].strip()
+        return request.client.host if request.client else None
+
+    async def read_body(request: Request) -> bytes:
+        kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        if kind not in ("application/json", "text/plain", ""):
+            raise _Problem(415, "unsupported_media_type", "send application/json or text/plain")
+        limit = settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise _Problem(413, "body_too_large", f"the body is over {limit} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _Problem(413, "body_too_large", f"the body is over {limit} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding == "gzip":
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                body = inflater.decompress(body, limit + 1)
+            except zlib.error as exc:
+                raise _Problem(400, "bad_gzip", f"the body is not valid gzip: {exc}") from None
+            if len(body) > limit or inflater.unconsumed_tail:
+                raise _Problem(413, "body_too_large", f"the inflated body is over {limit} bytes")
+            if not inflater.eof:
+                raise _Problem(400, "bad_gzip", "the gzip body is truncated")
+        elif encoding not in ("identity", ""):
+            raise _Problem(415, "unsupported_encoding", "only gzip content encoding is accepted")
+        return body
+
+    def decode(body: bytes) -> Any:
+        try:
+            return json.loads(body)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise _Problem(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+
+    async def handle(request: Request, route: str, items: list[Any], site: str) -> Response:
+        received_at = datetime.now(UTC)
+        if len(items) > settings.max_batch:
+            raise _Problem(
+                400,
+                "batch_too_long",
+                f"at most {settings.max_batch} events per batch",
+                max_batch=settings.max_batch,
+            )
+        result: IntakeResult = take_batch(
+            items,
+            site_id=site,
+            received_at=received_at,
+            ip=client_ip(request),
+            user_agent=request.headers.get("user-agent"),
+            limits=limits,
+        )
+        if result.rejected:
+            metrics.events.labels("rejected").inc(len(result.rejected))
+            for rejection in result.rejected:
+                metrics.rejections.labels(rejection.reason).inc()
+            try:
+                await delivery.dead_letter(result.rejected, received_at)
+            except Exception:  # the rejection stands either way; count the lost record
+                metrics.dead_letter_failures.inc(len(result.rejected))
+                log.exception("dead-letter write failed for %d items", len(result.rejected))
+        if result.accepted:
+            started = time.perf_counter()
+            await delivery.deliver(result.accepted)
+            metrics.ack_seconds.observe(time.perf_counter() - started)
+            metrics.events.labels("accepted").inc(len(result.accepted))
+        body = {
+            "accepted": len(result.accepted),
+            "rejected": [r.to_dict() for r in result.rejected],
+        }
+        status = 400 if result.rejected and not result.accepted else 200
+        return JSONResponse(body, status_code=status, headers=_NO_STORE)
+
+    def guarded(route: str, endpoint: Any) -> Any:
+        async def wrapper(request: Request) -> Response:
+            try:
+                response: Response = await endpoint(request)
+            except _Problem as problem:
+                response = problem.response(_NO_STORE)
+            except Unavailable as exc:
+                log.warning("%s: destination unavailable: %s", route, exc)
+                response = _Problem(
+                    503,
+                    "unavailable",
+                    "events were not stored; retry later",
+                ).response({"Retry-After": str(settings.retry_after_s), **_NO_STORE})
+            metrics.requests.labels(route, str(response.status_code)).inc()
+            return response
+
+        return wrapper
+
+    async def batch(request: Request) -> Response:
+        site = authorise(request)
+        items = decode(await read_body(request))
+        if not isinstance(items, list):
+            raise _Problem(400, "not_a_batch", "the body must be a JSON array of events")
+        return await handle(request, "batch", items, site)
+
+    async def single(request: Request) -> Response:
+        site = authorise(request)
+        item = decode(await read_body(request))
+        if not isinstance(item, dict):
+            raise _Problem(400, "not_an_event", "the body must be one JSON object")
+        return await handle(request, "event", [item], site)
+
+    async def pixel(request: Request) -> Response:
+        site = authorise(request)
+        q = request.query_params
+        kind = q.get("type", "impression")
+        if kind not in _PIXEL_TYPES:
+            raise _Problem(400, "invalid_type", "the pixel records impressions and clicks only")
+        context = {name: q[name] for name in _CONTEXT_PARAMS if q.get(name)}
+        if referrer := request.headers.get("referer"):
+            context.setdefault("referrer", referrer)
+        item: dict[str, Any] = {
+            "event_id": q.get("eid") or str(uuid.uuid4()),
+            "type": kind,
+            "anonymous_id": q.get("aid") or None,
+            "customer_id": q.get("cid") or None,
+            "occurred_at": q.get("ts") or datetime.now(UTC).isoformat(),
+            "context": context,
+        }
+        response = await handle(request, "pixel", [item], site)
+        if response.status_code != 200:
+            return response
+        return Response(PIXEL, media_type="image/gif", headers=_NO_STORE)
+
+    async def tracker(request: Request) -> Response:
+        headers = {"Cache-Control": "public, max-age=3600", "Vary": "Accept-Encoding"}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            return Response(script_gz, media_type="application/javascript", headers=headers)
+        return Response(script, media_type="application/javascript", headers=headers)
+
+    async def openapi(request: Request) -> Response:
+        return Response(spec, media_type="application/json")
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def prometheus(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await delivery.start()
+        try:
+            yield
+        finally:
+            await delivery.close()
+
+    routes = [
+        Route("/v1/batch", guarded("batch", batch), methods=["POST"]),
+        Route("/v1/event", guarded("event", single), methods=["POST"]),
+        Route("/v1/p.gif", guarded("pixel", pixel), methods=["GET"]),
+        Route("/t.js", tracker, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", prometheus, methods=["GET"]),
+    ]
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Content-Encoding", "X-Funnel-Key"],
+            max_age=600,
+        )
+    ]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.registry = registry
+    app.state.delivery = delivery
+    return app

@@ -1,0 +1,198 @@
+"""Where accepted events go, and what "acknowledged" means for each destination.
+
+* :class:`KafkaDelivery` — produced with kafka-python (``acks=all``, idempotent, key
+  ``site_id:person``); :meth:`deliver` returns once the broker acknowledged every event.
+* :class:`EmbeddedDelivery` — group commit into the embedded pipeline and store: concurrent
+  requests are committed together; :meth:`deliver` returns once their facts are in the store.
+
+Both raise :class:`Unavailable` when the destination cannot take events now; the collector
+then answers 503 with ``Retry-After`` and nothing is acknowledged.
+
+Rejected items go to the dead-letter path (:meth:`dead_letter`): the rejected topic, or the
+``rejected_events`` table. A failing dead-letter write is logged and counted by the caller,
+never turned into an acknowledgement of the rejected items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from funnel.events import Event
+from funnel.intake import Rejection
+from storage.backends import StoreError
+from stream_processors.embedded import EmbeddedPipeline
+
+__all__ = ["Delivery", "EmbeddedDelivery", "KafkaDelivery", "Unavailable"]
+
+log = logging.getLogger(__name__)
+
+
+class Unavailable(Exception):
+    """The destination cannot take events now; retry later."""
+
+
+class Delivery(Protocol):
+    async def start(self) -> None: ...
+
+    async def deliver(self, events: list[Event]) -> None:
+        """Return once ``events`` are durable; raise :class:`Unavailable` otherwise."""
+
+    async def dead_letter(self, rejections: list[Rejection], received_at: datetime) -> None:
+        """Record rejected items with their reasons (best effort, may raise)."""
+
+    async def close(self) -> None: ...
+
+
+def _rejection_record(rejection: Rejection, received_at: datetime) -> dict[str, object]:
+    return {
+        "received_at": received_at,
+        "site_id": rejection.site_id,
+        "reason": json.dumps(rejection.errors),
+        "payload": rejection.payload,
+    }
+
+
+class KafkaDelivery:
+    """Produce to Kafka; acknowledged means the broker acknowledged (``acks=all``)."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        events_topic: str = "funnel.events",
+        rejected_topic: str = "funnel.rejected",
+        ack_timeout_s: float = 10.0,
+    ) -> None:
+        from kafka import KafkaProducer
+
+        self.events_topic = events_topic
+        self.rejected_topic = rejected_topic
+        self.ack_timeout_s = ack_timeout_s
+        timeout_ms = int(ack_timeout_s * 1000)
+        # delivery_timeout_ms bounds how long a record may wait in the producer: when the
+        # collector gives up on an ack, the record has failed for good, so a client retry of
+        # a 503 cannot meet a late first copy (short of a lost ack from a live broker).
+        self._producer: Any = KafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            batch_size=256 * 1024,
+            compression_type="gzip",
+            max_block_ms=timeout_ms,
+            request_timeout_ms=max(1000, timeout_ms // 2),
+            delivery_timeout_ms=timeout_ms,
+            client_id="funnel-collector",
+        )
+
+    async def start(self) -> None:
+        return None
+
+    def _send_and_wait(self, records: list[tuple[str, bytes, bytes]]) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            futures = [
+                self._producer.send(topic, key=key, value=value) for topic, key, value in records
+            ]
+            for future in futures:
+                future.get(timeout=self.ack_timeout_s + 1)
+        except KafkaError as exc:
+            raise Unavailable(f"Kafka did not acknowledge: {exc}") from exc
+
+    async def deliver(self, events: list[Event]) -> None:
+        records = [
+            (
+                self.events_topic,
+                event.partition_key.encode(),
+                event.model_dump_json(exclude_none=True).encode(),
+            )
+            for event in events
+        ]
+        await asyncio.to_thread(self._send_and_wait, records)
+
+    async def dead_letter(self, rejections: list[Rejection], received_at: datetime) -> None:
+        records = [
+            (
+                self.rejected_topic,
+                r.site_id.encode(),
+                json.dumps(_rejection_record(r, received_at), default=str).encode(),
+            )
+            for r in rejections
+        ]
+        await asyncio.to_thread(self._send_and_wait, records)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._producer.close, 5)
+
+
+class EmbeddedDelivery:
+    """Group commit into the embedded pipeline: one store commit serves many requests.
+
+    Requests queue their events and wait; a single committer takes everything queued,
+    runs it through the pipeline, flushes the facts to the store, then releases every
+    waiting request at once. A failed commit fails every request in it (503).
+    """
+
+    def __init__(self, pipeline: EmbeddedPipeline) -> None:
+        self.pipeline = pipeline
+        self._pending: list[tuple[list[Event], asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.commits = 0
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._committer(), name="funnel-group-commit")
+
+    async def deliver(self, events: list[Event]) -> None:
+        if self._task is None or self._task.done():
+            raise Unavailable("the embedded committer is not running")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((events, future))
+        self._wakeup.set()
+        await future
+
+    async def _committer(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            group, self._pending = self._pending, []
+            if not group:
+                continue
+            try:
+                await asyncio.to_thread(self._commit, [e for events, _ in group for e in events])
+            except (StoreError, OSError) as exc:
+                log.warning("embedded commit failed: %s", exc)
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(Unavailable(f"store unavailable: {exc}"))
+                continue
+            self.commits += 1
+            for _, future in group:
+                if not future.done():
+                    future.set_result(None)
+
+    def _commit(self, events: list[Event]) -> None:
+        self.pipeline.submit_all(events)
+        self.pipeline.flush()
+
+    async def dead_letter(self, rejections: list[Rejection], received_at: datetime) -> None:
+        rows = [_rejection_record(r, received_at) for r in rejections]
+        await asyncio.to_thread(self.pipeline.store.insert, "rejected_events", rows)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
