@@ -44,6 +44,13 @@ class EventRow:
     manager_id: str
     lead_intent: str
     properties: dict[str, str]
+    is_bot: bool = False
+    browser: str = ""
+    os: str = ""
+    device: str = ""
+    ip: str = ""
+    clock_skew_ms: int | None = None
+    clamped: bool = False
 
     def row(self) -> dict[str, object]:
         return _row(self)

@@ -117,4 +117,11 @@ def _event_row(event: Event, person_id: str, touch: Touch) -> EventRow:
         manager_id=event.manager_id or "",
         lead_intent=(event.lead.intent or "") if event.lead else "",
         properties={k: "" if v is None else str(v) for k, v in event.properties.items()},
+        is_bot=event.context.is_bot,
+        browser=event.context.browser or "",
+        os=event.context.os or "",
+        device=event.context.device or "",
+        ip=event.context.ip or "",
+        clock_skew_ms=event.context.clock_skew_ms,
+        clamped=event.context.clamped,
     )

@@ -212,7 +212,7 @@ def create_app(settings: CollectorSettings, delivery: Delivery) -> Starlette:
             except _Problem as problem:
                 response = problem.response(_NO_STORE)
             except Unavailable as exc:
-                log.warning("%s: destination unavailable: %s", route, exc)
+                log.warning("%s: destination unavailable: %s", route, str(exc))
                 response = _Problem(
                     503,
                     "unavailable",
@@ -298,6 +298,7 @@ def create_app(settings: CollectorSettings, delivery: Delivery) -> Starlette:
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "Content-Encoding", "X-Funnel-Key"],
+            expose_headers=["Retry-After"],
             max_age=600,
         )
     ]

@@ -1,0 +1,119 @@
+"""The collector in Kafka mode on a real broker: a 2xx means in the topic, exactly once.
+
+This test owns its broker (it stops and restarts it), unlike the session broker others share.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from kafka import KafkaConsumer
+from starlette.testclient import TestClient
+
+from producers.collector import CollectorSettings, KafkaDelivery, create_app
+from stream_processors.kafka_broker import KafkaBroker
+from stream_processors.topics import TopicNames, create_topics
+
+KEY = "k-shop"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def batch(n: int) -> list[dict[str, object]]:
+    return [
+        {
+            "event_id": str(uuid.uuid4()),
+            "type": "impression",
+            "anonymous_id": f"dev-{i % 7}",
+            "occurred_at": "2026-10-01T10:00:00Z",
+        }
+        for i in range(n)
+    ]
+
+
+def topic_contents(bootstrap: str, topic: str) -> list[tuple[bytes, dict[str, object]]]:
+    import json
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=4000,
+        isolation_level="read_committed",
+    )
+    try:
+        return [(record.key, json.loads(record.value)) for record in consumer]
+    finally:
+        consumer.close()
+
+
+def scenario(broker: KafkaBroker, names: TopicNames) -> list[str]:
+    """Up, down, up again; returns the ids of every event acknowledged with a 2xx."""
+    bootstrap = broker.bootstrap_servers
+    settings = CollectorSettings(
+        write_keys={KEY: "shop"},  # type: ignore[dict-item]
+        ack_timeout_s=3.0,
+        retry_after_s=2,
+    )
+    delivery = KafkaDelivery(
+        bootstrap,
+        events_topic=names.events,
+        rejected_topic=names.rejected,
+        ack_timeout_s=settings.ack_timeout_s,
+    )
+    acknowledged: list[str] = []
+    refused: list[list[dict[str, object]]] = []
+    with TestClient(create_app(settings, delivery)) as client:
+        for _ in range(8):
+            body = batch(25)
+            response = client.post("/v1/batch", json=body, headers={"X-Funnel-Key": KEY})
+            assert response.status_code == 200
+            acknowledged += [str(e["event_id"]) for e in body]
+        mixed = [*batch(2), {"type": "click"}]
+        response = client.post("/v1/batch", json=mixed, headers={"X-Funnel-Key": KEY})
+        assert response.json()["accepted"] == 2
+        acknowledged += [str(e["event_id"]) for e in mixed[:2]]
+
+        broker.stop()
+        for _ in range(3):
+            body = batch(10)
+            response = client.post("/v1/batch", json=body, headers={"X-Funnel-Key": KEY})
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "2"
+            refused.append(body)
+
+        broker.start()  # same port and data: the client retries what was refused
+        for body in refused:
+            response = client.post("/v1/batch", json=body, headers={"X-Funnel-Key": KEY})
+            assert response.status_code == 200
+            acknowledged += [str(e["event_id"]) for e in body]
+    return acknowledged
+
+
+def test_acknowledged_events_are_in_the_topic_once_and_a_down_broker_gets_503(
+    tmp_path: Path,
+) -> None:
+    names = TopicNames(f"coll{uuid.uuid4().hex[:6]}.")
+    broker = KafkaBroker(port=free_port(), data_dir=tmp_path / "kafka")
+    bootstrap = broker.start()
+    try:
+        create_topics(bootstrap, names, partitions=3)
+        acknowledged = scenario(broker, names)
+
+        records = topic_contents(bootstrap, names.events)
+        counts = Counter(str(value["event_id"]) for _, value in records)
+        assert set(counts) == set(acknowledged)
+        assert all(n == 1 for n in counts.values()), {k: n for k, n in counts.items() if n > 1}
+        assert all(key == f"shop:{value['anonymous_id']}".encode() for key, value in records)
+        rejected = topic_contents(bootstrap, names.rejected)
+        assert len(rejected) == 1
+        assert "occurred_at" in str(rejected[0][1]["reason"])
+    finally:
+        broker.stop()

@@ -1,0 +1,238 @@
+"""The back-end SDK on real parts: the real collector over HTTP, and the real Kafka broker.
+
+(a) The collector app (embedded delivery on the test's chDB store) served by uvicorn in a
+thread; the SDK posts to it over TCP and the events land in the store's ``events`` table.
+(b) The SDK's Kafka transport produces to a fresh topic on the session's broker; a
+kafka-python consumer reads every record back.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import pytest
+import uvicorn
+from kafka import KafkaConsumer
+from kafka.admin import KafkaAdminClient, NewTopic
+from starlette.applications import Starlette
+
+from funnel.events import parse_event
+from funnel.processor import CoreConfig
+from producers.collector import CollectorSettings, EmbeddedDelivery, create_app
+from producers.sdk import FlushResult, FunnelClient, event_id_for
+from storage.backends import ChdbStore
+from stream_processors.embedded import EmbeddedPipeline
+
+KEY = "sdk-integration-key"
+SITE = "shop"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(app: Starlette) -> Iterator[str]:
+    """Run ``app`` under uvicorn in a thread; yield its base URL; stop it afterwards."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped before it started"
+        assert time.monotonic() < deadline, "uvicorn did not start within 20 s"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+def collector_app(store: ChdbStore) -> Starlette:
+    settings = CollectorSettings(write_keys={KEY: SITE})  # type: ignore[dict-item]
+    return create_app(settings, EmbeddedDelivery(EmbeddedPipeline(store, CoreConfig.default())))
+
+
+@pytest.fixture
+def collector_url(store: ChdbStore) -> Iterator[str]:
+    with serving(collector_app(store)) as url:
+        yield url
+
+
+def rows(store: ChdbStore, sql: str) -> list[dict[str, object]]:
+    return store.query(sql.format(db=store.database))
+
+
+def test_orders_and_payments_land_in_the_events_table(collector_url: str, store: ChdbStore) -> None:
+    when = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
+    with FunnelClient(endpoint=collector_url, write_key=KEY, site_id=SITE) as client:
+        lead = client.lead(customer_id="c-1", intent="purchase", occurred_at=when)
+        order = client.order(
+            "ord-1",
+            customer_id="c-1",
+            revenue="120.50",
+            currency="EUR",
+            manager_id="m-7",
+            occurred_at=when,
+            idempotency_key="order:ord-1",
+        )
+        payment = client.payment(
+            "ord-1",
+            customer_id="c-1",
+            revenue="120.50",
+            currency="EUR",
+            occurred_at=when,
+            idempotency_key="payment:ord-1",
+        )
+        assert client.flush() == FlushResult(delivered=3)
+    assert (order, payment) == (
+        event_id_for(SITE, "order:ord-1"),
+        event_id_for(SITE, "payment:ord-1"),
+    )
+
+    stored = rows(
+        store,
+        "SELECT event_id, event_type, customer_id, person_id, order_id, toString(revenue) AS rev,"
+        " currency, manager_id, lead_intent FROM {db}.events ORDER BY event_type",
+    )
+    assert stored == [
+        {
+            "event_id": lead,
+            "event_type": "lead",
+            "customer_id": "c-1",
+            "person_id": "c-1",
+            "order_id": "",
+            "rev": "0",
+            "currency": "",
+            "manager_id": "",
+            "lead_intent": "purchase",
+        },
+        {
+            "event_id": order,
+            "event_type": "order",
+            "customer_id": "c-1",
+            "person_id": "c-1",
+            "order_id": "ord-1",
+            "rev": "120.5",
+            "currency": "EUR",
+            "manager_id": "m-7",
+            "lead_intent": "",
+        },
+        {
+            "event_id": payment,
+            "event_type": "payment",
+            "customer_id": "c-1",
+            "person_id": "c-1",
+            "order_id": "ord-1",
+            "rev": "120.5",
+            "currency": "EUR",
+            "manager_id": "",
+            "lead_intent": "",
+        },
+    ]
+
+
+def test_a_business_fact_resent_after_a_crash_keeps_its_event_id(
+    collector_url: str, store: ChdbStore
+) -> None:
+    """The back end pays, crashes before recording that it told us, and tells us again.
+
+    The embedded pipeline does not deduplicate by ``event_id`` yet, so the re-sent payment is
+    stored twice — with the same id, which is what makes the duplicate recognisable (and what
+    the pipeline's dedup will key on). Ordinary events land exactly once.
+    """
+    fact = {"customer_id": "c-2", "revenue": "40", "currency": "USD"}
+    with FunnelClient(endpoint=collector_url, write_key=KEY, site_id=SITE) as before_crash:
+        first = before_crash.payment("ord-2", idempotency_key="payment:ord-2", **fact)
+        clicks = [before_crash.track("click", anonymous_id=f"a-{n}") for n in range(5)]
+    with FunnelClient(endpoint=collector_url, write_key=KEY, site_id=SITE) as after_restart:
+        again = after_restart.payment("ord-2", idempotency_key="payment:ord-2", **fact)
+    assert first == again
+
+    counts = {
+        str(r["event_id"]): r["n"]
+        for r in rows(store, "SELECT event_id, count() AS n FROM {db}.events GROUP BY event_id")
+    }
+    assert counts == {first: 2, **dict.fromkeys(clicks, 1)}
+
+
+def test_a_collector_that_cannot_store_keeps_the_events(
+    store: ChdbStore, chdb_engine: ChdbStore
+) -> None:
+    """503 with Retry-After from the real collector: retried as told, kept, then delivered."""
+    broken = chdb_engine.using(f"gone_{uuid.uuid4().hex[:8]}")  # never migrated: inserts fail
+    sleeps: list[float] = []
+    options = {"write_key": KEY, "site_id": SITE, "max_retries": 1, "sleep": sleeps.append}
+    with serving(collector_app(broken)) as url:
+        client = FunnelClient(endpoint=url, **options)  # type: ignore[arg-type]
+        event_id = client.order("ord-3", customer_id="c-3")
+        result = client.flush()
+        assert result.failed == (event_id,)
+        assert sleeps == [5.0]  # the collector's Retry-After, over a smaller jittered backoff
+        assert client.close().failed == (event_id,)  # close retries once more, then gives up
+        held = client.undelivered()
+        assert [e.event_id for e in held] == [event_id]
+    assert rows(store, "SELECT count() AS n FROM {db}.events") == [{"n": 0}]
+
+    # A new client (e.g. after the operator fixed the store) re-sends the same event.
+    with serving(collector_app(store)) as url, FunnelClient(endpoint=url, **options) as again:  # type: ignore[arg-type]
+        assert again.track(**_track_args(held[0].model_dump())) == event_id
+    assert rows(store, "SELECT event_id FROM {db}.events") == [{"event_id": event_id}]
+
+
+def _track_args(event: dict[str, object]) -> dict[str, object]:
+    keep = ("type", "anonymous_id", "customer_id", "occurred_at", "order_id", "event_id")
+    return {k: event[k] for k in keep if event.get(k) is not None}
+
+
+def test_kafka_transport_produces_each_event_once_keyed_by_person(kafka_bootstrap: str) -> None:
+    topic = f"sdk-{uuid.uuid4().hex[:10]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, 3, 1)])
+    finally:
+        admin.close()
+
+    sent: dict[str, str] = {}  # event id -> person
+    with FunnelClient(kafka=kafka_bootstrap, kafka_topic=topic, site_id=SITE, batch_size=7) as fc:
+        for n in range(40):
+            person = f"c-{n % 5}"
+            sent[fc.payment(f"ord-{n}", customer_id=person, revenue=n, currency="EUR")] = person
+        assert fc.flush() == FlushResult(delivered=40)
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=10_000,
+    )
+    try:
+        records = []
+        for record in consumer:
+            records.append(record)
+            if len(records) >= len(sent):
+                break
+    finally:
+        consumer.close()
+
+    ids: Counter[str] = Counter()
+    for record in records:
+        event = parse_event(record.value)
+        ids[event.event_id] += 1
+        assert record.key == f"{SITE}:{sent[event.event_id]}".encode()
+        assert event.sent_at is not None
+        assert json.loads(record.value)["site_id"] == SITE
+    assert ids == Counter(dict.fromkeys(sent, 1))
