@@ -74,6 +74,7 @@ __all__ = [
     "ClientClosed",
     "ClientStats",
     "Delivered",
+    "EventFields",
     "FlushResult",
     "FunnelClient",
     "HttpTransport",
@@ -119,10 +120,15 @@ class ClientClosed(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class RejectedEvent:
-    """An event the destination refused for good, with machine-readable reasons."""
+    """An event the destination refused for good, with machine-readable reasons.
+
+    ``event`` is the refused event itself (e.g. for a local dead-letter file); it takes no
+    part in equality.
+    """
 
     event_id: str
     errors: Errors
+    event: Event | None = field(default=None, compare=False, repr=False)
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -135,7 +141,8 @@ class FlushResult:
 
     ``failed`` lists the ids of events tracked before the flush that are still held (kept and
     retried later); ``timed_out`` says the flush returned at its timeout rather than after a
-    failed retry cycle.
+    failed retry cycle. ``rejected`` keeps at most ``max_queue`` unreported rejections (older
+    ones were still counted, logged and passed to ``on_rejected``).
     """
 
     delivered: int = 0
@@ -279,6 +286,7 @@ def _verdict(status: int, headers: Message, body: bytes, n: int) -> SendResult:
     """Map a collector answer to a verdict (see ``producers/collector/app.py``)."""
     payload = _json_object(body)
     message = str(payload.get("message") or f"HTTP {status}")
+    summary = f"HTTP {status}" if message == f"HTTP {status}" else f"HTTP {status}: {message}"
     if 200 <= status < 300:
         rejected = _rejections(payload, n)
         accepted = payload.get("accepted")
@@ -298,7 +306,7 @@ def _verdict(status: int, headers: Message, body: bytes, n: int) -> SendResult:
     if status in (401, 403):
         return Refused("unauthorized", message)
     if status in (408, 425, 429) or status >= 500:
-        return Retry(f"HTTP {status}: {message}", _retry_after(headers.get("Retry-After")))
+        return Retry(summary, _retry_after(headers.get("Retry-After")))
     return Refused(str(payload.get("error") or f"http_{status}"), message)
 
 
@@ -437,7 +445,8 @@ class FunnelClient:
     Give exactly one destination: ``endpoint`` and ``write_key`` (the HTTP collector),
     ``kafka`` (bootstrap servers; events go straight to the events topic), or ``transport``.
     ``rng`` (floats in [0, 1)) and ``sleep`` are injectable so tests need no real waiting.
-    ``on_rejected`` is called from the sender thread, once per rejected event; it must not
+    ``on_rejected`` is called from the sender thread, once per rejected event, before the
+    event counts as settled (so after ``flush`` returns, its callbacks have run); it must not
     call :meth:`flush`.
     """
 
@@ -463,7 +472,7 @@ class FunnelClient:
         clock: Callable[[], datetime] = _utc_now,
         exit_timeout_s: float = 10.0,
     ) -> None:
-        if not site_id:
+        if not site_id.strip():
             raise ValueError("site_id is required")
         if sum(x is not None for x in (endpoint, kafka, transport)) != 1:
             raise ValueError("give exactly one of endpoint= (with write_key=), kafka=, transport=")
@@ -473,12 +482,14 @@ class FunnelClient:
             raise ValueError("batch_size, max_queue ≥ 1; max_retries ≥ 0; flush_interval_s > 0")
         if backoff_base_s < 0 or backoff_cap_s < backoff_base_s:
             raise ValueError("need 0 ≤ backoff_base_s ≤ backoff_cap_s")
-        if endpoint is not None and write_key is not None:
-            transport = HttpTransport(endpoint, write_key, timeout_s=timeout_s, clock=clock)
-        elif kafka is not None:
+        if kafka is not None:
             transport = KafkaTransport(kafka, topic=kafka_topic, timeout_s=timeout_s, clock=clock)
-        assert transport is not None
-        self.site_id = site_id
+        elif endpoint is not None and write_key is not None:
+            transport = HttpTransport(endpoint, write_key, timeout_s=timeout_s, clock=clock)
+        if transport is None:  # unreachable after the checks above; keeps the type exact
+            raise ValueError("no destination")
+        # Stripped like Event.site_id, so deterministic ids match the site the event carries.
+        self.site_id = site_id.strip()
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.max_queue = max_queue
@@ -810,9 +821,22 @@ class FunnelClient:
             return Retry(f"transport error: {exc!r}")
 
     def _settle(self, part: list[_Held], rejected: Mapping[int, Errors]) -> None:
+        """Mark ``part`` delivered except the ``rejected`` indexes.
+
+        ``on_rejected`` runs first, so a flush that sees these events settled also knows
+        their callbacks have run.
+        """
         refused = [
-            RejectedEvent(part[i].event.event_id, errors) for i, errors in sorted(rejected.items())
+            RejectedEvent(part[i].event.event_id, errors, part[i].event)
+            for i, errors in sorted(rejected.items())
         ]
+        for rejection in refused:
+            log.warning("event %s rejected: %s", rejection.event_id, ", ".join(rejection.codes))
+            if self._on_rejected is not None:
+                try:
+                    self._on_rejected(rejection)
+                except Exception:
+                    log.exception("on_rejected failed for event %s", rejection.event_id)
         with self._lock:
             for held in part:
                 del self._inflight[held.seq]
@@ -821,13 +845,6 @@ class FunnelClient:
             self._rejected += len(refused)
             self._unreported_rejected.extend(refused)
             self._settled.notify_all()
-        for rejection in refused:
-            log.warning("event %s rejected: %s", rejection.event_id, ", ".join(rejection.codes))
-            if self._on_rejected is not None:
-                try:
-                    self._on_rejected(rejection)
-                except Exception:
-                    log.exception("on_rejected failed for event %s", rejection.event_id)
 
     def _requeue(
         self, work: deque[list[_Held]], *, gave_up: str | None = None, attempts: int = 0

@@ -18,15 +18,25 @@ import math
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from funnel.channels import DIRECT
 from funnel.clock import to_millis
 from funnel.events import Context, Event, EventType, LeadInfo
 from funnel.funnels import FunnelCatalog, FunnelSpec
+from producers.messiness import bot_events
 
-__all__ = ["CHANNEL_PROFILES", "ChannelProfile", "GroundTruth", "Simulation", "simulate"]
+__all__ = [
+    "CHANNEL_PROFILES",
+    "ChannelProfile",
+    "GroundTruth",
+    "PersonTruth",
+    "Simulation",
+    "SpendRow",
+    "simulate",
+]
 
 DEFAULT_START = datetime(2026, 10, 1, tzinfo=UTC)
 HOUR = 3600.0
@@ -135,12 +145,28 @@ _SECOND_TOUCH = ("Email", "Display", "Paid Search")
 
 @dataclass(slots=True)
 class PersonTruth:
-    """What the simulator knows about one person."""
+    """What the simulator knows about one person (``person_id`` = their first device)."""
 
     person_id: str
     channel: str
     events: list[Event] = field(default_factory=list)
     levels: dict[str, int] = field(default_factory=dict)
+    devices: list[str] = field(default_factory=list)
+    customer_id: str | None = None
+    is_bot: bool = False
+    touch_channels: dict[str, str] = field(default_factory=dict)
+    """The channel the simulator sent each touch (impression/click) through, by event_id."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRow:
+    """Ad spend of one channel and campaign on one day (the ``spend`` table's shape)."""
+
+    date: date
+    channel: str
+    campaign: str
+    cost: Decimal
+    currency: str = "USD"
 
 
 @dataclass(slots=True)
@@ -159,20 +185,50 @@ class GroundTruth:
         ]
 
     def write(self, path: Path) -> None:
-        """Write one JSON line per person: id, channel, levels and the event ids with times."""
+        """Write one JSON line per person.
+
+        Each line has the person's id, devices, customer id, arrival channel, bot flag, the
+        level reached in every funnel with the time each reached step's first event happened,
+        the conversions (type, time, order, revenue) and every touch with its channel.
+        """
+        conversions = {"lead", "order", "payment", "repeat"}
         with path.open("w", encoding="utf-8") as out:
             for p in self.persons.values():
+                stages = {}
+                for spec in self.funnels.funnel:
+                    reached = {}
+                    for step in spec.steps[: p.levels.get(spec.name, 0)]:
+                        first = next(e for e in p.events if step.matches(e))
+                        reached[step.name] = first.occurred_at.isoformat()
+                    stages[spec.name] = reached
                 record = {
                     "person_id": p.person_id,
+                    "devices": p.devices,
+                    "customer_id": p.customer_id,
                     "channel": p.channel,
+                    "is_bot": p.is_bot,
                     "levels": p.levels,
-                    "events": [
+                    "stages": stages,
+                    "conversions": [
                         {
                             "event_id": e.event_id,
                             "type": e.type.value,
-                            "occurred_at": e.occurred_at.isoformat(),
+                            "at": e.occurred_at.isoformat(),
+                            "order_id": e.order_id,
+                            "revenue": str(e.revenue) if e.revenue is not None else None,
                         }
                         for e in p.events
+                        if e.type.value in conversions
+                    ],
+                    "touches": [
+                        {
+                            "event_id": e.event_id,
+                            "type": e.type.value,
+                            "at": e.occurred_at.isoformat(),
+                            "channel": p.touch_channels.get(e.event_id, p.channel),
+                        }
+                        for e in p.events
+                        if e.type.value in ("impression", "click")
                     ],
                 }
                 out.write(json.dumps(record) + "\n")
@@ -180,10 +236,18 @@ class GroundTruth:
 
 @dataclass(slots=True)
 class Simulation:
-    """The events of a run, in the order they would arrive, and their ground truth."""
+    """The events of a run in the order they happened, their ground truth, and ad spend."""
 
     events: list[Event]
     truth: GroundTruth
+    spend: list[SpendRow] = field(default_factory=list)
+
+    def write_spend(self, path: Path) -> None:
+        """Spend as CSV (``date,channel,campaign,cost,currency``), for ``funnel spend load``."""
+        with path.open("w", encoding="utf-8") as out:
+            out.write("date,channel,campaign,cost,currency\n")
+            for row in self.spend:
+                out.write(f"{row.date},{row.channel},{row.campaign},{row.cost},{row.currency}\n")
 
 
 def reference_level(events: list[Event], spec: FunnelSpec) -> int:
@@ -216,11 +280,23 @@ class _Person:
     def __init__(self, rng: random.Random, site_id: str, person_no: int, start: datetime) -> None:
         self.rng = rng
         self.site_id = site_id
+        self.person_no = person_no
         self.anonymous_id = f"anon-{person_no:07d}-{rng.getrandbits(32):08x}"
+        self.devices = [self.anonymous_id]
         self.customer_id: str | None = None
         self.at = start
         self.seq = 0
         self.events: list[Event] = []
+        self.touch_channels: dict[str, str] = {}
+        self.next_device: str | None = None
+
+    def switch_device(self) -> None:
+        """Go on from another device (a phone after a laptop) from the next event on."""
+        self.next_device = f"anon-{self.person_no:07d}-{self.rng.getrandbits(32):08x}"
+
+    def touch(self, kind: EventType, profile: ChannelProfile, page: str) -> None:
+        self.emit(kind, _touch_context(profile, page))
+        self.touch_channels[self.events[-1].event_id] = profile.name
 
     def wait(self, median_seconds: float, sigma: float = 1.0) -> None:
         seconds = median_seconds * math.exp(self.rng.gauss(0.0, sigma))
@@ -229,6 +305,10 @@ class _Person:
     def emit(
         self, kind: EventType, context: dict[str, str] | None = None, **fields: object
     ) -> None:
+        if self.next_device is not None:  # a new device has its own id and its own seq
+            self.anonymous_id, self.next_device = self.next_device, None
+            self.devices.append(self.anonymous_id)
+            self.seq = 0
         self.events.append(
             Event.model_validate(
                 {
@@ -266,11 +346,16 @@ def simulate(
     start: datetime = DEFAULT_START,
     days: int = 30,
     funnels: FunnelCatalog | None = None,
+    multi_device: float = 0.0,
+    bots: int = 0,
 ) -> Simulation:
     """Simulate ``persons`` people arriving over ``days`` from ``start``.
 
-    Events come back in arrival order (by time across people; each person's own events in
-    their order), with the ground truth for every configured funnel.
+    ``multi_device`` is the share of people who, once known, go on from a second device
+    (telling them apart needs identity stitching). ``bots`` adds crawler page views from a
+    few bot devices (flagged by the collector, counted as people at the first step).
+    Events come back in the order they happened (each person's own events in their order),
+    with the ground truth for every configured funnel and the ad spend per channel and day.
     """
     rng = random.Random(seed)
     catalog = funnels or FunnelCatalog.default()
@@ -281,15 +366,59 @@ def simulate(
         profile = rng.choices(CHANNEL_PROFILES, weights)[0]
         arrival = start + timedelta(seconds=rng.uniform(0, days * DAY))
         person = _Person(rng, site_id, n, arrival)
-        _journey(person, profile, profiles, rng)
-        record = PersonTruth(person.anonymous_id, profile.name, person.events)
+        _journey(person, profile, profiles, rng, multi_device)
+        record = PersonTruth(
+            person.devices[0],
+            profile.name,
+            person.events,
+            devices=person.devices,
+            customer_id=person.customer_id,
+            touch_channels=person.touch_channels,
+        )
         record.levels = {spec.name: reference_level(person.events, spec) for spec in catalog.funnel}
-        truth.persons[person.anonymous_id] = record
+        truth.persons[record.person_id] = record
+    if bots:
+        crawl = bot_events(random.Random(seed + 1), site_id, bots, start, days)
+        for event in crawl:
+            device = event.anonymous_id or ""
+            if device not in truth.persons:
+                truth.persons[device] = PersonTruth(device, DIRECT, devices=[device], is_bot=True)
+            truth.persons[device].events.append(event)
+        for record in truth.persons.values():
+            if record.is_bot:
+                record.levels = {s.name: reference_level(record.events, s) for s in catalog.funnel}
     events = sorted(
         (e for p in truth.persons.values() for e in p.events),
         key=lambda e: (e.occurred_at, e.anonymous_id or "", e.seq or 0),
     )
-    return Simulation(events=events, truth=truth)
+    return Simulation(events=events, truth=truth, spend=_spend(truth))
+
+
+# Cost per click and per thousand impressions of the paid channels.
+_PRICES: dict[str, tuple[Decimal, Decimal]] = {
+    "Paid Search": (Decimal("1.20"), Decimal("0")),
+    "Paid Social": (Decimal("0.45"), Decimal("6.00")),
+    "Display": (Decimal("0.10"), Decimal("2.50")),
+    "Email": (Decimal("0.02"), Decimal("0.40")),
+}
+
+
+def _spend(truth: GroundTruth) -> list[SpendRow]:
+    """Spend per day, channel and campaign, priced from the simulated touches."""
+    totals: dict[tuple[date, str, str], Decimal] = {}
+    for person in truth.persons.values():
+        for event in person.events:
+            channel = person.touch_channels.get(event.event_id)
+            if channel not in _PRICES or channel is None:
+                continue
+            cpc, cpm = _PRICES[channel]
+            price = cpc if event.type is EventType.CLICK else cpm / 1000
+            key = (event.occurred_at.date(), channel, event.context.utm_campaign or "")
+            totals[key] = totals.get(key, Decimal(0)) + price
+    return [
+        SpendRow(day, channel, campaign, cost.quantize(Decimal("0.01")))
+        for (day, channel, campaign), cost in sorted(totals.items())
+    ]
 
 
 def _journey(
@@ -297,13 +426,14 @@ def _journey(
     profile: ChannelProfile,
     profiles: dict[str, ChannelProfile],
     rng: random.Random,
+    multi_device: float = 0.0,
 ) -> None:
     for _ in range(1 + min(int(rng.expovariate(0.8)), 5)):
-        person.emit(EventType.IMPRESSION, _touch_context(profile, "landing"))
+        person.touch(EventType.IMPRESSION, profile, "landing")
         person.wait(6 * HOUR, 1.5)
     if rng.random() >= profile.p_click:
         return
-    person.emit(EventType.CLICK, _touch_context(profile, "offer"))
+    person.touch(EventType.CLICK, profile, "offer")
     person.wait(2 * DAY, 1.2)
     if rng.random() >= profile.p_lead:
         return
@@ -311,11 +441,13 @@ def _journey(
     intent = rng.choices(("info", "consultation", "purchase"), (0.5, 0.3, 0.2))[0]
     person.emit(EventType.LEAD, lead=LeadInfo(form="signup", intent=intent))
     person.wait(3 * DAY, 1.0)
+    if multi_device and rng.random() < multi_device:
+        person.switch_device()
     if rng.random() < 0.3:
         other = profiles[rng.choice([c for c in _SECOND_TOUCH if c != profile.name])]
-        person.emit(EventType.IMPRESSION, _touch_context(other, "reminder"))
+        person.touch(EventType.IMPRESSION, other, "reminder")
         person.wait(4 * HOUR, 1.0)
-        person.emit(EventType.CLICK, _touch_context(other, "cart"))
+        person.touch(EventType.CLICK, other, "cart")
         person.wait(HOUR, 1.0)
     if rng.random() >= profile.p_order:
         return

@@ -28,6 +28,7 @@ from funnel.events import InvalidEvent
 from producers.sdk import (
     EVENT_ID_NAMESPACE,
     ClientClosed,
+    EventFields,
     FlushResult,
     FunnelClient,
     QueueFull,
@@ -113,6 +114,7 @@ class ScriptedCollector:
                 collector.arrived.set()
                 if collector.gate is not None:
                     collector.gate.wait(10)
+                headers: dict[str, str]
                 with collector._lock:
                     if self.headers.get("X-Funnel-Key") != KEY:
                         status, headers, answer = 401, {}, {"error": "unauthorized", "message": "?"}
@@ -282,6 +284,8 @@ def test_rejected_items_are_reported_and_never_retried(
     assert result.delivered == 2
     assert not result.ok
     assert seen == [RejectedEvent(ids[1], errors)]
+    assert seen[0].event is not None
+    assert seen[0].event.order_id == "ord-1"  # the refused event itself, e.g. to keep locally
     assert client.stats.rejected == 1
 
     # A batch refused as a whole (400) is reported the same way, and also not retried.
@@ -346,9 +350,14 @@ def test_idempotency_keys_give_deterministic_ids(
     assert event_id_for(SITE, "payment:ord-1") == expected
     assert event_id_for("other-site", "payment:ord-1") != expected
     first, after_a_crash = make_client(), make_client()
-    fields = {"customer_id": "c-1", "revenue": "5", "currency": "USD"}
-    a = first.payment("ord-1", idempotency_key="payment:ord-1", **fields)
-    b = after_a_crash.payment("ord-1", idempotency_key="payment:ord-1", **fields)
+    fields: EventFields = {
+        "customer_id": "c-1",
+        "revenue": "5",
+        "currency": "USD",
+        "idempotency_key": "payment:ord-1",
+    }
+    a = first.payment("ord-1", **fields)
+    b = after_a_crash.payment("ord-1", **fields)
     first.flush()
     after_a_crash.flush()
     assert a == b == expected
@@ -463,8 +472,8 @@ def test_flush_waits_for_the_acknowledgement_or_its_timeout(
     client = make_client()
     event_id = order(client, 1)
     result = client.flush(timeout=0.2)
-    assert collector.arrived.is_set()
     assert result.timed_out
+    assert collector.arrived.wait(10)  # the request is there, unanswered
     assert result.failed == (event_id,)
     assert collector.requests == []  # nothing answered yet: the event is still held
     collector.gate.set()
