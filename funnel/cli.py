@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from funnel.channels import ChannelRules
+from funnel.facts import FACT_TABLES
 from funnel.funnels import FunnelCatalog
 from funnel.processor import CoreConfig
 from funnel.report import FunnelReport, one_in
@@ -144,7 +145,7 @@ def demo(
     started = time.perf_counter()
     db = _open_store(store, database)
     try:
-        for table in ("events", "stage_reached"):
+        for table in (*FACT_TABLES, "rejected_events"):
             db.execute(
                 f"DELETE FROM {db.database}.{table} WHERE site_id = {{site:String}}",
                 {"site": site},

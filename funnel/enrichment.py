@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import NamedTuple
 
 from ua_parser import parse
 
@@ -25,6 +26,7 @@ _AUTOMATION = re.compile(
     r"go-http-client|okhttp|java/|libwww|scrapy|httpclient",
     re.IGNORECASE,
 )
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def anonymise_ip(ip: str | None) -> str:
@@ -61,8 +63,9 @@ def parse_user_agent(user_agent: str | None) -> UserAgentInfo:
     return UserAgentInfo(browser, system, device, is_bot)
 
 
-@dataclass(frozen=True, slots=True)
-class ClockCorrection:
+class ClockCorrection(NamedTuple):
+    """The corrected time of one event (a tuple: built once per event on the intake path)."""
+
     occurred_at: datetime
     skew_ms: int | None
     clamped: bool
@@ -84,7 +87,7 @@ def correct_clock(
     skew_ms = None
     if sent_at is not None:
         skew = sent_at - received_at
-        skew_ms = int(skew / timedelta(milliseconds=1))
+        skew_ms = int(skew / _MILLISECOND)
         occurred_at = occurred_at - skew
     if occurred_at > received_at + future_bound:
         return ClockCorrection(received_at, skew_ms, clamped=True)

@@ -7,6 +7,7 @@ storage rows) reads these typed fields; nothing re-parses the raw JSON.
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -132,10 +133,11 @@ class Event(_Strict):
 
     @field_validator("event_id")
     @classmethod
-    def _uuid_like(cls, value: str) -> str:
-        if not re.fullmatch(r"[0-9a-fA-F-]{8,64}", value):
-            raise ValueError("event_id must be a UUID string")
-        return value.lower()
+    def _uuid(cls, value: str) -> str:
+        try:
+            return str(uuid.UUID(value))  # canonical lower-case form: one id, one spelling
+        except ValueError:
+            raise ValueError("event_id must be a UUID string") from None
 
     @field_validator("currency")
     @classmethod

@@ -12,7 +12,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import ClassVar
 
-__all__ = ["EventRow", "Fact", "StageReached"]
+__all__ = [
+    "FACT_TABLES",
+    "AttributionRow",
+    "EventRow",
+    "Fact",
+    "LeadChange",
+    "PersonRow",
+    "StageReached",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +89,77 @@ class StageReached:
         return _row(self)
 
 
-Fact = EventRow | StageReached
+@dataclass(frozen=True, slots=True)
+class AttributionRow:
+    """One channel's credit for one conversion under one model (table ``attributions``).
+
+    Per conversion and model the credits sum to 1 and the revenue credits to the revenue.
+    """
+
+    table: ClassVar[str] = "attributions"
+
+    conversion_id: str
+    site_id: str
+    person_id: str
+    conversion_type: str
+    converted_at: datetime
+    model: str
+    channel: str
+    campaign: str
+    credit: float
+    revenue_credit: Decimal
+
+    def row(self) -> dict[str, object]:
+        return _row(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LeadChange:
+    """A lead's temperature changed; routed to ``queue`` (table ``lead_changes``, topic leads)."""
+
+    table: ClassVar[str] = "lead_changes"
+
+    site_id: str
+    person_id: str
+    customer_id: str
+    temperature: str
+    previous: str
+    queue: str
+    changed_at: datetime
+    manager_id: str
+
+    def row(self) -> dict[str, object]:
+        return _row(self)
+
+
+@dataclass(frozen=True, slots=True)
+class PersonRow:
+    """The person's current state (table ``persons``; the latest ``updated_at`` wins)."""
+
+    table: ClassVar[str] = "persons"
+
+    site_id: str
+    person_id: str
+    first_seen: datetime
+    last_seen: datetime
+    first_channel: str
+    last_channel: str
+    lead_temperature: str
+    payments: int
+    revenue: Decimal
+    funnel_levels: dict[str, int]
+    updated_at: datetime
+
+    def row(self) -> dict[str, object]:
+        return _row(self)
+
+
+Fact = EventRow | StageReached | AttributionRow | LeadChange | PersonRow
+
+#: The ClickHouse tables the stream produces facts for.
+FACT_TABLES: tuple[str, ...] = tuple(
+    kind.table for kind in (EventRow, StageReached, AttributionRow, LeadChange, PersonRow)
+)
 
 _COLUMNS: dict[type, tuple[str, ...]] = {}
 

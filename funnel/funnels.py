@@ -57,9 +57,10 @@ class Step(BaseModel):
     type: EventType
     where: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
-    def matches(self, event: Event) -> bool:
-        """Whether ``event`` counts as this step."""
-        if event.type is not self.type:
+    def matches(self, event: Event, *, also_repeat: bool = False) -> bool:
+        """Whether ``event`` counts as this step (``also_repeat``: the event is a repeat
+        purchase too, such as a payment for a new order after a first payment)."""
+        if event.type is not self.type and not (also_repeat and self.type is EventType.REPEAT):
             return False
         for key, expected in self.where.items():
             actual = event.properties.get(key)
@@ -98,9 +99,11 @@ class FunnelSpec(BaseModel):
     def window_ms(self) -> int:
         return int(self.window / timedelta(milliseconds=1))
 
-    def matching_steps(self, event: Event) -> list[int]:
+    def matching_steps(self, event: Event, *, also_repeat: bool = False) -> list[int]:
         """0-based indexes of the steps ``event`` counts as, in step order."""
-        return [i for i, step in enumerate(self.steps) if step.matches(event)]
+        return [
+            i for i, step in enumerate(self.steps) if step.matches(event, also_repeat=also_repeat)
+        ]
 
 
 class FunnelCatalog(BaseModel):

@@ -9,12 +9,9 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from funnel.facts import EventRow, StageReached
+from funnel.facts import FACT_TABLES
 
-__all__ = ["FACT_TABLES", "TopicNames"]
-
-#: The ClickHouse tables the stream produces facts for, in the order the sink writes them.
-FACT_TABLES: tuple[str, ...] = (EventRow.table, StageReached.table)
+__all__ = ["FACT_TABLES", "TopicNames", "create_topics"]
 
 
 @dataclass(frozen=True, slots=True)

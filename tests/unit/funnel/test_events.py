@@ -42,6 +42,7 @@ def test_customer_only_event_is_keyed_by_customer() -> None:
         ({"type": "purchase"}, "type"),
         ({"occurred_at": "2026-10-01T10:00:00"}, "occurred_at"),
         ({"event_id": "not a uuid!"}, "event_id"),
+        ({"event_id": "--------"}, "event_id"),
         ({"currency": "euro"}, "currency"),
         ({"revenue": "-1"}, "revenue"),
         ({"seq": -3}, "seq"),
@@ -59,6 +60,11 @@ def test_invalid_field_is_named(change: dict[str, object], field: str) -> None:
 def test_an_identity_is_required() -> None:
     with pytest.raises(InvalidEvent, match="anonymous_id and customer_id"):
         parse_event({**VALID, "anonymous_id": None, "customer_id": None})
+
+
+def test_event_ids_are_canonical_uuids() -> None:
+    upper = {**VALID, "event_id": "3F2C1E6A8A4B4C1D9D3E2B1A0C9F8E7D"}
+    assert parse_event(upper).event_id == "3f2c1e6a-8a4b-4c1d-9d3e-2b1a0c9f8e7d"
 
 
 def test_malformed_json_is_an_invalid_event() -> None:

@@ -2,6 +2,8 @@
 
 from datetime import timedelta
 
+import pytest
+
 from funnel.events import EventType
 from funnel.facts import EventRow, StageReached
 from funnel.processor import CoreConfig, PersonState, process
@@ -56,3 +58,85 @@ def test_state_round_trips_through_json() -> None:
         ]
     )
     assert state_from_json(state_to_json(state)) == state
+
+
+def test_a_replayed_event_is_a_no_op() -> None:
+    first = make_event("impression", 0)
+    state, _ = run([first, make_event("click", 10)])
+    state, again = process(state, first, CONFIG)
+    assert again == []
+    assert state.funnels["sales"].level == 2
+
+
+def test_conversions_are_credited_under_every_model() -> None:
+    from decimal import Decimal
+
+    from funnel.attribution import MODELS
+    from funnel.facts import AttributionRow
+
+    events = [
+        make_event("impression", 0, context={"utm_medium": "email", "utm_campaign": "n"}),
+        make_event("click", timedelta(hours=1), context={"gclid": "g"}),
+        make_event("lead", timedelta(hours=2), customer_id="c1"),
+        make_event(
+            "order",
+            timedelta(hours=3),
+            customer_id="c1",
+            order_id="o1",
+            revenue="90",
+            currency="EUR",
+        ),
+    ]
+    _, facts = run(events)
+    credits = [f for f in facts if isinstance(f, AttributionRow)]
+    assert {c.conversion_type for c in credits} == {"lead", "order"}
+    for conversion in {c.conversion_id for c in credits}:
+        mine = [c for c in credits if c.conversion_id == conversion]
+        assert {c.model for c in mine} == set(MODELS)
+        for model in MODELS:
+            assert sum(c.credit for c in mine if c.model == model) == pytest.approx(1.0)
+    order = {
+        (c.model, c.channel): c.revenue_credit for c in credits if c.conversion_type == "order"
+    }
+    assert order[("first_touch", "Email")] == Decimal(90)
+    assert order[("last_touch", "Paid Search")] == Decimal(90)
+    assert order[("linear", "Email")] == Decimal(45)
+
+
+def test_lead_temperature_changes_are_emitted_with_their_queue() -> None:
+    from funnel.facts import LeadChange
+
+    events = [
+        make_event("click", 0),
+        make_event("lead", 10, customer_id="c1", lead={"form": "f", "intent": "info"}),
+        make_event("click", 20),
+        make_event("click", 30),
+        make_event("order", 40, customer_id="c1", order_id="o1", revenue="5", currency="EUR"),
+        make_event("payment", 50, customer_id="c1", order_id="o1", revenue="5", currency="EUR"),
+    ]
+    state, facts = run(events)
+    changes = [(f.previous, f.temperature, f.queue) for f in facts if isinstance(f, LeadChange)]
+    assert changes == [
+        ("", "cold", "nurture"),
+        ("cold", "warm", "sales"),  # three clicks within 7 days
+        ("warm", "hot", "priority"),  # an open order
+        ("hot", "warm", "sales"),  # paid: no open order any more
+    ]
+    assert state.payments == 1
+
+
+def test_a_payment_for_a_new_order_is_a_repeat() -> None:
+    money = {"revenue": "10", "currency": "EUR", "customer_id": "c"}
+    events = [
+        make_event("impression", 0),
+        make_event("click", 1),
+        make_event("lead", 2, customer_id="c"),
+        make_event("order", 3, order_id="o1", **money),
+        make_event("payment", 4, order_id="o1", **money),
+        make_event("payment", 5, order_id="o2", **money),
+    ]
+    state, facts = run(events)
+    stages = [f.step for f in facts if isinstance(f, StageReached)]
+    assert stages[-1] == "repeat"
+    assert state.payments == 2
+    assert str(state.revenue) == "20"
