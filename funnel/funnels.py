@@ -89,10 +89,6 @@ class FunnelSpec(BaseModel):
             raise ValueError(f"funnel {self.name!r} has duplicate step names")
         if self.window <= timedelta(0):
             raise ValueError(f"funnel {self.name!r} needs a positive window")
-        if self.mode is not FunnelMode.ORDERED:
-            # Strict and any-order progression land with the stream processors (issue 4);
-            # refusing them here beats silently computing the ordered level instead.
-            raise ValueError(f"funnel {self.name!r}: mode {self.mode.value!r} is not supported yet")
         return self
 
     @property

@@ -162,12 +162,12 @@ def _stages(
     facts: list[Fact] = []
     for spec in config.funnels.funnel:
         steps = spec.matching_steps(event, also_repeat=repeat)
-        if not steps:
-            continue
         progress = state.funnels.get(spec.name)
         if progress is None:
+            if not steps:
+                continue
             progress = state.funnels[spec.name] = FunnelProgress.empty(len(spec.steps))
-        for k in advance(progress, at_ms, steps, spec.window_ms):
+        for k in advance(progress, at_ms, steps, spec.window_ms, spec.mode.value):
             start_ms, reached_ms = progress.chain[k] or (at_ms, at_ms)
             facts.append(
                 StageReached(

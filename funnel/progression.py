@@ -1,14 +1,21 @@
-"""Ordered-funnel progression: ClickHouse ``windowFunnel`` default mode, one event at a time.
+"""Funnel progression, one event at a time, in the three modes of DESIGN §6.
 
-The state per person and funnel is what ``windowFunnel`` keeps while it scans a person's
-events in time order: for every step, the chain that reached it last as
-``(chain start, time the step was reached)`` in epoch milliseconds. A step-1 event starts a
-new chain; a step-k event extends the chain that reached step k-1 if it falls within the
-window of that chain's start. The level is the deepest step any chain reached.
+The state per person and funnel is what ClickHouse ``windowFunnel`` keeps while it scans a
+person's events in time order: for every step, the chain that reached it last as
+``(chain start, time the step was reached)`` in epoch milliseconds.
 
-Feeding a person's events in their total order (time, ``seq``, ``event_id``) gives exactly the
-level ``windowFunnel(window_ms)(toUInt64(toUnixTimestamp64Milli(ts)), step1, ..., stepN)``
-returns over the same events (a property test checks this against chDB).
+* **ordered** — ``windowFunnel(window)``: a step-1 event starts a new chain; a step-k event
+  extends the chain that reached step k-1 if it falls within the window of that chain's
+  start. The level is the deepest step any chain reached.
+* **strict** — ``windowFunnel(window, 'strict_order')``: as ordered, but once a chain has
+  started, an event that is not the next step of a chain (a step whose previous step was
+  never reached, or an event that matches no step) ends the scan: the level is frozen.
+* **any** — a step counts if the person reached it at all within the window that opens with
+  their first event of any step; ``level`` is the number of steps reached.
+
+Feeding a person's events in their total order (time, ``seq``, ``event_id``) gives exactly
+the level ``windowFunnel`` returns over the same events for ordered and strict (property tests
+check both against chDB).
 """
 
 from __future__ import annotations
@@ -24,24 +31,40 @@ class FunnelProgress:
 
     chain: list[tuple[int, int] | None] = field(default_factory=list)
     level: int = 0
+    started: bool = False
+    stopped: bool = False
 
     @classmethod
     def empty(cls, steps: int) -> FunnelProgress:
-        return cls(chain=[None] * steps, level=0)
+        return cls(chain=[None] * steps)
 
 
-def advance(progress: FunnelProgress, at_ms: int, steps: list[int], window_ms: int) -> list[int]:
-    """Apply one event that counts as the 0-based ``steps`` (ascending) at ``at_ms``.
+def advance(
+    progress: FunnelProgress, at_ms: int, steps: list[int], window_ms: int, mode: str = "ordered"
+) -> list[int]:
+    """Apply one event that counts as the 0-based ``steps`` (ascending; empty when it matches
+    no step) at ``at_ms``.
 
-    Mutates ``progress`` and returns the 0-based steps whose level was reached for the first
-    time (the level only grows, so each step is reported once per person and funnel).
+    Mutates ``progress`` and returns the 0-based steps reached for the first time (each step
+    is reported once per person and funnel).
     """
+    if mode == "any":
+        return _advance_any(progress, at_ms, steps, window_ms)
     chain = progress.chain
+    strict = mode == "strict"
+    if progress.stopped:
+        return []
+    if strict and not steps and progress.started:
+        progress.stopped = True
     for k in steps:
         if k == 0:
             chain[0] = (at_ms, at_ms)
+            progress.started = True
             continue
         previous = chain[k - 1]
+        if strict and progress.started and previous is None:
+            progress.stopped = True
+            break
         if previous is not None and at_ms <= previous[0] + window_ms:
             chain[k] = (previous[0], at_ms)
     before = progress.level
@@ -52,3 +75,23 @@ def advance(progress: FunnelProgress, at_ms: int, steps: list[int], window_ms: i
             break
     progress.level = level
     return list(range(before, level))
+
+
+def _advance_any(
+    progress: FunnelProgress, at_ms: int, steps: list[int], window_ms: int
+) -> list[int]:
+    if not steps:
+        return []
+    chain = progress.chain
+    if not progress.started:
+        progress.started = True
+        start = at_ms
+    else:
+        start = next(c[0] for c in chain if c is not None)
+    if at_ms > start + window_ms:
+        return []
+    new = [k for k in steps if chain[k] is None]
+    for k in new:
+        chain[k] = (start, at_ms)
+    progress.level += len(new)
+    return new

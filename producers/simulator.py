@@ -25,7 +25,8 @@ from pathlib import Path
 from funnel.channels import DIRECT
 from funnel.clock import to_millis
 from funnel.events import Context, Event, EventType, LeadInfo
-from funnel.funnels import FunnelCatalog, FunnelSpec
+from funnel.funnels import FunnelCatalog, FunnelMode, FunnelSpec
+from funnel.progression import FunnelProgress, advance
 from producers.messiness import bot_events
 
 __all__ = [
@@ -251,25 +252,39 @@ class Simulation:
 
 
 def reference_level(events: list[Event], spec: FunnelSpec) -> int:
-    """The ``windowFunnel`` level by its definition, brute force (an oracle, not the core).
+    """The level of ``spec`` over a person's events, by definition (an oracle for the core).
 
-    For every step-1 event as the start of a chain, take greedily the earliest event of each
-    next step that comes later in the person's order and within the window of the start;
-    the level is the longest chain over all starts.
+    * ordered — brute force over ``windowFunnel``'s definition: for every step-1 event as the
+      start of a chain, take greedily the earliest event of each next step that comes no
+      earlier in the person's order and within the window of the start; the level is the
+      longest chain over all starts;
+    * any — the steps reached within the window that opens with the first step event;
+    * strict — ``windowFunnel``'s scan with ``strict_order`` (the scan is the definition
+      here, so this one is not independent of the core; ClickHouse is its oracle in tests).
     """
     ordered = sorted(events, key=lambda e: e.order_key)
     matches = [(to_millis(e.occurred_at), spec.matching_steps(e)) for e in ordered]
+    if spec.mode is FunnelMode.ANY:
+        firsts = [at for at, steps in matches if steps]
+        if not firsts:
+            return 0
+        end = firsts[0] + spec.window_ms
+        return len({k for at, steps in matches if at <= end for k in steps})
+    if spec.mode is FunnelMode.STRICT:
+        progress = FunnelProgress.empty(len(spec.steps))
+        for at, steps in matches:
+            advance(progress, at, steps, spec.window_ms, "strict")
+        return progress.level
     best = 0
     for i, (start, steps) in enumerate(matches):
         if 0 not in steps:
             continue
-        level, position = 1, i
-        for j in range(i, len(matches)):
-            at, later = matches[j]
+        level = 1
+        for at, later in matches[i:]:
             if at > start + spec.window_ms:
                 break
-            if level < len(spec.steps) and level in later and (j > position or level == 1):
-                level, position = level + 1, j
+            while level < len(spec.steps) and level in later:
+                level += 1
         best = max(best, level)
     return best
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from funnel.funnels import FunnelSpec
+from funnel.funnels import FunnelMode, FunnelSpec
 from funnel.report import FunnelReport
 from storage.backends import Store
 
@@ -42,18 +42,31 @@ def _step_condition(spec: FunnelSpec, index: int, params: dict[str, object]) -> 
 
 
 def raw_levels(store: Store, spec: FunnelSpec, site_id: str | None = None) -> dict[str, int]:
-    """Ordered-funnel level per person computed by ClickHouse ``windowFunnel`` on raw events.
+    """Funnel level per person computed by ClickHouse over the raw ``events``.
 
-    This answers ad-hoc funnels straight from ``events`` and is the oracle the streaming
-    levels are tested against.
+    Ordered and strict funnels use ``windowFunnel`` (``'strict_order'`` for strict); an
+    any-order funnel counts the steps reached within the window that opens with the person's
+    first step event. This answers ad-hoc funnels straight from ``events`` and is the oracle
+    the streaming levels are tested against.
     """
     params: dict[str, object] = {"site": site_id or "", "window": spec.window_ms}
-    conditions = ", ".join(_step_condition(spec, i, params) for i in range(len(spec.steps)))
-    rows = store.query(
-        "SELECT person_id, windowFunnel({window:UInt64})"
-        f"(toUInt64(toUnixTimestamp64Milli(occurred_at)), {conditions}) AS level "
-        f"FROM {store.database}.events "
-        "WHERE {site:String} = '' OR site_id = {site:String} GROUP BY person_id",
-        params,
-    )
-    return {str(r["person_id"]): int(r["level"]) for r in rows}
+    conditions = [_step_condition(spec, i, params) for i in range(len(spec.steps))]
+    where = "({site:String} = '' OR site_id = {site:String})"
+    ts = "toUInt64(toUnixTimestamp64Milli(occurred_at))"
+    if spec.mode is FunnelMode.ANY:
+        step = "multiIf(" + ", ".join(f"{c}, {i}" for i, c in enumerate(conditions)) + ", -1)"
+        sql = (
+            "SELECT person_id, uniqExact(step) AS level FROM ("
+            f"SELECT person_id, {ts} AS ts, {step} AS step, "
+            "min(if(step >= 0, ts, 18446744073709551615)) OVER (PARTITION BY person_id) AS start "
+            f"FROM {store.database}.events WHERE {where}"
+            ") WHERE step >= 0 AND ts <= start + {window:UInt64} GROUP BY person_id"
+        )
+    else:
+        strict = ", 'strict_order'" if spec.mode is FunnelMode.STRICT else ""
+        sql = (
+            f"SELECT person_id, windowFunnel({{window:UInt64}}{strict})({ts}, "
+            f"{', '.join(conditions)}) AS level FROM {store.database}.events "
+            f"WHERE {where} GROUP BY person_id"
+        )
+    return {str(r["person_id"]): int(r["level"]) for r in store.query(sql, params)}

@@ -71,7 +71,7 @@ def test_acknowledged_means_committed(client: TestClient, store: ChdbStore) -> N
     assert client.post("/v1/batch", json=batch, headers=HEADERS).status_code == 200
     [row] = stored(store, "SELECT count() AS n FROM {db}.events")
     assert row["n"] == 50  # visible the moment the 200 arrived, not eventually
-    [stages] = stored(store, "SELECT count() AS n FROM {db}.stage_reached")
+    [stages] = stored(store, "SELECT count() AS n FROM {db}.stage_reached WHERE funnel = 'sales'")
     assert stages["n"] == 50
 
 

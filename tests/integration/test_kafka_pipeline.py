@@ -163,8 +163,12 @@ def test_simulated_traffic_lands_exactly(
     )
     assert events == {"n": len(sim.events), "u": len(sim.events)}
     assert stage_counts(store, SALES, "kafka-it") == sim.truth.step_counts("sales")
-    [stages] = store.query(f"SELECT count() AS n FROM {store.database}.stage_reached")
-    assert stages["n"] == sum(sim.truth.step_counts("sales"))  # each stage once, no duplicates
+    for spec in FunnelCatalog.default().funnel:  # each stage once, no duplicates
+        [stages] = store.query(
+            f"SELECT count() AS n FROM {store.database}.stage_reached WHERE funnel = {{f:String}}",
+            {"f": spec.name},
+        )
+        assert stages["n"] == sum(sim.truth.step_counts(spec.name)), spec.name
     truth = {p.person_id: p.levels["sales"] for p in sim.truth.persons.values()}
     assert raw_levels(store, SALES, "kafka-it") == truth
 

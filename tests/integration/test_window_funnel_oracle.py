@@ -72,18 +72,38 @@ def adversarial_history(rng: random.Random, person: str, window: timedelta) -> l
     ]
 
 
-def test_adversarial_histories_match_window_funnel(store: ChdbStore) -> None:
+@pytest.mark.parametrize(
+    ("mode", "steps"),
+    [
+        ("ordered", ["impression", "click", "lead", "order", "payment", "repeat"]),
+        ("strict", ["impression", "click", "lead", "order"]),
+        ("any", ["impression", "click", "lead", "order"]),
+    ],
+)
+def test_adversarial_histories_match_clickhouse(
+    store: ChdbStore, mode: str, steps: list[str]
+) -> None:
     rng = random.Random(2026)
-    short = FunnelCatalog.model_validate({"funnel": [{**SALES.model_dump(), "window": "2h"}]})
+    short = FunnelCatalog.model_validate(
+        {
+            "funnel": [
+                {
+                    "name": "f",
+                    "window": "2h",
+                    "mode": mode,
+                    "steps": [{"name": s, "type": s} for s in steps],
+                }
+            ]
+        }
+    )
     config = CoreConfig(channels=CONFIG.channels, funnels=short)
-    spec = short.get("sales")
+    spec = short.get("f")
     events = [e for n in range(3000) for e in adversarial_history(rng, f"p{n}", spec.window)]
     assert len(events) >= 10_000
     pipeline = EmbeddedPipeline(store, config)
     pipeline.submit_all(events)
     pipeline.flush()
     oracle = raw_levels(store, spec)
-    streamed = streamed_levels(pipeline, "sales")
+    streamed = streamed_levels(pipeline, "f")
     assert {p: streamed.get(p, 0) for p in oracle} == oracle
-    assert min(oracle.values()) == 0
-    assert max(oracle.values()) >= 4  # the histories reach deep levels, not only trivial ones
+    assert len(set(oracle.values())) >= 4  # shallow and deep levels alike

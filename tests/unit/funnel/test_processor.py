@@ -29,7 +29,7 @@ def test_stage_facts_carry_times_and_last_touch() -> None:
         make_event("lead", timedelta(hours=2), customer_id="c1"),
     ]
     state, facts = run(events)
-    stages = [f for f in facts if isinstance(f, StageReached)]
+    stages = [f for f in facts if isinstance(f, StageReached) and f.funnel == "sales"]
     assert [(s.step, s.step_index, s.channel, s.campaign) for s in stages] == [
         ("impression", 1, "Email", "w1"),
         ("click", 2, "Paid Search", "b"),
@@ -46,7 +46,11 @@ def test_stage_facts_carry_times_and_last_touch() -> None:
 def test_repeated_steps_do_not_repeat_facts() -> None:
     events = [make_event("impression", i * 1000) for i in range(3)]
     _, facts = run(events)
-    assert sum(isinstance(f, StageReached) for f in facts) == 1
+    assert [f.funnel for f in facts if isinstance(f, StageReached)] == [
+        "sales",
+        "aida",
+        "hourglass",
+    ]
     assert sum(isinstance(f, EventRow) for f in facts) == 3
 
 
@@ -136,7 +140,7 @@ def test_a_payment_for_a_new_order_is_a_repeat() -> None:
         make_event("payment", 5, order_id="o2", **money),
     ]
     state, facts = run(events)
-    stages = [f.step for f in facts if isinstance(f, StageReached)]
+    stages = [f.step for f in facts if isinstance(f, StageReached) and f.funnel == "sales"]
     assert stages[-1] == "repeat"
     assert state.payments == 2
     assert str(state.revenue) == "20"
