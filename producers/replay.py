@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from funnel.intake import take_batch
+from producers.kafka_producer import EventProducer
 from producers.messiness import Arrival
 from stream_processors.embedded import EmbeddedPipeline
 
@@ -112,22 +113,17 @@ def send_kafka(
     progress: Callable[[int], None] | None = None,
 ) -> Sent:
     """Produce the payloads as they are (malformed ones included) to ``topic``."""
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True, linger_ms=5
-    )
-    try:
+    with EventProducer(bootstrap_servers, topic) as producer:
+        futures = []
         for arrival in arrivals:
             payload = arrival.payload
             who = payload.get("anonymous_id") or payload.get("customer_id") or ""
             key = f"{payload.get('site_id', '')}:{who}".encode()
-            producer.send(topic, key=key, value=json.dumps(payload).encode())
+            futures.append(producer.send_raw(key, json.dumps(payload).encode()))
             if progress:
                 progress(1)
-        producer.flush()
-    finally:
-        producer.close()
+        for future in futures:  # raises if any record was not acknowledged
+            future.get(timeout=producer.ack_timeout_s + 1)
     return Sent(accepted=len(arrivals))
 
 

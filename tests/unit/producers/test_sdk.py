@@ -23,16 +23,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from kafka.errors import KafkaTimeoutError
 
-from funnel.events import InvalidEvent
+from funnel.events import Event, InvalidEvent, parse_event
+from producers.kafka_producer import DEFAULT_EVENTS_TOPIC
 from producers.sdk import (
     EVENT_ID_NAMESPACE,
     ClientClosed,
+    Delivered,
     EventFields,
     FlushResult,
     FunnelClient,
+    KafkaTransport,
     QueueFull,
     RejectedEvent,
+    Retry,
     event_id_for,
 )
 
@@ -518,3 +523,102 @@ def test_constructor_needs_exactly_one_destination() -> None:
         FunnelClient(site_id=SITE, endpoint="http://x", write_key=KEY, kafka="localhost:9092")
     with pytest.raises(ValueError, match="write_key"):
         FunnelClient(site_id=SITE, endpoint="http://x")
+
+
+# --- the Kafka transport, with the producer replaced by a scripted one -------------------
+
+
+class ScriptedFuture:
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+    def get(self, timeout: float | None = None) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+class ScriptedProducer:
+    """Stands in for EventProducer: ``send`` raises or fails per event, as scripted."""
+
+    made: list[ScriptedProducer] = []
+    raises: dict[int, Exception] = {}  # the nth send raises
+    fails: dict[int, Exception] = {}  # the nth send's future fails
+
+    def __init__(self, bootstrap_servers: str, topic: str, *, ack_timeout_s: float) -> None:
+        self.topic = topic
+        self.ack_timeout_s = ack_timeout_s
+        self.sent: list[str] = []
+        self.closed = 0
+        ScriptedProducer.made.append(self)
+
+    def send(self, event: Event) -> ScriptedFuture:
+        n = len(self.sent)
+        self.sent.append(event.event_id)
+        if n in self.raises:
+            raise self.raises[n]
+        return ScriptedFuture(self.fails.get(n))
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@pytest.fixture
+def scripted_kafka(monkeypatch: pytest.MonkeyPatch) -> type[ScriptedProducer]:
+    import producers.kafka_producer
+
+    ScriptedProducer.made, ScriptedProducer.raises, ScriptedProducer.fails = [], {}, {}
+    monkeypatch.setattr(producers.kafka_producer, "EventProducer", ScriptedProducer)
+    return ScriptedProducer
+
+
+def events(n: int) -> list[Event]:
+    return [
+        parse_event(
+            {
+                "event_id": str(uuid.uuid4()),
+                "type": "payment",
+                "site_id": SITE,
+                "customer_id": "c-1",
+                "order_id": f"ord-{i}",
+                "occurred_at": datetime(2026, 1, 1, tzinfo=UTC),
+            }
+        )
+        for i in range(n)
+    ]
+
+
+def test_kafka_transport_bounds_the_producer_by_its_timeout(
+    scripted_kafka: type[ScriptedProducer],
+) -> None:
+    transport = KafkaTransport("broker:9092", timeout_s=3.0)
+    assert transport.send(events(3)) == Delivered()
+    assert transport.send(events(2)) == Delivered()
+    [producer] = scripted_kafka.made  # made once, on first use
+    assert producer.topic == DEFAULT_EVENTS_TOPIC
+    assert producer.ack_timeout_s == 3.0
+    transport.close()
+    transport.close()
+    assert producer.closed == 1
+
+
+def test_kafka_transport_retries_only_the_records_not_acknowledged(
+    scripted_kafka: type[ScriptedProducer],
+) -> None:
+    scripted_kafka.raises = {1: ValueError("too large")}  # this record only
+    scripted_kafka.fails = {3: KafkaTimeoutError("Expiring 1 record(s)")}
+    verdict = KafkaTransport("broker:9092", topic="t").send(events(5))
+    assert isinstance(verdict, Retry)
+    assert verdict.indexes == (1, 3)
+    assert len(scripted_kafka.made[0].sent) == 5
+
+
+def test_kafka_transport_stops_sending_when_a_send_blocked_until_its_timeout(
+    scripted_kafka: type[ScriptedProducer],
+) -> None:
+    # No topic metadata: each further send would block as long again.
+    scripted_kafka.raises = {1: KafkaTimeoutError("Failed to update metadata")}
+    batch = events(4)
+    verdict = KafkaTransport("broker:9092").send(batch)
+    assert isinstance(verdict, Retry)
+    assert verdict.indexes == (1, 2, 3)
+    assert scripted_kafka.made[0].sent == [e.event_id for e in batch[:2]]
