@@ -84,6 +84,9 @@ class StageReached:
     entered_at: datetime
     channel: str
     campaign: str
+    sign: int = 1
+    """``-1`` retracts an earlier row with the same values (a correction); count with
+    ``sum(sign)``."""
 
     def row(self) -> dict[str, object]:
         return _row(self)

@@ -113,7 +113,10 @@ def take_batch(
         data = {**item, "site_id": site_id, "received_at": received_at}
         corrected = False
         if isinstance(context, dict):
-            context = {k: v for k, v in context.items() if k not in _SERVER_FIELDS}
+            if _SERVER_FIELDS.isdisjoint(context):
+                context = dict(context)
+            else:
+                context = {k: v for k, v in context.items() if k not in _SERVER_FIELDS}
             if agent_text and "user_agent" not in context:
                 context["user_agent"] = agent_text
             context.update(server_context)

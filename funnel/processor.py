@@ -21,7 +21,9 @@ Contract: events for one person must be applied in their total order (time, ``se
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import bisect
+import copy
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -34,7 +36,7 @@ from funnel.funnels import FunnelCatalog
 from funnel.leads import LeadRules, LeadSignals
 from funnel.progression import FunnelProgress, advance
 
-__all__ = ["CoreConfig", "PersonState", "process"]
+__all__ = ["CoreConfig", "PersonState", "Profile", "corrections", "process"]
 
 _TOUCH_TYPES = frozenset({EventType.IMPRESSION, EventType.CLICK})
 _MS = timedelta(milliseconds=1)
@@ -52,7 +54,9 @@ class CoreConfig:
         {EventType.LEAD, EventType.ORDER, EventType.PAYMENT, EventType.REPEAT}
     )
     dedup_horizon: timedelta = timedelta(days=7)
+    lateness: timedelta = timedelta(hours=24)
     max_touches: int = 200
+    max_log: int = 200
 
     @classmethod
     def default(cls) -> CoreConfig:
@@ -60,8 +64,8 @@ class CoreConfig:
 
 
 @dataclass(slots=True)
-class PersonState:
-    """Everything the pipeline remembers about one person."""
+class Profile:
+    """What the pipeline derives from one person's events: the fold of their history."""
 
     site_id: str
     person_id: str
@@ -79,21 +83,107 @@ class PersonState:
     paid_orders: list[str] = field(default_factory=list)
     payments: int = 0
     revenue: Decimal = Decimal(0)
+
+
+@dataclass(slots=True)
+class PersonState:
+    """Everything the pipeline remembers about one person.
+
+    ``log`` is the person's recent events in their total order; ``profile`` is the fold of
+    ``base`` (the fold of events that left the log, or nothing) and ``log``. An event that
+    arrives out of order is inserted into the log and the profile is folded again; the facts
+    that changed are corrected (see :func:`process`).
+    """
+
+    site_id: str
+    person_id: str
+    profile: Profile
+    log: list[Event] = field(default_factory=list)
+    base: Profile | None = None
     seen: dict[str, int] = field(default_factory=dict)
-    """Applied event ids → their time, within the dedup horizon of ``last_seen_ms``."""
+    """Applied event ids → their time, within the dedup horizon of the last event."""
+    outcome: str = "applied"
+    """How the last event was taken: ``applied``, ``reordered``, ``late`` or ``duplicate``."""
 
 
 def process(
     state: PersonState | None, event: Event, config: CoreConfig
 ) -> tuple[PersonState, list[Fact]]:
-    """Apply one event to its person's state; return the new state and the facts it yields."""
+    """Apply one event to its person's state; return the new state and the facts it yields.
+
+    * A duplicate (``event_id`` seen within the dedup horizon) yields no facts.
+    * An event in order (not before the last one applied) is folded in incrementally.
+    * An event out of order is inserted where it belongs and the history is folded again;
+      the facts are then the event's row, corrections of every fact that changed (a stage
+      reached at another time, credits that moved — retractions carry ``sign = -1`` or a
+      negated credit) and the person's new row. Any arrival order of the same events leads
+      to the same profile. An event older than ``config.lateness`` behind the person's
+      latest is still applied this way, and marked ``late`` for counting.
+    """
     at_ms = to_millis(event.occurred_at)
     if state is None:
-        state = PersonState(event.site_id, event.person_id, at_ms, at_ms)
+        state = PersonState(event.site_id, event.person_id, _empty(event, at_ms))
     elif event.event_id in state.seen:
+        state.outcome = "duplicate"
         return state, []
     _remember(state, event.event_id, at_ms, config)
+    if not state.log or state.log[-1].order_key <= event.order_key:
+        state.outcome = "applied"
+        facts = _apply(state.profile, event, config)
+        state.log.append(event)
+        _trim(state, config)
+        return state, facts
+    late = to_millis(state.log[-1].occurred_at) - at_ms > config.lateness / _MS
+    state.outcome = "late" if late else "reordered"
+    before = _fold(state.base, state.log, config, state.site_id, state.person_id)
+    bisect.insort(state.log, event, key=lambda e: e.order_key)
+    after = _fold(state.base, state.log, config, state.site_id, state.person_id)
+    state.profile = after.profile
+    _trim(state, config)
+    row = next(f for f in after.facts if isinstance(f, EventRow) and f.event_id == event.event_id)
+    return state, [row, *corrections(before.facts, after.facts), _person_row(after.profile)]
 
+
+@dataclass(slots=True)
+class _Folded:
+    profile: Profile
+    facts: list[Fact]
+
+
+def _empty(event: Event, at_ms: int) -> Profile:
+    return Profile(event.site_id, event.person_id, at_ms, at_ms)
+
+
+def _fold(
+    base: Profile | None, log: list[Event], config: CoreConfig, site_id: str, person_id: str
+) -> _Folded:
+    """The profile and every fact of ``log`` folded onto a copy of ``base``."""
+    profile = copy.deepcopy(base) if base is not None else None
+    facts: list[Fact] = []
+    for event in log:
+        if profile is None:
+            at_ms = to_millis(event.occurred_at)
+            profile = Profile(site_id, person_id, at_ms, at_ms)
+        facts.extend(_apply(profile, event, config))
+    assert profile is not None, "a person always has at least one event"
+    return _Folded(profile, facts)
+
+
+def _trim(state: PersonState, config: CoreConfig) -> None:
+    """Keep the log bounded: the oldest events beyond ``max_log`` are folded into ``base``."""
+    extra = len(state.log) - config.max_log
+    if extra <= 0:
+        return
+    dropped, state.log = state.log[:extra], state.log[extra:]
+    state.base = _fold(state.base, dropped, config, state.site_id, state.person_id).profile
+
+
+def _apply(profile: Profile, event: Event, config: CoreConfig) -> list[Fact]:
+    """Fold one event (in order) into ``profile``; return its facts."""
+    state = profile
+    at_ms = to_millis(event.occurred_at)
+    state.first_seen_ms = min(state.first_seen_ms, at_ms)
+    state.last_seen_ms = max(state.last_seen_ms, at_ms)
     touch = config.channels.touch_for(
         event.context, state.last_touch, inherit=event.type not in _TOUCH_TYPES
     )
@@ -110,20 +200,18 @@ def process(
     if event.type in config.conversions:
         facts.extend(_credits(state, event, at_ms, config))
     facts.extend(_temperature(state, event, at_ms, config))
-    facts.append(_person_row(state, at_ms))
-    return state, facts
+    facts.append(_person_row(state))
+    return facts
 
 
 def _remember(state: PersonState, event_id: str, at_ms: int, config: CoreConfig) -> None:
-    state.first_seen_ms = min(state.first_seen_ms, at_ms)
-    state.last_seen_ms = max(state.last_seen_ms, at_ms)
     state.seen[event_id] = at_ms
-    horizon = state.last_seen_ms - int(config.dedup_horizon / _MS)
+    horizon = max(state.seen.values()) - int(config.dedup_horizon / _MS)
     if len(state.seen) > 64 and min(state.seen.values()) < horizon:
         state.seen = {e: t for e, t in state.seen.items() if t >= horizon}
 
 
-def _keep_touch(state: PersonState, touch: PathTouch, limit: int) -> None:
+def _keep_touch(state: Profile, touch: PathTouch, limit: int) -> None:
     """Append to the bounded path: the first touch stays, the oldest after it is summarised."""
     state.touches.append(touch)
     if len(state.touches) > limit:
@@ -133,7 +221,7 @@ def _keep_touch(state: PersonState, touch: PathTouch, limit: int) -> None:
         )
 
 
-def _money(state: PersonState, event: Event) -> bool:
+def _money(state: Profile, event: Event) -> bool:
     """Track orders and payments; return whether this event is a repeat purchase (DESIGN §6:
     a ``repeat`` event, or a payment for a new order after a first payment)."""
     order_id = event.order_id or ""
@@ -157,7 +245,7 @@ def _money(state: PersonState, event: Event) -> bool:
 
 
 def _stages(
-    state: PersonState, event: Event, at_ms: int, touch: Touch, config: CoreConfig, repeat: bool
+    state: Profile, event: Event, at_ms: int, touch: Touch, config: CoreConfig, repeat: bool
 ) -> list[Fact]:
     facts: list[Fact] = []
     for spec in config.funnels.funnel:
@@ -185,7 +273,7 @@ def _stages(
     return facts
 
 
-def _credits(state: PersonState, event: Event, at_ms: int, config: CoreConfig) -> list[Fact]:
+def _credits(state: Profile, event: Event, at_ms: int, config: CoreConfig) -> list[Fact]:
     if event.type is EventType.LEAD:
         state.lead_at_ms = at_ms
     credits = attribute(
@@ -213,7 +301,7 @@ def _credits(state: PersonState, event: Event, at_ms: int, config: CoreConfig) -
     ]
 
 
-def _temperature(state: PersonState, event: Event, at_ms: int, config: CoreConfig) -> list[Fact]:
+def _temperature(state: Profile, event: Event, at_ms: int, config: CoreConfig) -> list[Fact]:
     signals = state.lead
     if event.type in (EventType.LEAD, EventType.ORDER):
         signals.is_lead = True
@@ -241,7 +329,7 @@ def _temperature(state: PersonState, event: Event, at_ms: int, config: CoreConfi
     ]
 
 
-def _person_row(state: PersonState, at_ms: int) -> PersonRow:
+def _person_row(state: Profile) -> PersonRow:
     return PersonRow(
         site_id=state.site_id,
         person_id=state.person_id,
@@ -253,7 +341,7 @@ def _person_row(state: PersonState, at_ms: int) -> PersonRow:
         payments=state.payments,
         revenue=state.revenue,
         funnel_levels={name: p.level for name, p in state.funnels.items()},
-        updated_at=from_millis(at_ms),
+        updated_at=from_millis(state.last_seen_ms),
     )
 
 
@@ -290,3 +378,64 @@ def _event_row(event: Event, person_id: str, touch: Touch) -> EventRow:
         clock_skew_ms=event.context.clock_skew_ms,
         clamped=event.context.clamped,
     )
+
+
+def corrections(before: list[Fact], after: list[Fact]) -> list[Fact]:
+    """The facts that turn what ``before`` landed into what ``after`` says.
+
+    Stage facts are keyed by person, funnel and step; a changed or vanished one is retracted
+    (``sign = -1``) and the new one added. Credits are keyed by conversion, model, channel and
+    campaign; a changed or vanished one is retracted by a row with the negated credit, so
+    ``sum(credit)`` per conversion and model stays exactly 1. A lead change is emitted when
+    the final temperature differs. Event rows never change.
+    """
+    out: list[Fact] = []
+    old_stages = {_stage_key(f): f for f in before if isinstance(f, StageReached)}
+    new_stages = {_stage_key(f): f for f in after if isinstance(f, StageReached)}
+    for stage_key, stage in old_stages.items():
+        if new_stages.get(stage_key) != stage:
+            out.append(replace(stage, sign=-1))
+    for stage_key, stage in new_stages.items():
+        if old_stages.get(stage_key) != stage:
+            out.append(stage)
+    old_credits = _credit_totals(before)
+    new_credits = _credit_totals(after)
+    for credit_key, credit in old_credits.items():
+        if new_credits.get(credit_key) != credit:
+            out.append(
+                replace(credit, credit=-credit.credit, revenue_credit=-credit.revenue_credit)
+            )
+    for credit_key, credit in new_credits.items():
+        if old_credits.get(credit_key) != credit:
+            out.append(credit)
+    old_leads = [f for f in before if isinstance(f, LeadChange)]
+    new_leads = [f for f in after if isinstance(f, LeadChange)]
+    if new_leads and (not old_leads or old_leads[-1].temperature != new_leads[-1].temperature):
+        last = new_leads[-1]
+        previous = old_leads[-1].temperature if old_leads else ""
+        out.append(replace(last, previous=previous))
+    return out
+
+
+def _stage_key(fact: StageReached) -> tuple[str, str, int]:
+    return (fact.person_id, fact.funnel, fact.step_index)
+
+
+def _credit_totals(facts: list[Fact]) -> dict[tuple[str, str, str, str, str], AttributionRow]:
+    """The net credit per conversion, model, channel and campaign (corrections included)."""
+    totals: dict[tuple[str, str, str, str, str], AttributionRow] = {}
+    for f in facts:
+        if not isinstance(f, AttributionRow):
+            continue
+        key = (f.person_id, f.conversion_id, f.model, f.channel, f.campaign)
+        seen = totals.get(key)
+        totals[key] = (
+            f
+            if seen is None
+            else replace(
+                seen,
+                credit=seen.credit + f.credit,
+                revenue_credit=seen.revenue_credit + f.revenue_credit,
+            )
+        )
+    return totals

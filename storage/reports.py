@@ -10,11 +10,13 @@ __all__ = ["funnel_report", "stage_counts"]
 
 
 def stage_counts(store: Store, spec: FunnelSpec, site_id: str | None = None) -> list[int]:
-    """Distinct persons who reached each step of ``spec`` (step 1 first)."""
+    """Distinct persons who reached each step of ``spec`` (step 1 first), corrections
+    (``sign = -1`` rows) netted out."""
     rows = store.query(
-        f"SELECT step_index, uniqExact(person_id) AS persons FROM {store.database}.stage_reached "
+        "SELECT step_index, countIf(net > 0) AS persons FROM ("
+        f"SELECT person_id, step_index, sum(sign) AS net FROM {store.database}.stage_reached "
         "WHERE funnel = {funnel:String} AND ({site:String} = '' OR site_id = {site:String}) "
-        "GROUP BY step_index ORDER BY step_index",
+        "GROUP BY person_id, step_index) GROUP BY step_index ORDER BY step_index",
         {"funnel": spec.name, "site": site_id or ""},
     )
     by_index = {int(r["step_index"]): int(r["persons"]) for r in rows}

@@ -27,7 +27,9 @@ SALES = CONFIG.funnels.get("sales")
 
 def streamed_levels(pipeline: EmbeddedPipeline, funnel: str) -> dict[str, int]:
     return {
-        state.person_id: state.funnels[funnel].level if funnel in state.funnels else 0
+        state.person_id: state.profile.funnels[funnel].level
+        if funnel in state.profile.funnels
+        else 0
         for state in pipeline.states.values()
     }
 

@@ -40,7 +40,7 @@ def test_stage_facts_carry_times_and_last_touch() -> None:
     rows = [f for f in facts if isinstance(f, EventRow)]
     assert [r.channel for r in rows] == ["Email", "Paid Search", "Paid Search"]
     assert rows[2].customer_id == "c1"
-    assert state.funnels["sales"].level == 3
+    assert state.profile.funnels["sales"].level == 3
 
 
 def test_repeated_steps_do_not_repeat_facts() -> None:
@@ -69,7 +69,7 @@ def test_a_replayed_event_is_a_no_op() -> None:
     state, _ = run([first, make_event("click", 10)])
     state, again = process(state, first, CONFIG)
     assert again == []
-    assert state.funnels["sales"].level == 2
+    assert state.profile.funnels["sales"].level == 2
 
 
 def test_conversions_are_credited_under_every_model() -> None:
@@ -126,7 +126,7 @@ def test_lead_temperature_changes_are_emitted_with_their_queue() -> None:
         ("warm", "hot", "priority"),  # an open order
         ("hot", "warm", "sales"),  # paid: no open order any more
     ]
-    assert state.payments == 1
+    assert state.profile.payments == 1
 
 
 def test_a_payment_for_a_new_order_is_a_repeat() -> None:
@@ -142,5 +142,5 @@ def test_a_payment_for_a_new_order_is_a_repeat() -> None:
     state, facts = run(events)
     stages = [f.step for f in facts if isinstance(f, StageReached) and f.funnel == "sales"]
     assert stages[-1] == "repeat"
-    assert state.payments == 2
-    assert str(state.revenue) == "20"
+    assert state.profile.payments == 2
+    assert str(state.profile.revenue) == "20"

@@ -71,5 +71,5 @@ def test_streaming_level_equals_the_definition(history: list[tuple[EventType, in
     state = None
     for event in sorted(events, key=lambda e: e.order_key):
         state, _ = process(state, event, config)
-    level = state.funnels["f"].level if state and "f" in state.funnels else 0
+    level = state.profile.funnels["f"].level if state and "f" in state.profile.funnels else 0
     assert level == reference_level(events, SPEC)
