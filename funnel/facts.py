@@ -152,6 +152,8 @@ class PersonRow:
     revenue: Decimal
     funnel_levels: dict[str, int]
     updated_at: datetime
+    merged_into: str = ""
+    """Set when this (anonymous) person was merged into a known customer's person."""
 
     def row(self) -> dict[str, object]:
         return _row(self)

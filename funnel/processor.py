@@ -36,7 +36,7 @@ from funnel.funnels import FunnelCatalog
 from funnel.leads import LeadRules, LeadSignals
 from funnel.progression import FunnelProgress, advance
 
-__all__ = ["CoreConfig", "PersonState", "Profile", "corrections", "process"]
+__all__ = ["CoreConfig", "PersonState", "Profile", "corrections", "merge", "process"]
 
 _TOUCH_TYPES = frozenset({EventType.IMPRESSION, EventType.CLICK})
 _MS = timedelta(milliseconds=1)
@@ -107,7 +107,7 @@ class PersonState:
 
 
 def process(
-    state: PersonState | None, event: Event, config: CoreConfig
+    state: PersonState | None, event: Event, config: CoreConfig, person_id: str | None = None
 ) -> tuple[PersonState, list[Fact]]:
     """Apply one event to its person's state; return the new state and the facts it yields.
 
@@ -119,10 +119,14 @@ def process(
       negated credit) and the person's new row. Any arrival order of the same events leads
       to the same profile. An event older than ``config.lateness`` behind the person's
       latest is still applied this way, and marked ``late`` for counting.
+
+    ``person_id`` names a new person (identity resolution decides it; by default the event's
+    device, else its customer).
     """
     at_ms = to_millis(event.occurred_at)
     if state is None:
-        state = PersonState(event.site_id, event.person_id, _empty(event, at_ms))
+        who = person_id or event.person_id
+        state = PersonState(event.site_id, who, Profile(event.site_id, who, at_ms, at_ms))
     elif event.event_id in state.seen:
         state.outcome = "duplicate"
         return state, []
@@ -150,10 +154,6 @@ class _Folded:
     facts: list[Fact]
 
 
-def _empty(event: Event, at_ms: int) -> Profile:
-    return Profile(event.site_id, event.person_id, at_ms, at_ms)
-
-
 def _fold(
     base: Profile | None, log: list[Event], config: CoreConfig, site_id: str, person_id: str
 ) -> _Folded:
@@ -167,6 +167,37 @@ def _fold(
         facts.extend(_apply(profile, event, config))
     assert profile is not None, "a person always has at least one event"
     return _Folded(profile, facts)
+
+
+def merge(
+    into: PersonState | None, other: PersonState, config: CoreConfig, person_id: str
+) -> tuple[PersonState, list[Fact]]:
+    """Merge ``other`` (an anonymous device's person) into ``into`` (the customer's).
+
+    The histories are united (each event once) and folded again under ``person_id``; the
+    facts are corrections: everything ``other`` landed is retracted, what changed for
+    ``into`` is corrected, and both persons' rows are emitted (``other``'s marked merged).
+    Idempotent: merging the same history twice changes nothing.
+    """
+    site_id = other.site_id
+    before = _fold(other.base, other.log, config, site_id, other.person_id).facts
+    if into is not None:
+        before += _fold(into.base, into.log, config, site_id, into.person_id).facts
+    known = {e.event_id for e in into.log} if into is not None else set()
+    log = sorted(
+        [
+            *(into.log if into is not None else []),
+            *(e for e in other.log if e.event_id not in known),
+        ],
+        key=lambda e: e.order_key,
+    )
+    base = into.base if into is not None and into.base is not None else other.base
+    after = _fold(base, log, config, site_id, person_id)
+    seen = {**other.seen, **(into.seen if into is not None else {})}
+    state = PersonState(site_id, person_id, after.profile, log, base, seen, "merged")
+    _trim(state, config)
+    gone = replace(_person_row(other.profile), merged_into=person_id)
+    return state, [*corrections(before, after.facts), gone, _person_row(after.profile)]
 
 
 def _trim(state: PersonState, config: CoreConfig) -> None:

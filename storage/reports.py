@@ -55,20 +55,29 @@ def raw_levels(store: Store, spec: FunnelSpec, site_id: str | None = None) -> di
     conditions = [_step_condition(spec, i, params) for i in range(len(spec.steps))]
     where = "({site:String} = '' OR site_id = {site:String})"
     ts = "toUInt64(toUnixTimestamp64Milli(occurred_at))"
+    db = store.database
+    # Events keep the person id they had when they arrived; a device's anonymous person that
+    # was merged into a customer is mapped to it through persons.merged_into.
+    events = (
+        f"(SELECT e.* EXCEPT person_id, if(m.merged_into != '', m.merged_into, e.person_id) "
+        f"AS person_id FROM {db}.events AS e LEFT JOIN (SELECT site_id, person_id, "
+        f"max(merged_into) AS merged_into FROM {db}.persons GROUP BY site_id, person_id) AS m "
+        "ON e.site_id = m.site_id AND e.person_id = m.person_id)"
+    )
     if spec.mode is FunnelMode.ANY:
         step = "multiIf(" + ", ".join(f"{c}, {i}" for i, c in enumerate(conditions)) + ", -1)"
         sql = (
             "SELECT person_id, uniqExact(step) AS level FROM ("
             f"SELECT person_id, {ts} AS ts, {step} AS step, "
             "min(if(step >= 0, ts, 18446744073709551615)) OVER (PARTITION BY person_id) AS start "
-            f"FROM {store.database}.events WHERE {where}"
+            f"FROM {events} WHERE {where}"
             ") WHERE step >= 0 AND ts <= start + {window:UInt64} GROUP BY person_id"
         )
     else:
         strict = ", 'strict_order'" if spec.mode is FunnelMode.STRICT else ""
         sql = (
             f"SELECT person_id, windowFunnel({{window:UInt64}}{strict})({ts}, "
-            f"{', '.join(conditions)}) AS level FROM {store.database}.events "
+            f"{', '.join(conditions)}) AS level FROM {events} "
             f"WHERE {where} GROUP BY person_id"
         )
     return {str(r["person_id"]): int(r["level"]) for r in store.query(sql, params)}

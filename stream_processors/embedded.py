@@ -15,7 +15,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from funnel.events import Event
-from funnel.processor import CoreConfig, PersonState, process
+from funnel.facts import Fact
+from funnel.identity import device_key, resolve
+from funnel.processor import CoreConfig, PersonState, merge, process
 from storage.backends import Store
 
 __all__ = ["EmbeddedPipeline"]
@@ -29,20 +31,43 @@ class EmbeddedPipeline:
         self.config = config
         self.batch_size = batch_size
         self.states: dict[str, PersonState] = {}
+        self.aliases: dict[str, str] = {}
+        """Device key → the customer key it is linked to."""
         self._buffers: dict[str, list[dict[str, object]]] = defaultdict(list)
         self.processed = 0
 
     def submit(self, event: Event) -> None:
-        """Apply one event and buffer its facts (a full buffer is written at once)."""
-        key = event.partition_key
-        state, facts = process(self.states.get(key), event, self.config)
-        self.states[key] = state
+        """Apply one event and buffer its facts (a full buffer is written at once).
+
+        Identity first: an event that links a device to a customer merges the device's
+        anonymous person into the customer's before the event itself is applied.
+        """
+        who = resolve(
+            event,
+            self.aliases.get(device_key(event.site_id, event.anonymous_id))
+            if event.anonymous_id
+            else None,
+        )
+        if who.link_from is not None and who.device is not None:
+            self.aliases[who.device] = who.key
+            anonymous = self.states.pop(who.link_from, None)
+            if anonymous is not None:
+                merged, facts = merge(
+                    self.states.get(who.key), anonymous, self.config, who.person_id
+                )
+                self.states[who.key] = merged
+                self._buffer(facts)
+        state, facts = process(self.states.get(who.key), event, self.config, who.person_id)
+        self.states[who.key] = state
+        self._buffer(facts)
+        self.processed += 1
+
+    def _buffer(self, facts: list[Fact]) -> None:
         for fact in facts:
             buffer = self._buffers[fact.table]
             buffer.append(fact.row())
             if len(buffer) >= self.batch_size:
                 self._write(fact.table)
-        self.processed += 1
 
     def submit_all(self, events: Iterable[Event]) -> None:
         for event in events:
