@@ -180,6 +180,8 @@ def merge(
     Idempotent: merging the same history twice changes nothing.
     """
     site_id = other.site_id
+    if into is not None and all(e.event_id in into.seen for e in other.log):
+        return into, []  # merged before (a replayed hand-over): nothing changes
     before = _fold(other.base, other.log, config, site_id, other.person_id).facts
     if into is not None:
         before += _fold(into.base, into.log, config, site_id, into.person_id).facts

@@ -28,6 +28,11 @@ class TopicNames:
     def rejected(self) -> str:
         return f"{self.prefix}rejected"
 
+    @property
+    def person_events(self) -> str:
+        """Internal: events and identity commands, keyed by person (the repartition topic)."""
+        return f"{self.prefix}person-events"
+
     def facts(self, table: str) -> str:
         return f"{self.prefix}facts.{table}"
 
@@ -53,7 +58,7 @@ def create_topics(bootstrap_servers: str, names: TopicNames, partitions: int) ->
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    wanted = [names.events, names.rejected, *names.all_facts]
+    wanted = [names.events, names.rejected, names.person_events, *names.all_facts]
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="funnel-admin")
     try:
         existing = set(admin.list_topics())
