@@ -91,8 +91,14 @@ def test_tracked_visit_lands_in_the_store(browser: Browser, store: ChdbStore) ->
     assert rows[2]["customer_id"] == "cust-42"  # ...linked to the customer at the lead
     assert rows[2]["lead_intent"] == "purchase"
     assert all(r["is_bot"] for r in rows)  # headless Chromium is flagged, not dropped
+    # The lead identified the visitor: the device's stages moved to the customer's person.
     stages = store.query(
-        f"SELECT step FROM {store.database}.stage_reached "
-        "WHERE site_id = 'browser-shop' ORDER BY step_index"
+        f"SELECT person_id, step FROM {store.database}.stage_reached "
+        "WHERE site_id = 'browser-shop' AND funnel = 'sales' "
+        "GROUP BY person_id, step, step_index HAVING sum(sign) > 0 ORDER BY step_index"
     )
-    assert [s["step"] for s in stages] == ["impression", "click", "lead"]
+    assert [(s["person_id"], s["step"]) for s in stages] == [
+        ("cust-42", "impression"),
+        ("cust-42", "click"),
+        ("cust-42", "lead"),
+    ]
