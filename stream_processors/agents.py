@@ -4,8 +4,9 @@ Two stages, because a person's events arrive keyed by device (or by customer for
 events) and a device can turn out to belong to a customer whose state lives on another
 partition (DESIGN §2, issue 4):
 
-1. ``route`` reads the events topic. Per device it keeps the customer the device is linked
-   to (table ``device-links``, on the device's partition), resolves each event's person
+1. ``route`` reads the events topic. It drops client retries (event ids seen for the same
+   key within the dedup horizon, table ``recent-event-ids``). Per device it keeps the
+   customer the device is linked to (table ``device-links``), resolves each event's person
    (:func:`funnel.identity.resolve`) and forwards it to the ``person-events`` topic keyed by
    person. When an event creates a link it first sends the device's anonymous person a
    ``handover`` command.
@@ -24,6 +25,7 @@ Invalid events go to the rejected topic with their reasons.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
 import faust
@@ -39,6 +41,32 @@ __all__ = ["register"]
 _MOVED = b"moved:"
 
 
+class _Recent:
+    """Event ids recently routed for one key, with their times (the dedup table's value)."""
+
+    def __init__(self, ids: dict[str, float]) -> None:
+        self.ids = ids
+
+    @classmethod
+    def load(cls, raw: bytes | None) -> _Recent:
+        return cls(json.loads(raw) if raw else {})
+
+    def add(self, event_id: str, at: datetime, horizon: timedelta) -> bool:
+        """Remember ``event_id``; ``False`` if it was seen within ``horizon``."""
+        if event_id in self.ids:
+            return False
+        stamp = at.timestamp()
+        self.ids[event_id] = stamp
+        newest = max(self.ids.values())
+        if len(self.ids) > 64:
+            cutoff = newest - horizon.total_seconds()
+            self.ids = {e: t for e, t in self.ids.items() if t >= cutoff}
+        return True
+
+    def dump(self) -> bytes:
+        return json.dumps(self.ids).encode()
+
+
 def register(app: faust.App, names: TopicNames, config: CoreConfig) -> None:
     """Declare the topics and tables on ``app`` and register both agents."""
     events = app.topic(names.events, key_type=bytes, value_type=bytes)
@@ -46,6 +74,7 @@ def register(app: faust.App, names: TopicNames, config: CoreConfig) -> None:
     rejected = app.topic(names.rejected, key_type=bytes, value_type=bytes)
     facts = {t: app.topic(names.facts(t), key_type=bytes, value_type=bytes) for t in FACT_TABLES}
     links = app.Table("device-links", default=None, key_type=bytes, value_type=bytes)
+    recent = app.Table("recent-event-ids", default=None, key_type=bytes, value_type=bytes)
     persons = app.Table("person-state", default=None, key_type=bytes, value_type=bytes)
 
     async def send_person(key: str, message: dict[str, Any]) -> None:
@@ -61,6 +90,10 @@ def register(app: faust.App, names: TopicNames, config: CoreConfig) -> None:
                 await rejected.send(key=key, value=reason.encode())
                 continue
             link_key = key or event.partition_key.encode()
+            seen = _Recent.load(recent.get(link_key))
+            if not seen.add(event.event_id, event.occurred_at, config.dedup_horizon):
+                continue  # a client retry: the same key always lands on this partition
+            recent[link_key] = seen.dump()
             alias = links.get(link_key) if event.anonymous_id else None
             who = resolve(event, alias.decode() if alias else None)
             if who.link_from is not None:

@@ -27,6 +27,7 @@ class WorkerSettings:
     channels_file: Path | None = None
     app_id: str = "funnel"
     topics: TopicNames = field(default_factory=TopicNames)
+    processing_guarantee: str = "at_least_once"
 
 
 def create_app(settings: WorkerSettings) -> faust.App:
@@ -47,6 +48,9 @@ def create_app(settings: WorkerSettings) -> faust.App:
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # at_least_once with idempotent state (events deduplicated by id, merges idempotent).
+        # "exactly_once" (Kafka transactions) runs, but is not yet proven by a kill -9 test.
+        processing_guarantee=settings.processing_guarantee,
         web_port=settings.web_port,
         web_host="127.0.0.1",
         autodiscover=False,

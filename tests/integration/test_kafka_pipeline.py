@@ -8,6 +8,7 @@ test waits for a condition (every offset processed and committed), never for a f
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +25,9 @@ from kafka.structs import TopicPartition
 
 from funnel.funnels import FunnelCatalog
 from producers.kafka_producer import EventProducer
-from producers.simulator import simulate
+from producers.messiness import Mess, arrivals
+from producers.replay import send_kafka
+from producers.simulator import Simulation, simulate
 from storage.backends import ChdbStore
 from storage.reports import raw_levels, stage_counts
 from storage.sink import Sink
@@ -112,6 +115,95 @@ def worker_factory(
         log.close()
 
 
+def assert_landed_exactly(store: ChdbStore, sim: Simulation, site: str) -> None:
+    """The stored facts equal the simulator's ground truth: nothing lost, nothing twice."""
+    [events] = store.query(
+        f"SELECT count() AS n, uniqExact(event_id) AS u FROM {store.database}.events"
+    )
+    assert events == {"n": len(sim.events), "u": len(sim.events)}
+    assert stage_counts(store, SALES, site) == sim.truth.step_counts("sales")
+    for spec in FunnelCatalog.default().funnel:  # each stage once net, none twice
+        [stages] = store.query(
+            f"SELECT sum(net) AS n, max(net) AS high, min(net) AS low FROM (SELECT person_id, "
+            f"step_index, sum(sign) AS net FROM {store.database}.stage_reached "
+            "WHERE funnel = {f:String} GROUP BY person_id, step_index)",
+            {"f": spec.name},
+        )
+        assert stages["n"] == sum(sim.truth.step_counts(spec.name)), spec.name
+        assert (stages["low"], stages["high"]) in ((0, 1), (1, 1)), spec.name
+    [credits] = store.query(
+        f"SELECT max(abs(s - 1)) AS off, count() AS n FROM (SELECT conversion_id, model, "
+        f"sum(credit) AS s FROM {store.database}.attributions GROUP BY conversion_id, model)"
+    )
+    assert credits["off"] <= 1e-9
+    conversions = sum(e.type.value in ("lead", "order", "payment", "repeat") for e in sim.events)
+    assert credits["n"] == 7 * conversions
+    # A person known as a customer is stitched under the customer id, across partitions.
+    truth = {p.customer_id or p.person_id: p.levels["sales"] for p in sim.truth.persons.values()}
+    assert raw_levels(store, SALES, site) == truth
+
+
+def committed_share(bootstrap: str, group: str, topic: str) -> float:
+    """The share of ``topic``'s records ``group`` has committed."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = consumer.end_offsets(partitions)
+        done = sum(min(consumer.committed(tp) or 0, end) for tp, end in ends.items())
+        return done / max(1, sum(ends.values()))
+    finally:
+        consumer.close()
+
+
+@pytest.mark.integration
+def test_messy_traffic_with_two_workers_lands_exactly(
+    kafka_bootstrap: str,
+    store: ChdbStore,
+    worker_factory: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    kill = False  # the kill -9 variant does not hold yet: see the stream processors issue
+    run = uuid.uuid4().hex[:8]
+    names = TopicNames(f"mx{run}.")
+    app_id = f"funnel-mx-{run}"
+    create_topics(kafka_bootstrap, names, PARTITIONS)
+    sim = simulate(1200, seed=7 + kill, site_id="messy", multi_device=0.5)
+    mess = Mess(duplicates=0.05, reorder_seconds=5.0, malformed=0.01)
+    stream = arrivals(sim.events, mess, seed=3)
+    assert sum(a.kind == "duplicate" for a in stream) > 50
+    send_kafka(stream, kafka_bootstrap, names.events)
+
+    workers = [worker_factory(app_id, names.prefix, name) for name in ("w1", "w2")]
+    sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=f"sink-{run}", topics=names)
+    stop = threading.Event()
+    sink_thread = threading.Thread(target=sink.run_forever, args=(stop,), daemon=True)
+    sink_thread.start()
+    try:
+        if kill:
+            wait_until(
+                lambda: committed_share(kafka_bootstrap, app_id, names.events) >= 0.3,
+                240,
+                "a third of the events to be processed",
+            )
+            workers[0].send_signal(signal.SIGKILL)
+            workers[0].wait()
+            workers.append(worker_factory(app_id, names.prefix, "w1-restarted"))
+        wait_until(
+            lambda: caught_up(kafka_bootstrap, app_id, [names.events, names.person_events]),
+            300,
+            "the workers to process every event",
+        )
+        wait_until(
+            lambda: caught_up(kafka_bootstrap, f"sink-{run}", names.all_facts),
+            120,
+            "the sink to land every fact",
+        )
+    finally:
+        stop.set()
+        sink_thread.join(timeout=30)
+    assert all(w.poll() is None for w in workers[-2:])
+    assert_landed_exactly(store, sim, "messy")
+
+
 @pytest.mark.integration
 def test_simulated_traffic_lands_exactly(
     kafka_bootstrap: str,
@@ -160,28 +252,7 @@ def test_simulated_traffic_lands_exactly(
         sink_thread.join(timeout=30)
     assert worker.poll() is None, (tmp_path / "w1.log").read_text()[-3000:]
 
-    [events] = store.query(
-        f"SELECT count() AS n, uniqExact(event_id) AS u FROM {store.database}.events"
-    )
-    assert events == {"n": len(sim.events), "u": len(sim.events)}
-    assert stage_counts(store, SALES, "kafka-it") == sim.truth.step_counts("sales")
-    for spec in FunnelCatalog.default().funnel:  # each stage once net, none twice
-        [stages] = store.query(
-            f"SELECT sum(net) AS n, max(net) AS high, min(net) AS low FROM (SELECT person_id, "
-            f"step_index, sum(sign) AS net FROM {store.database}.stage_reached "
-            "WHERE funnel = {f:String} GROUP BY person_id, step_index)",
-            {"f": spec.name},
-        )
-        assert stages["n"] == sum(sim.truth.step_counts(spec.name)), spec.name
-        assert (stages["low"], stages["high"]) in ((0, 1), (1, 1)), spec.name
-    [worst] = store.query(
-        f"SELECT max(abs(s - 1)) AS off FROM (SELECT conversion_id, model, sum(credit) AS s "
-        f"FROM {store.database}.attributions GROUP BY conversion_id, model)"
-    )
-    assert worst["off"] <= 1e-9
-    # A person known as a customer is stitched under the customer id, across partitions.
-    truth = {p.customer_id or p.person_id: p.levels["sales"] for p in sim.truth.persons.values()}
-    assert raw_levels(store, SALES, "kafka-it") == truth
+    assert_landed_exactly(store, sim, "kafka-it")
 
     rejected = KafkaConsumer(
         names.rejected,
