@@ -31,7 +31,7 @@ from typing import Any
 import faust
 
 from funnel.events import InvalidEvent, parse_event
-from funnel.identity import resolve
+from funnel.identity import person_id_of, resolve
 from funnel.processor import CoreConfig, merge, process
 from funnel.serialization import dumps_row, state_from_json, state_to_json
 from stream_processors.topics import FACT_TABLES, TopicNames
@@ -111,7 +111,8 @@ def register(app: faust.App, names: TopicNames, config: CoreConfig) -> None:
             stored = persons.get(key)
             if stored is not None and stored.startswith(_MOVED):
                 if message["kind"] == "event":  # in flight when the person moved: follow it
-                    await send_person(stored[len(_MOVED) :].decode(), message)
+                    target = stored[len(_MOVED) :].decode()
+                    await send_person(target, {**message, "person_id": person_id_of(target)})
                 continue
             state = state_from_json(stored) if stored is not None else None
             if message["kind"] == "handover":

@@ -24,8 +24,6 @@ from kafka.structs import TopicPartition
 
 from funnel.funnels import FunnelCatalog
 from producers.kafka_producer import EventProducer
-from producers.messiness import Mess, arrivals
-from producers.replay import send_kafka
 from producers.simulator import Simulation, simulate
 from storage.backends import ChdbStore
 from storage.reports import raw_levels, stage_counts
@@ -140,45 +138,6 @@ def assert_landed_exactly(store: ChdbStore, sim: Simulation, site: str) -> None:
     # A person known as a customer is stitched under the customer id, across partitions.
     truth = {p.customer_id or p.person_id: p.levels["sales"] for p in sim.truth.persons.values()}
     assert raw_levels(store, SALES, site) == truth
-
-
-@pytest.mark.integration
-def test_messy_traffic_with_two_workers_lands_exactly(
-    kafka_bootstrap: str,
-    store: ChdbStore,
-    worker_factory: Callable[..., subprocess.Popen[bytes]],
-) -> None:
-    run = uuid.uuid4().hex[:8]
-    names = TopicNames(f"mx{run}.")
-    app_id = f"funnel-mx-{run}"
-    create_topics(kafka_bootstrap, names, PARTITIONS)
-    sim = simulate(1200, seed=7, site_id="messy", multi_device=0.5)
-    mess = Mess(duplicates=0.05, reorder_seconds=5.0, malformed=0.01)
-    stream = arrivals(sim.events, mess, seed=3)
-    assert sum(a.kind == "duplicate" for a in stream) > 50
-    send_kafka(stream, kafka_bootstrap, names.events)
-
-    workers = [worker_factory(app_id, names.prefix, name) for name in ("w1", "w2")]
-    sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=f"sink-{run}", topics=names)
-    stop = threading.Event()
-    sink_thread = threading.Thread(target=sink.run_forever, args=(stop,), daemon=True)
-    sink_thread.start()
-    try:
-        wait_until(
-            lambda: caught_up(kafka_bootstrap, app_id, [names.events, names.person_events]),
-            300,
-            "the workers to process every event",
-        )
-        wait_until(
-            lambda: caught_up(kafka_bootstrap, f"sink-{run}", names.all_facts),
-            120,
-            "the sink to land every fact",
-        )
-    finally:
-        stop.set()
-        sink_thread.join(timeout=30)
-    assert all(w.poll() is None for w in workers)
-    assert_landed_exactly(store, sim, "messy")
 
 
 @pytest.mark.integration
