@@ -173,15 +173,17 @@ def test_simulated_traffic_lands_exactly(
     sink_thread = threading.Thread(target=sink.run_forever, args=(stop,), daemon=True)
     sink_thread.start()
     try:
+        # Done when, at one moment, both stages and the sink have committed every record:
+        # the events and the identity messages the stages send each other, and every fact.
         wait_until(
-            lambda: worker.poll() is None and caught_up(kafka_bootstrap, app_id, [names.events]),
-            240,
-            "the worker to process every event",
-        )
-        wait_until(
-            lambda: caught_up(kafka_bootstrap, f"sink-{run}", names.all_facts),
-            120,
-            "the sink to land every fact",
+            lambda: (
+                worker.poll() is None
+                and caught_up(kafka_bootstrap, app_id, [names.events, names.person_events])
+                and caught_up(kafka_bootstrap, f"sink-{run}", names.all_facts)
+                and caught_up(kafka_bootstrap, app_id, [names.events, names.person_events])
+            ),
+            300,
+            "the worker and the sink to take every record",
         )
     finally:
         stop.set()
