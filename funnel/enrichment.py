@@ -18,7 +18,14 @@ from typing import NamedTuple
 
 from ua_parser import parse
 
-__all__ = ["ClockCorrection", "UserAgentInfo", "anonymise_ip", "correct_clock", "parse_user_agent"]
+__all__ = [
+    "ClockCorrection",
+    "ClockCorrector",
+    "UserAgentInfo",
+    "anonymise_ip",
+    "correct_clock",
+    "parse_user_agent",
+]
 
 _AUTOMATION = re.compile(
     r"headless|phantomjs|puppeteer|playwright|selenium|webdriver|lighthouse|"
@@ -84,11 +91,30 @@ def correct_clock(
     more than ``future_bound`` ahead of ``received_at`` is clamped to ``received_at`` and
     flagged.
     """
-    skew_ms = None
-    if sent_at is not None:
-        skew = sent_at - received_at
-        skew_ms = int(skew / _MILLISECOND)
-        occurred_at = occurred_at - skew
-    if occurred_at > received_at + future_bound:
-        return ClockCorrection(received_at, skew_ms, clamped=True)
-    return ClockCorrection(occurred_at, skew_ms, clamped=False)
+    return ClockCorrector(sent_at, received_at, future_bound).correct(occurred_at)
+
+
+class ClockCorrector:
+    """:func:`correct_clock` for the events of one sending: the skew is worked out once.
+
+    A sender stamps one ``sent_at`` on a whole batch, so the collector builds one corrector
+    per batch (per distinct ``sent_at``) and corrects each event with it.
+    """
+
+    __slots__ = ("_latest", "_received_at", "_skew", "_skew_ms")
+
+    def __init__(
+        self, sent_at: datetime | None, received_at: datetime, future_bound: timedelta
+    ) -> None:
+        self._received_at = received_at
+        self._latest = received_at + future_bound
+        self._skew = None if sent_at is None else sent_at - received_at
+        self._skew_ms = None if self._skew is None else int(self._skew / _MILLISECOND)
+
+    def correct(self, occurred_at: datetime) -> ClockCorrection:
+        """``occurred_at`` on the collector's clock, clamped if still in the future."""
+        if self._skew is not None:
+            occurred_at = occurred_at - self._skew
+        if occurred_at > self._latest:
+            return ClockCorrection(self._received_at, self._skew_ms, clamped=True)
+        return ClockCorrection(occurred_at, self._skew_ms, clamped=False)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
-from funnel.enrichment import anonymise_ip, correct_clock, parse_user_agent
+from funnel.enrichment import ClockCorrector, anonymise_ip, correct_clock, parse_user_agent
 from funnel.events import Event, InvalidEvent, parse_event
 
 __all__ = ["IntakeLimits", "IntakeResult", "Rejection", "take_batch"]
@@ -80,7 +80,7 @@ def take_batch(
     result = IntakeResult()
     agent = parse_user_agent(user_agent)
     agent_text = user_agent[:500] if user_agent else None
-    sent_times: dict[str, datetime | None] = {}
+    correctors: dict[str | None, ClockCorrector | None] = {}
     server_context = {
         "ip": anonymise_ip(ip) or None,
         "browser": agent.browser or None,
@@ -121,7 +121,7 @@ def take_batch(
                 context["user_agent"] = agent_text
             context.update(server_context)
             corrected = _correct_before_validation(
-                data, context, sent_times, received_at, limits.future_bound
+                data, context, correctors, received_at, limits.future_bound
             )
         data["context"] = context
         try:
@@ -146,7 +146,7 @@ def _instant(value: object) -> datetime | None:
 def _correct_before_validation(
     data: dict[str, Any],
     context: dict[str, Any],
-    sent_times: dict[str, datetime | None],
+    correctors: dict[str | None, ClockCorrector | None],
     received_at: datetime,
     future_bound: timedelta,
 ) -> bool:
@@ -159,25 +159,31 @@ def _correct_before_validation(
     if occurred is None:
         return False
     raw_sent = data.get("sent_at")
-    sent = None
-    if raw_sent is not None:
-        # A sender stamps one sent_at on a whole batch: parse each distinct value once, in
-        # received_at's zone, where the arithmetic is cheap (pydantic's zones are not).
-        if isinstance(raw_sent, str):
-            if raw_sent not in sent_times:
-                parsed = _instant(raw_sent)
-                sent_times[raw_sent] = parsed and parsed.astimezone(received_at.tzinfo)
-            sent = sent_times[raw_sent]
-        else:
-            sent = _instant(raw_sent)
-        if sent is None:
-            return False
-    fixed = correct_clock(occurred, sent, received_at, future_bound)
+    if raw_sent is None or isinstance(raw_sent, str):
+        # A sender stamps one sent_at on a whole batch: one corrector per distinct value.
+        if raw_sent not in correctors:
+            correctors[raw_sent] = _corrector(raw_sent, received_at, future_bound)
+        corrector = correctors[raw_sent]
+    else:
+        corrector = _corrector(raw_sent, received_at, future_bound)
+    if corrector is None:
+        return False
+    fixed = corrector.correct(occurred)
     data["occurred_at"] = fixed.occurred_at
     if fixed.skew_ms is not None or fixed.clamped:
         context["clock_skew_ms"] = fixed.skew_ms
         context["clamped"] = fixed.clamped
     return True
+
+
+def _corrector(
+    raw_sent: object, received_at: datetime, future_bound: timedelta
+) -> ClockCorrector | None:
+    """The corrector for a sending stamped ``raw_sent``; ``None`` if that is not a time."""
+    if raw_sent is None:
+        return ClockCorrector(None, received_at, future_bound)
+    sent = _instant(raw_sent)
+    return None if sent is None else ClockCorrector(sent, received_at, future_bound)
 
 
 def _correct_after_validation(

@@ -168,6 +168,13 @@ def create_app(settings: CollectorSettings, delivery: Delivery) -> Starlette:
             raise _Problem(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
 
     async def handle(request: Request, route: str, items: list[Any], site: str) -> Response:
+        """Take ``items`` (emptied once validated); answer once the accepted ones are durable.
+
+        While a request waits for the destination (about as long as it took to get there,
+        and many wait at once) it keeps nothing it no longer needs: the decoded JSON and the
+        events, once serialised, would be walked by every garbage collection meanwhile (a
+        third of the CPU with 32 requests in flight into Kafka).
+        """
         received_at = datetime.now(UTC)
         if len(items) > settings.max_batch:
             raise _Problem(
@@ -184,6 +191,7 @@ def create_app(settings: CollectorSettings, delivery: Delivery) -> Starlette:
             user_agent=request.headers.get("user-agent"),
             limits=limits,
         )
+        items.clear()
         if result.rejected:
             metrics.events.labels("rejected").inc(len(result.rejected))
             for rejection in result.rejected:
@@ -193,16 +201,17 @@ def create_app(settings: CollectorSettings, delivery: Delivery) -> Starlette:
             except Exception:  # the rejection stands either way; count the lost record
                 metrics.dead_letter_failures.inc(len(result.rejected))
                 log.exception("dead-letter write failed for %d items", len(result.rejected))
-        if result.accepted:
+        accepted = len(result.accepted)
+        if accepted:
             started = time.perf_counter()
-            await delivery.deliver(result.accepted)
+            events, result.accepted = result.accepted, []
+            delivered = delivery.deliver(events)  # the only reference left to the events
+            del events
+            await delivered
             metrics.ack_seconds.observe(time.perf_counter() - started)
-            metrics.events.labels("accepted").inc(len(result.accepted))
-        body = {
-            "accepted": len(result.accepted),
-            "rejected": [r.to_dict() for r in result.rejected],
-        }
-        status = 400 if result.rejected and not result.accepted else 200
+            metrics.events.labels("accepted").inc(accepted)
+        body = {"accepted": accepted, "rejected": [r.to_dict() for r in result.rejected]}
+        status = 400 if result.rejected and not accepted else 200
         return JSONResponse(body, status_code=status, headers=_NO_STORE)
 
     def guarded(route: str, endpoint: Any) -> Any:
