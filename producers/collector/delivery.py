@@ -83,7 +83,9 @@ class KafkaDelivery:
             enable_idempotence=True,
             linger_ms=2,
             batch_size=256 * 1024,
-            compression_type="gzip",
+            # No compression: gzip in pure Python costs more CPU per event than everything
+            # else the collector does (measured by benchmarks/bench_collector.py).
+            compression_type=None,
             max_block_ms=timeout_ms,
             request_timeout_ms=max(1000, timeout_ms // 2),
             delivery_timeout_ms=timeout_ms,
