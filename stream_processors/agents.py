@@ -25,11 +25,11 @@ Invalid events go to the rejected topic with their reasons.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
 from typing import Any
 
 import faust
 
+from funnel.dedup import RecentIds
 from funnel.events import InvalidEvent, parse_event
 from funnel.identity import person_id_of, resolve
 from funnel.processor import CoreConfig, merge, process
@@ -39,32 +39,6 @@ from stream_processors.topics import FACT_TABLES, TopicNames
 __all__ = ["register"]
 
 _MOVED = b"moved:"
-
-
-class _Recent:
-    """Event ids recently routed for one key, with their times (the dedup table's value)."""
-
-    def __init__(self, ids: dict[str, float]) -> None:
-        self.ids = ids
-
-    @classmethod
-    def load(cls, raw: bytes | None) -> _Recent:
-        return cls(json.loads(raw) if raw else {})
-
-    def add(self, event_id: str, at: datetime, horizon: timedelta) -> bool:
-        """Remember ``event_id``; ``False`` if it was seen within ``horizon``."""
-        if event_id in self.ids:
-            return False
-        stamp = at.timestamp()
-        self.ids[event_id] = stamp
-        newest = max(self.ids.values())
-        if len(self.ids) > 64:
-            cutoff = newest - horizon.total_seconds()
-            self.ids = {e: t for e, t in self.ids.items() if t >= cutoff}
-        return True
-
-    def dump(self) -> bytes:
-        return json.dumps(self.ids).encode()
 
 
 def register(app: faust.App, names: TopicNames, config: CoreConfig) -> None:
@@ -90,7 +64,7 @@ def register(app: faust.App, names: TopicNames, config: CoreConfig) -> None:
                 await rejected.send(key=key, value=reason.encode())
                 continue
             link_key = key or event.partition_key.encode()
-            seen = _Recent.load(recent.get(link_key))
+            seen = RecentIds.load(recent.get(link_key))
             if not seen.add(event.event_id, event.occurred_at, config.dedup_horizon):
                 continue  # a client retry: the same key always lands on this partition
             recent[link_key] = seen.dump()
