@@ -17,9 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from funnel.channels import ChannelRules
 from funnel.facts import FACT_TABLES
-from funnel.funnels import FunnelCatalog
 from funnel.processor import CoreConfig
 from funnel.report import FunnelReport, one_in
 
@@ -79,10 +77,7 @@ format_option = click.option(
 
 
 def _config(funnels_file: Path | None, channels_file: Path | None) -> CoreConfig:
-    return CoreConfig(
-        channels=ChannelRules.from_file(channels_file) if channels_file else ChannelRules.default(),
-        funnels=FunnelCatalog.from_file(funnels_file) if funnels_file else FunnelCatalog.default(),
-    )
+    return CoreConfig.from_files(funnels_file, channels_file)
 
 
 def _open_store(url: str, database: str) -> Store:
@@ -255,7 +250,7 @@ def report_funnel(
     """Step counts, step and overall conversion and 1:N for a funnel."""
     from storage.reports import funnel_report
 
-    catalog = FunnelCatalog.from_file(funnels_file) if funnels_file else FunnelCatalog.default()
+    catalog = CoreConfig.from_files(funnels_file).funnels
     db = _open_store(store, database)
     try:
         result = funnel_report(db, catalog.get(funnel_name), site)

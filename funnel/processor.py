@@ -26,6 +26,7 @@ import copy
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 from funnel.attribution import AttributionSettings, PathTouch, attribute
 from funnel.channels import ChannelRules, Touch
@@ -60,7 +61,21 @@ class CoreConfig:
 
     @classmethod
     def default(cls) -> CoreConfig:
-        return cls(channels=ChannelRules.default(), funnels=FunnelCatalog.default())
+        return cls.from_files()
+
+    @classmethod
+    def from_files(
+        cls, funnels_file: Path | None = None, channels_file: Path | None = None
+    ) -> CoreConfig:
+        """The shipped defaults, with funnels and/or channel rules from TOML files."""
+        return cls(
+            channels=(
+                ChannelRules.from_file(channels_file) if channels_file else ChannelRules.default()
+            ),
+            funnels=(
+                FunnelCatalog.from_file(funnels_file) if funnels_file else FunnelCatalog.default()
+            ),
+        )
 
 
 @dataclass(slots=True)

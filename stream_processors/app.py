@@ -32,8 +32,6 @@ class WorkerSettings:
 
 def create_app(settings: WorkerSettings) -> faust.App:
     """A Faust App with the funnel agent registered."""
-    from funnel.channels import ChannelRules
-    from funnel.funnels import FunnelCatalog
     from funnel.processor import CoreConfig
     from stream_processors.agents import register
 
@@ -55,18 +53,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
         web_host="127.0.0.1",
         autodiscover=False,
     )
-    config = CoreConfig(
-        channels=(
-            ChannelRules.from_file(settings.channels_file)
-            if settings.channels_file
-            else ChannelRules.default()
-        ),
-        funnels=(
-            FunnelCatalog.from_file(settings.funnels_file)
-            if settings.funnels_file
-            else FunnelCatalog.default()
-        ),
-    )
+    config = CoreConfig.from_files(settings.funnels_file, settings.channels_file)
     register(app, settings.topics, config)
     return app
 

@@ -5,7 +5,6 @@ This test owns its broker (it stops and restarts it), unlike the session broker 
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -16,14 +15,9 @@ from starlette.testclient import TestClient
 from producers.collector import CollectorSettings, KafkaDelivery, create_app
 from stream_processors.kafka_broker import KafkaBroker
 from stream_processors.topics import TopicNames, create_topics
+from tests.servers import free_port
 
 KEY = "k-shop"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def batch(n: int) -> list[dict[str, object]]:

@@ -8,7 +8,6 @@ test waits for a condition (every offset processed and committed), never for a f
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -29,15 +28,10 @@ from storage.backends import ChdbStore
 from storage.reports import raw_levels, stage_counts
 from storage.sink import Sink
 from stream_processors.topics import TopicNames, create_topics
+from tests.servers import free_port
 
 PARTITIONS = 4
 SALES = FunnelCatalog.default().get("sales")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def caught_up(bootstrap: str, group: str, topics: list[str]) -> bool:

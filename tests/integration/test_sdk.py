@@ -9,19 +9,15 @@ kafka-python consumer reads every record back.
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 from starlette.applications import Starlette
@@ -33,34 +29,10 @@ from producers.sdk import EventFields, FlushResult, FunnelClient, event_id_for
 from storage.backends import ChdbStore
 from stream_processors.embedded import EmbeddedPipeline
 from stream_processors.kafka_broker import KafkaBroker
+from tests.servers import free_port, serve_asgi
 
 KEY = "sdk-integration-key"
 SITE = "shop"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serving(app: Starlette) -> Iterator[str]:
-    """Run ``app`` under uvicorn in a thread; yield its base URL; stop it afterwards."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped before it started"
-        assert time.monotonic() < deadline, "uvicorn did not start within 20 s"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
 
 
 def collector_app(store: ChdbStore) -> Starlette:
@@ -70,7 +42,7 @@ def collector_app(store: ChdbStore) -> Starlette:
 
 @pytest.fixture
 def collector_url(store: ChdbStore) -> Iterator[str]:
-    with serving(collector_app(store)) as url:
+    with serve_asgi(collector_app(store)) as url:
         yield url
 
 
@@ -187,7 +159,7 @@ def test_a_collector_that_cannot_store_keeps_the_events(
         "max_retries": 1,
         "sleep": sleeps.append,
     }
-    with serving(collector_app(broken)) as url:
+    with serve_asgi(collector_app(broken)) as url:
         client = FunnelClient(endpoint=url, **options)
         event_id = client.order("ord-3", customer_id="c-3")
         result = client.flush()
@@ -199,7 +171,7 @@ def test_a_collector_that_cannot_store_keeps_the_events(
     assert rows(store, "SELECT count() AS n FROM {db}.events") == [{"n": 0}]
 
     # A new client (e.g. after the operator fixed the store) re-sends the same event.
-    with serving(collector_app(store)) as url, FunnelClient(endpoint=url, **options) as again:
+    with serve_asgi(collector_app(store)) as url, FunnelClient(endpoint=url, **options) as again:
         kept = held[0]
         resent = again.track(
             kept.type,
