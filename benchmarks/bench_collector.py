@@ -13,6 +13,10 @@ requests of ``--batch`` events for ``--warmup`` + ``--seconds`` seconds:
   acknowledged every event (``acks=all``).
 * ``embedded`` — ``funnel serve --store chdb://<temp dir>``: a 2xx means the facts are in
   the chDB store.
+* ``producer`` — no HTTP and no validation: one process that keeps ``--concurrency`` batches
+  of the same events (already serialised) in flight through the collector's producer
+  (:class:`~producers.kafka_producer.EventProducer`, kafka-python, ``acks=all``,
+  idempotent). It is the ceiling kafka-python puts on the ``kafka`` target.
 
 Servers run under uvicorn's defaults (``--loop auto --http auto``); the result records which
 event loop and HTTP parser that picked (uvloop and httptools only when installed).
@@ -65,7 +69,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "collector.jsonl"
-TARGETS = ("baseline", "kafka", "embedded")
+TARGETS = ("baseline", "producer", "kafka", "embedded")
 WRITE_KEY = "bench-key"
 SITE = "bench"
 USER_AGENT = (
@@ -359,6 +363,11 @@ def _server_command(target: str, port: int, bootstrap: str, prefix: str, store: 
             *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
         ]
     serve = [python, "-m", "funnel.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if profile := os.environ.get("FUNNEL_BENCH_PROFILE"):  # py-spy's collapsed stacks
+        serve = [
+            *("py-spy", "record", "--nonblocking", "--rate", "100", "--format", "raw"),
+            *("--output", f"{profile}-{target}.txt", "--", *serve),
+        ]
     if target == "kafka":
         return [*serve, "--kafka", bootstrap, "--topic-prefix", prefix, "--partitions", "4"]
     return [*serve, "--store", f"chdb://{store}"]
@@ -482,6 +491,85 @@ def _machine() -> dict[str, object]:
     }
 
 
+def _producer_floor(args: argparse.Namespace) -> dict[str, object]:
+    """The ``producer`` target: kafka-python alone, as the collector drives it."""
+    from producers.kafka_producer import EventProducer
+
+    bodies = build_bodies(args.bodies, args.batch, args.event_bytes, args.seed)
+    batches = [
+        [
+            (f"{SITE}:{e.get('anonymous_id') or e.get('customer_id')}".encode(), _dumps(e).encode())
+            for e in json.loads(body.replace(SENT_SLOT, b"2026-01-01T00:00:00.000000Z"))
+        ]
+        for body in bodies
+    ]
+    producer = EventProducer(
+        args.bootstrap, args.topic, compression=None, linger_ms=2, client_id="bench-floor"
+    )
+    producer.partitions_for()
+
+    async def run() -> tuple[int, float, float]:
+        loop = asyncio.get_running_loop()
+        acked = 0
+        counting = False
+        stop = time.monotonic() + args.warmup + args.seconds
+
+        async def lane(lane_no: int) -> None:
+            nonlocal acked
+            for batch in itertools.cycle(batches[lane_no :: args.concurrency] or batches):
+                if time.monotonic() >= stop:
+                    return
+                done: asyncio.Future[BaseException | None] = loop.create_future()
+
+                def settled(error: BaseException | None, d: asyncio.Future[Any] = done) -> None:
+                    loop.call_soon_threadsafe(d.set_result, error)
+
+                producer.send_all(batch, settled)
+                if (error := await done) is not None:
+                    raise error
+                if counting:
+                    acked += len(batch)
+
+        lanes = [asyncio.create_task(lane(i)) for i in range(args.concurrency)]
+        await asyncio.sleep(args.warmup)
+        counting, cpu0, t0 = True, time.process_time(), time.monotonic()
+        await asyncio.gather(*lanes)
+        return acked, time.monotonic() - t0, time.process_time() - cpu0
+
+    acked, wall, cpu = asyncio.run(run())
+    producer.close()
+    return {
+        "events_per_s": round(acked / wall),
+        "cpu_us_per_event": round(cpu / max(acked, 1) * 1e6, 1),
+        "cores": {"server": round(cpu / wall, 3)},
+        "machine_busy": None,
+        "latency_ms": {"p50": None, "p99": None},
+    }
+
+
+def _run_producer_floor(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
+    topic = f"bench{uuid.uuid4().hex[:8]}.floor"
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, 4, 1)])
+    admin.close()
+    floor = subprocess.run(
+        [
+            *(sys.executable, __file__, "--role", "floor", "--bootstrap", bootstrap),
+            *("--topic", topic, "--seconds", str(args.seconds), "--warmup", str(args.warmup)),
+            *("--concurrency", str(args.concurrency), "--batch", str(args.batch)),
+            *("--event-bytes", str(args.event_bytes), "--bodies", str(args.bodies)),
+            *("--seed", str(args.seed)),
+        ],
+        capture_output=True,
+        check=True,
+        cwd=ROOT,
+    )
+    result: dict[str, Any] = json.loads(floor.stdout)
+    return result
+
+
 def _orchestrate(args: argparse.Namespace) -> None:
     from stream_processors.kafka_broker import KafkaBroker
 
@@ -492,7 +580,10 @@ def _orchestrate(args: argparse.Namespace) -> None:
         bootstrap = broker.bootstrap_servers
         for round_no in range(args.rounds):
             for target in targets:
-                result = _run_target(target, args, bootstrap, broker.pid, work)
+                if target == "producer":
+                    result = _run_producer_floor(args, bootstrap)
+                else:
+                    result = _run_target(target, args, bootstrap, broker.pid, work)
                 runs[target].append(result)
                 print(
                     f"round {round_no + 1} {target:9s} {result['events_per_s']:>8,} events/s "
@@ -564,13 +655,19 @@ def main() -> None:
     parser.add_argument("--bodies", type=int, default=64, help="distinct bodies rotated")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--note", default="", help="stored with the result, e.g. what changed")
-    parser.add_argument("--role", choices=("main", "load"), default="main", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--role", choices=("main", "load", "floor"), default="main", help=argparse.SUPPRESS
+    )
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--topic", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--broker-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "load":
         print(json.dumps(asyncio.run(_load(args))))
+    elif args.role == "floor":
+        print(json.dumps(_producer_floor(args)))
     else:
         _orchestrate(args)
 

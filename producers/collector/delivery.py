@@ -20,10 +20,13 @@ import contextlib
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
+
+from kafka.errors import KafkaError
 
 from funnel.events import Event
 from funnel.intake import Rejection
+from producers.kafka_producer import EventProducer
 from storage.backends import StoreError
 from stream_processors.embedded import EmbeddedPipeline
 
@@ -58,7 +61,13 @@ def _rejection_record(rejection: Rejection, received_at: datetime) -> dict[str, 
 
 
 class KafkaDelivery:
-    """Produce to Kafka; acknowledged means the broker acknowledged (``acks=all``)."""
+    """Produce to Kafka; acknowledged means the broker acknowledged (``acks=all``).
+
+    Records are queued from the event loop (kafka-python's ``send`` does not block once the
+    topic's metadata is known, which :meth:`start` fetches) and each request awaits one
+    future that the producer's I/O thread resolves when the last of its records is
+    acknowledged. Many requests are in flight at once and share the producer's batches.
+    """
 
     def __init__(
         self,
@@ -68,66 +77,64 @@ class KafkaDelivery:
         rejected_topic: str = "funnel.rejected",
         ack_timeout_s: float = 10.0,
     ) -> None:
-        from kafka import KafkaProducer
-
         self.events_topic = events_topic
         self.rejected_topic = rejected_topic
         self.ack_timeout_s = ack_timeout_s
-        timeout_ms = int(ack_timeout_s * 1000)
-        # delivery_timeout_ms bounds how long a record may wait in the producer: when the
-        # collector gives up on an ack, the record has failed for good, so a client retry of
-        # a 503 cannot meet a late first copy (short of a lost ack from a live broker).
-        self._producer: Any = KafkaProducer(
-            bootstrap_servers=bootstrap_servers,
-            acks="all",
-            enable_idempotence=True,
+        # No compression: gzip in pure Python costs more CPU per event than everything else
+        # the collector does (measured by benchmarks/bench_collector.py).
+        self._producer = EventProducer(
+            bootstrap_servers,
+            events_topic,
+            ack_timeout_s=ack_timeout_s,
+            compression=None,
             linger_ms=2,
-            batch_size=256 * 1024,
-            # No compression: gzip in pure Python costs more CPU per event than everything
-            # else the collector does (measured by benchmarks/bench_collector.py).
-            compression_type=None,
-            max_block_ms=timeout_ms,
-            request_timeout_ms=max(1000, timeout_ms // 2),
-            delivery_timeout_ms=timeout_ms,
             client_id="funnel-collector",
         )
 
     async def start(self) -> None:
-        return None
+        for topic in (self.events_topic, self.rejected_topic):
+            with contextlib.suppress(KafkaError):  # a broker down now is a 503 later
+                await asyncio.to_thread(self._producer.partitions_for, topic)
 
-    def _send_and_wait(self, records: list[tuple[str, bytes, bytes]]) -> None:
-        from kafka.errors import KafkaError
+    async def _send(self, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+        loop = asyncio.get_running_loop()
+        acked: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if not acked.done():
+                if error is None:
+                    acked.set_result(None)
+                else:
+                    acked.set_exception(Unavailable(f"Kafka did not acknowledge: {error}"))
+
+        def done(error: BaseException | None) -> None:  # on the producer's I/O thread
+            loop.call_soon_threadsafe(settle, error)
 
         try:
-            futures = [
-                self._producer.send(topic, key=key, value=value) for topic, key, value in records
-            ]
-            for future in futures:
-                future.get(timeout=self.ack_timeout_s + 1)
+            self._producer.send_all(records, done, topic=topic)
         except KafkaError as exc:
-            raise Unavailable(f"Kafka did not acknowledge: {exc}") from exc
+            raise Unavailable(f"Kafka did not take the events: {exc}") from exc
+        del records
+        try:
+            # The producer fails a record at the latest ack_timeout_s after it was queued.
+            await asyncio.wait_for(acked, self.ack_timeout_s + 1)
+        except TimeoutError:
+            raise Unavailable("Kafka did not acknowledge in time") from None
 
     async def deliver(self, events: list[Event]) -> None:
         records = [
-            (
-                self.events_topic,
-                event.partition_key.encode(),
-                event.model_dump_json(exclude_none=True).encode(),
-            )
+            (event.partition_key.encode(), event.model_dump_json(exclude_none=True).encode())
             for event in events
         ]
-        await asyncio.to_thread(self._send_and_wait, records)
+        await self._send(self.events_topic, records)
 
     async def dead_letter(self, rejections: list[Rejection], received_at: datetime) -> None:
+        at = received_at
         records = [
-            (
-                self.rejected_topic,
-                r.site_id.encode(),
-                json.dumps(_rejection_record(r, received_at), default=str).encode(),
-            )
+            (r.site_id.encode(), json.dumps(_rejection_record(r, at), default=str).encode())
             for r in rejections
         ]
-        await asyncio.to_thread(self._send_and_wait, records)
+        await self._send(self.rejected_topic, records)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._producer.close, 5)

@@ -197,3 +197,31 @@ def test_simulated_traffic_lands_exactly(
     assert len(reasons) == 1
     assert b"event_id" in reasons[0]
     assert b"occurred_at" in reasons[0]
+
+
+def test_send_all_reports_once_when_every_record_is_acknowledged(kafka_bootstrap: str) -> None:
+    topic = f"send-all-{uuid.uuid4().hex[:8]}"
+    outcomes: list[BaseException | None] = []
+    settled = threading.Event()
+
+    def done(error: BaseException | None) -> None:
+        outcomes.append(error)
+        settled.set()
+
+    records = [(f"site:p{i % 5}".encode(), f'{{"n": {i}}}'.encode()) for i in range(300)]
+    with EventProducer(kafka_bootstrap, topic, compression=None) as producer:
+        assert producer.send_all(records, done) == 300
+        assert settled.wait(30)
+        producer.flush(10)
+    assert outcomes == [None]  # once, and only after the last acknowledgement
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=4000,
+    )
+    try:
+        stored = sorted((r.key, r.value) for r in consumer)
+    finally:
+        consumer.close()
+    assert stored == sorted(records)

@@ -164,3 +164,32 @@ def test_no_broker_fails_the_constructor_within_the_ack_timeout(
     assert attempt() is KafkaTimeoutError
     assert time.monotonic() - started < 5  # kafka-python's default waits 30 s
     gc.collect()
+
+
+class _Cluster:
+    """The part of kafka-python's ClusterMetadata a partitioner reads."""
+
+    def __init__(self, partitions: int) -> None:
+        self._partitions = set(range(partitions))
+
+    def topics(self) -> set[str]:
+        return {"t"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return self._partitions
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return self._partitions
+
+
+@pytest.mark.parametrize("partitions", [1, 4, 7, 12])
+def test_the_cached_partitioner_places_keys_as_kafkas_default_does(partitions: int) -> None:
+    from kafka.partitioner import DefaultPartitioner
+
+    cluster = _Cluster(partitions)
+    ours, theirs = kafka_producer.KeyHashPartitioner(), DefaultPartitioner()
+    keys = [f"site-{i % 3}:person-{i}".encode() for i in range(500)] + [b"", b"\xff" * 9]
+    for _ in range(2):  # the second pass is answered from the cache
+        for key in keys:
+            expected = theirs.partition("t", key, key, None, None, cluster)
+            assert ours.partition("t", key, key, None, None, cluster) == expected
