@@ -1,0 +1,79 @@
+"""The sink on the real broker and the embedded engine: facts re-sent land once."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+from kafka import KafkaProducer
+
+from storage.backends import ChdbStore
+from storage.sink import LandedIds, Sink
+from stream_processors.topics import TopicNames, create_topics
+from tests.integration.test_kafka_pipeline import caught_up, wait_until
+
+
+def lead_change(n: int) -> dict[str, object]:
+    return {
+        "fact_id": f"0:{n}:0",
+        "site_id": "s",
+        "person_id": f"p{n}",
+        "customer_id": f"c{n}",
+        "temperature": "warm",
+        "previous": "cold",
+        "queue": "sales",
+        "changed_at": "2026-10-01T10:00:00Z",
+        "manager_id": "",
+    }
+
+
+def run_until_caught_up(sink: Sink, bootstrap: str, group: str, names: TopicNames) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=sink.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: caught_up(bootstrap, group, names.all_facts), 60, "the sink")
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def test_facts_resent_by_the_stream_land_once_across_sink_restarts(
+    kafka_bootstrap: str, store: ChdbStore
+) -> None:
+    names = TopicNames(f"sink{uuid.uuid4().hex[:8]}.")
+    group = f"sink-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_bootstrap, names, 2)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+
+    def send(numbers: range) -> None:
+        for n in numbers:
+            producer.send(names.facts("lead_changes"), json.dumps(lead_change(n)).encode())
+        producer.flush()
+
+    send(range(100))
+    send(range(50, 100))  # a worker's replay: the same facts, the same ids
+    first = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=group, topics=names)
+    run_until_caught_up(first, kafka_bootstrap, group, names)
+    assert first.duplicates_dropped == 50
+
+    send(range(90, 120))  # after a sink restart: the new sink reloads the ids landed
+    second = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=group, topics=names)
+    assert len(second.landed) == 100
+    run_until_caught_up(second, kafka_bootstrap, group, names)
+    producer.close()
+    assert second.duplicates_dropped == 10
+    [row] = store.query(
+        f"SELECT count() AS n, uniqExact(fact_id) AS u FROM {store.database}.lead_changes"
+    )
+    assert row == {"n": 120, "u": 120}
+
+
+def test_landed_ids_forget_the_oldest_beyond_their_bound() -> None:
+    landed = LandedIds(max_ids=3)
+    landed.add_all(["a", "b"])
+    landed.add_all(["c", "d"])
+    assert len(landed) == 3
+    assert "a" not in landed
+    assert all(i in landed for i in "bcd")
