@@ -155,6 +155,7 @@ def demo(
                 pipeline.submit(event)
                 if i % 5000 == 0:
                     progress.update(task, completed=i)
+            pipeline.expire()  # the status timer: windows that expired by now have dropped
             pipeline.flush()
             progress.update(task, completed=len(sim.events))
         report = funnel_report(db, spec, site)
@@ -279,6 +280,13 @@ def report_funnel(
     show_default=True,
     help="Faust app id (also the consumer group).",
 )
+@click.option(
+    "--status-every",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between status timer ticks (expired windows turn 'dropped').",
+)
 @prefix_option
 def worker(
     kafka: str,
@@ -289,6 +297,7 @@ def worker(
     data_dir: Path,
     loglevel: str,
     app_id: str,
+    status_every: float,
     topic_prefix: str,
 ) -> None:
     """Run a Faust stream worker: events topic in, facts topics out."""
@@ -307,6 +316,7 @@ def worker(
             channels_file=channels_file,
             app_id=app_id,
             topics=names,
+            status_timer_s=status_every,
         ),
         loglevel=loglevel,
     )

@@ -151,7 +151,12 @@ class PersonRow:
     payments: int
     revenue: Decimal
     funnel_levels: dict[str, int]
+    funnel_status: dict[str, str]
+    """Per funnel: ``in_window``, ``converted`` or ``dropped`` (DESIGN §6)."""
+    regular: bool
+    """A regular customer: three payments or more."""
     updated_at: datetime
+    """The row's version: later rows of a person have later ``updated_at``."""
     merged_into: str = ""
     """Set when this (anonymous) person was merged into a known customer's person."""
 

@@ -36,9 +36,21 @@ from funnel.events import Event, EventType
 from funnel.facts import AttributionRow, EventRow, Fact, LeadChange, PersonRow, StageReached
 from funnel.funnels import FunnelCatalog
 from funnel.leads import LeadRules, LeadSignals
-from funnel.progression import FunnelProgress, advance
+from funnel.progression import IN_WINDOW, FunnelProgress, advance, deadline, status
 
-__all__ = ["CoreConfig", "PersonState", "Profile", "merge", "process"]
+__all__ = [
+    "REGULAR_PAYMENTS",
+    "CoreConfig",
+    "PersonState",
+    "Profile",
+    "expire",
+    "merge",
+    "next_deadline",
+    "process",
+]
+
+REGULAR_PAYMENTS = 3
+"""A regular customer has made at least this many payments (DESIGN §6)."""
 
 _TOUCH_TYPES = frozenset({EventType.IMPRESSION, EventType.CLICK})
 _MS = timedelta(milliseconds=1)
@@ -120,6 +132,10 @@ class PersonState:
     """Applied event ids → their time, within the dedup horizon of the last event."""
     outcome: str = "applied"
     """How the last event was taken: ``applied``, ``reordered``, ``late`` or ``duplicate``."""
+    statuses: dict[str, str] = field(default_factory=dict)
+    """Per funnel, the status the person's last row said (see :func:`expire`)."""
+    row_at_ms: int = 0
+    """The ``updated_at`` of the person's last row: every later row is later still."""
 
 
 def process(
@@ -152,7 +168,7 @@ def process(
         facts = _apply(state.profile, event, config)
         state.log.append(event)
         _trim(state, config)
-        return state, facts
+        return state, _stamped(state, facts)
     late = to_millis(state.log[-1].occurred_at) - at_ms > config.lateness / _MS
     state.outcome = "late" if late else "reordered"
     before = _fold(state.base, state.log, config, state.site_id, state.person_id)
@@ -161,7 +177,8 @@ def process(
     state.profile = after.profile
     _trim(state, config)
     row = next(f for f in after.facts if isinstance(f, EventRow) and f.event_id == event.event_id)
-    return state, [row, *corrections(before.facts, after.facts), _person_row(after.profile)]
+    facts = [row, *corrections(before.facts, after.facts), _person_row(after.profile, config)]
+    return state, _stamped(state, facts)
 
 
 @dataclass(slots=True)
@@ -213,9 +230,68 @@ def merge(
     after = _fold(base, log, config, site_id, person_id)
     seen = {**other.seen, **(into.seen if into is not None else {})}
     state = PersonState(site_id, person_id, after.profile, log, base, seen, "merged")
+    state.row_at_ms = max(other.row_at_ms, into.row_at_ms if into is not None else 0)
     _trim(state, config)
-    gone = replace(_person_row(other.profile), merged_into=person_id)
-    return state, [*corrections(before, after.facts), gone, _person_row(after.profile)]
+    gone = replace(
+        _person_row(other.profile, config),
+        merged_into=person_id,
+        updated_at=from_millis(max(other.profile.last_seen_ms, other.row_at_ms + 1)),
+    )
+    facts = [*corrections(before, after.facts), _person_row(after.profile, config)]
+    return state, [gone, *_stamped(state, facts)]
+
+
+def expire(state: PersonState, now_ms: int, config: CoreConfig) -> tuple[PersonState, list[Fact]]:
+    """The timer's step: the person's funnel statuses at ``now_ms`` (wall clock).
+
+    A funnel whose window expired before the next step turns ``dropped``; when a status
+    changed, the person's row is emitted again, versioned at the moment it changed (the
+    deadline), so replaying the same state at another time gives the same row.
+    """
+    row = _person_row(state.profile, config, now_ms)
+    if row.funnel_status == state.statuses:
+        return state, []
+    changed_at = max(
+        (
+            due
+            for spec in config.funnels.funnel
+            if (progress := state.profile.funnels.get(spec.name)) is not None
+            and (due := deadline(progress, len(spec.steps), spec.window_ms)) is not None
+            and due < now_ms
+        ),
+        default=state.profile.last_seen_ms,
+    )
+    row = replace(row, updated_at=from_millis(max(changed_at, state.profile.last_seen_ms)))
+    return state, _stamped(state, [row])
+
+
+def next_deadline(state: PersonState, config: CoreConfig) -> int | None:
+    """When :func:`expire` next has something to say about this person (``None``: never)."""
+    dues = [
+        due
+        for spec in config.funnels.funnel
+        if state.statuses.get(spec.name) == IN_WINDOW
+        and (progress := state.profile.funnels.get(spec.name)) is not None
+        and (due := deadline(progress, len(spec.steps), spec.window_ms)) is not None
+    ]
+    return min(dues) + 1 if dues else None
+
+
+def _stamped(state: PersonState, facts: list[Fact]) -> list[Fact]:
+    """Version the person's rows after every row emitted before; remember what they said."""
+    out: list[Fact] = []
+    for fact in facts:
+        if (
+            isinstance(fact, PersonRow)
+            and fact.person_id == state.person_id
+            and not fact.merged_into
+        ):
+            at_ms = max(to_millis(fact.updated_at), state.row_at_ms + 1)
+            fact = replace(fact, updated_at=from_millis(at_ms))
+            state.row_at_ms = at_ms
+            state.statuses = dict(fact.funnel_status)
+        out.append(fact)
+    return out
 
 
 def _trim(state: PersonState, config: CoreConfig) -> None:
@@ -249,7 +325,7 @@ def _apply(profile: Profile, event: Event, config: CoreConfig) -> list[Fact]:
     if event.type in config.conversions:
         facts.extend(_credits(state, event, at_ms, config))
     facts.extend(_temperature(state, event, at_ms, config))
-    facts.append(_person_row(state))
+    facts.append(_person_row(state, config))
     return facts
 
 
@@ -378,7 +454,14 @@ def _temperature(state: Profile, event: Event, at_ms: int, config: CoreConfig) -
     ]
 
 
-def _person_row(state: Profile) -> PersonRow:
+def _person_row(state: Profile, config: CoreConfig, now_ms: int | None = None) -> PersonRow:
+    """The person's row; statuses as of ``now_ms`` (default: the person's latest event)."""
+    now = state.last_seen_ms if now_ms is None else now_ms
+    statuses = {
+        spec.name: status(progress, len(spec.steps), spec.window_ms, now)
+        for spec in config.funnels.funnel
+        if (progress := state.funnels.get(spec.name)) is not None
+    }
     return PersonRow(
         site_id=state.site_id,
         person_id=state.person_id,
@@ -390,6 +473,8 @@ def _person_row(state: Profile) -> PersonRow:
         payments=state.payments,
         revenue=state.revenue,
         funnel_levels={name: p.level for name, p in state.funnels.items()},
+        funnel_status=statuses,
+        regular=state.payments >= REGULAR_PAYMENTS,
         updated_at=from_millis(state.last_seen_ms),
     )
 

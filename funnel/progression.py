@@ -22,7 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["FunnelProgress", "advance"]
+__all__ = ["CONVERTED", "DROPPED", "IN_WINDOW", "FunnelProgress", "advance", "deadline", "status"]
+
+IN_WINDOW = "in_window"
+CONVERTED = "converted"
+DROPPED = "dropped"
 
 
 @dataclass(slots=True)
@@ -95,3 +99,24 @@ def _advance_any(
         chain[k] = (start, at_ms)
     progress.level += len(new)
     return new
+
+
+def deadline(progress: FunnelProgress, steps: int, window_ms: int) -> int | None:
+    """The last instant (epoch ms) at which the person can still reach a further step.
+
+    Any chain can still grow while its start is within the window, and the newest chain
+    started last (ordered and strict: the latest step-1 event; any: the one window). ``None``
+    when nothing can change any more: converted, or a strict scan that stopped.
+    """
+    if progress.level >= steps or progress.stopped or not progress.started:
+        return None
+    return max(c[0] for c in progress.chain if c is not None) + window_ms
+
+
+def status(progress: FunnelProgress, steps: int, window_ms: int, now_ms: int) -> str:
+    """``converted`` (the last step), ``in_window`` (can still advance at ``now_ms``) or
+    ``dropped`` (its window expired, or a strict scan stopped, before the next step)."""
+    if progress.level >= steps:
+        return CONVERTED
+    due = deadline(progress, steps, window_ms)
+    return IN_WINDOW if due is not None and now_ms <= due else DROPPED

@@ -44,18 +44,21 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
 
 import faust
+from aiokafka.partitioner import murmur2
 from faust.types import EventT
 
 from funnel.dedup import RecentIds
 from funnel.events import InvalidEvent, parse_event
+from funnel.facts import Fact, PersonRow
 from funnel.identity import person_id_of, resolve
-from funnel.processor import CoreConfig, merge, process
+from funnel.processor import CoreConfig, PersonState, expire, merge, next_deadline, process
 from funnel.serialization import dumps_row, state_from_json, state_to_json
 from stream_processors.topics import FACT_TABLES, TopicNames
 
@@ -67,39 +70,50 @@ BATCH_SIZE = 500
 BATCH_WAIT_S = 0.1
 """How long a batch waits to fill up."""
 EXIT_BATCH_CUT_SHORT = 70
+TICK_KEY = b"funnel:tick"
 
 log = logging.getLogger(__name__)
 
 
-def register(app: faust.App, names: TopicNames, config: CoreConfig) -> None:
-    """Declare the topics and tables on ``app`` and register both agents."""
+def register(
+    app: faust.App, names: TopicNames, config: CoreConfig, *, timer_interval_s: float = 30.0
+) -> None:
+    """Declare the topics and tables on ``app``; register both agents and the status timer."""
     events = app.topic(names.events, key_type=bytes, value_type=bytes)
     person_events = app.topic(names.person_events, key_type=bytes, value_type=bytes)
     rejected = app.topic(names.rejected, key_type=bytes, value_type=bytes)
     facts = {t: app.topic(names.facts(t), key_type=bytes, value_type=bytes) for t in FACT_TABLES}
-    # Tables are written after a batch, outside the iteration of any one event, so the
-    # producer's partitioner places their changelog records: by the table key, which is the
-    # key of the input record, so a key's changelog partition is its input partition.
-    table = partial(app.Table, default=None, key_type=bytes, value_type=bytes, use_partitioner=True)
+    table = partial(app.Table, default=None, key_type=bytes, value_type=bytes)
     links = table("device-links")
     recent = table("recent-event-ids")
     persons = table("person-state")
+    deadlines = table("person-deadlines")  # person key → when its status may change (ms)
+    partitions = app.conf.topic_partitions  # of person-events, which the tables follow
 
-    async def send(topic: faust.TopicT, key: bytes, value: bytes) -> Awaitable[Any]:
+    async def send(
+        topic: faust.TopicT, key: bytes, value: bytes, partition: int | None = None
+    ) -> Awaitable[Any]:
         """Queue one record; the returned awaitable resolves when the broker acknowledged it."""
-        return await topic.send(key=key, value=value, force=True)
+        return await topic.send(key=key, value=value, partition=partition, force=True)
 
     async def send_person(key: str, message: dict[str, Any]) -> Awaitable[Any]:
         return await send(person_events, key.encode(), json.dumps(message).encode())
 
+    def fact_record(key: bytes, fact: Fact, fact_id: str) -> tuple[faust.TopicT, bytes, bytes]:
+        """Where a fact goes: its table's topic, keyed by person (a person row by its own
+        person, so that compacting the persons topic keeps every person's latest row)."""
+        if isinstance(fact, PersonRow):
+            key = f"{fact.site_id}:{fact.person_id}".encode()
+        value = dumps_row({**fact.row(), "fact_id": fact_id}).encode()
+        return facts[fact.table], key, value
+
     async def route(stream: faust.StreamT[bytes]) -> None:
         async for batch in _batches(stream):
-            await _whole(route_batch(batch))
+            await _whole(route_batch(stream, batch))
 
-    async def route_batch(batch: Sequence[EventT[bytes]]) -> None:
+    async def route_batch(stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]]) -> None:
         sent: list[Awaitable[Any]] = []
-        seen_ids: dict[bytes, RecentIds] = {}  # this batch's table writes, in memory
-        new_links: dict[bytes, bytes] = {}
+        writes = _Writes()
         for item in batch:
             key, payload = cast(bytes, item.key), cast(bytes, item.value)
             try:
@@ -117,16 +131,15 @@ def register(app: faust.App, names: TopicNames, config: CoreConfig) -> None:
                 sent.append(await send(rejected, key or b"", json.dumps(rejection).encode()))
                 continue
             link_key = key or event.partition_key.encode()
-            seen = seen_ids.get(link_key) or RecentIds.load(recent.get(link_key))
+            stored_ids = writes.get(recent, link_key)
+            seen = RecentIds.load(stored_ids)
             if not seen.add(event.event_id, event.occurred_at, config.dedup_horizon):
                 continue  # a client retry: the same key always lands on this partition
-            seen_ids[link_key] = seen
-            alias = None
-            if event.anonymous_id:
-                alias = new_links.get(link_key) or links.get(link_key)
+            writes.put(recent, link_key, seen.dump(), item)
+            alias = writes.get(links, link_key) if event.anonymous_id else None
             who = resolve(event, alias.decode() if alias else None)
             if who.link_from is not None:
-                new_links[link_key] = who.key.encode()
+                writes.put(links, link_key, who.key.encode(), item)
                 handover = {"kind": "handover", "into": who.key, "person_id": who.person_id}
                 sent.append(await send_person(who.link_from, handover))
             message = {
@@ -136,55 +149,143 @@ def register(app: faust.App, names: TopicNames, config: CoreConfig) -> None:
             }
             sent.append(await send_person(who.key, message))
         await _acknowledged(sent)
-        for link_key, seen in seen_ids.items():
-            recent[link_key] = seen.dump()
-        for link_key, target in new_links.items():
-            links[link_key] = target
+        writes.apply(stream)
 
     async def apply(stream: faust.StreamT[bytes]) -> None:
         async for batch in _batches(stream):
-            await _whole(apply_batch(batch))
+            await _whole(apply_batch(stream, batch))
 
-    async def apply_batch(batch: Sequence[EventT[bytes]]) -> None:
+    async def apply_batch(stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]]) -> None:
         sent: list[Awaitable[Any]] = []
-        written: dict[bytes, bytes] = {}  # this batch's table writes, in memory
+        writes = _Writes()
+
+        def keep(key: bytes, state: PersonState, item: EventT[bytes]) -> None:
+            writes.put(persons, key, state_to_json(state), item)
+            due = next_deadline(state, config)
+            writes.put(deadlines, key, None if due is None else str(due).encode(), item)
+
+        async def send_facts(key: bytes, out: list[Fact], origin: str, first: int) -> int:
+            for n, fact in enumerate(out, first):
+                sent.append(await send(*fact_record(key, fact, f"{origin}:{n}")))
+            return first + len(out)
+
         for item in batch:
             key, message = cast(bytes, item.key), json.loads(cast(bytes, item.value))
-            stored = written.get(key) if key in written else persons.get(key)
+            origin = f"{item.message.partition}:{item.message.offset}"
+            if message["kind"] == "tick":
+                # The status timer, as a record: expire every due person of this partition,
+                # in key order, at the tick's time. A replay does the same, with the same ids.
+                now_ms, here = int(message["now_ms"]), item.message.partition
+                due = writes.items(deadlines)
+                n = 0
+                for person in sorted(
+                    k
+                    for k, at in due.items()
+                    if at and int(at) <= now_ms and partition_of(k, partitions) == here
+                ):
+                    stored = writes.get(persons, person)
+                    if stored is None or stored.startswith(_MOVED):
+                        continue
+                    state, out = expire(state_from_json(stored), now_ms, config)
+                    n = await send_facts(person, out, origin, n)
+                    keep(person, state, item)
+                continue
+            stored = writes.get(persons, key)
             if stored is not None and stored.startswith(_MOVED):
                 if message["kind"] == "event":  # in flight when the person moved: follow it
                     target = stored[len(_MOVED) :].decode()
                     forward = {**message, "person_id": person_id_of(target)}
                     sent.append(await send_person(target, forward))
                 continue
-            state = state_from_json(stored) if stored is not None else None
+            current = state_from_json(stored) if stored is not None else None
             if message["kind"] == "handover":
-                written[key] = _MOVED + message["into"].encode()
-                if state is not None:
+                writes.put(persons, key, _MOVED + message["into"].encode(), item)
+                writes.put(deadlines, key, None, item)
+                if current is not None:
                     absorb = {
                         "kind": "absorb",
                         "person_id": message["person_id"],
-                        "state": json.loads(state_to_json(state)),
+                        "state": json.loads(state_to_json(current)),
                     }
                     sent.append(await send_person(message["into"], absorb))
                 continue
             if message["kind"] == "absorb":
                 other = state_from_json(json.dumps(message["state"]))
-                state, out = merge(state, other, config, message["person_id"])
+                state, out = merge(current, other, config, message["person_id"])
             else:
                 event = parse_event(message["event"])
-                state, out = process(state, event, config, message["person_id"])
-            written[key] = state_to_json(state)
-            origin = f"{item.message.partition}:{item.message.offset}"
-            for n, fact in enumerate(out):
-                row = {**fact.row(), "fact_id": f"{origin}:{n}"}
-                sent.append(await send(facts[fact.table], key, dumps_row(row).encode()))
+                state, out = process(current, event, config, message["person_id"])
+            keep(key, state, item)
+            await send_facts(key, out, origin, 0)
         await _acknowledged(sent)
-        for key, value in written.items():
-            persons[key] = value
+        writes.apply(stream)
+
+    async def tick() -> None:
+        """Ask each partition this worker owns to expire what is due (a ``tick`` record)."""
+        now_ms = int(time.time() * 1000)
+        tick = json.dumps({"kind": "tick", "now_ms": now_ms}).encode()
+        owned = sorted(
+            tp.partition
+            for tp in app.assignor.assigned_actives()
+            if tp.topic == names.person_events
+        )
+        for partition in owned:
+            await send(person_events, TICK_KEY, tick, partition)
 
     app.agent(events, name="funnel.route")(route)
     app.agent(person_events, name="funnel.persons")(apply)
+    app.timer(timer_interval_s, name="funnel.expire")(tick)
+
+
+class _Writes:
+    """A batch's table writes, kept until its outputs are acknowledged, then applied.
+
+    Reads see the batch's own writes first. Each write is applied while the input record
+    that made it is Faust's current event, as a write inside the iteration would be: the
+    table's changelog partition (and its RocksDB partition) is that record's.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[int, bytes], tuple[Any, bytes | None, EventT[bytes]]] = {}
+
+    def get(self, table: Any, key: bytes) -> bytes | None:
+        pending = self._pending.get((id(table), key))
+        if pending is not None:
+            return pending[1]
+        return cast(bytes | None, table.get(key))
+
+    def items(self, table: Any) -> dict[bytes, bytes | None]:
+        """The table's entries as this batch sees them."""
+        view: dict[bytes, bytes | None] = dict(table.items())
+        for (table_id, key), (_, value, _) in self._pending.items():
+            if table_id == id(table):
+                view[key] = value
+        return view
+
+    def put(self, table: Any, key: bytes, value: bytes | None, item: EventT[bytes]) -> None:
+        """Set ``key`` (``None``: delete it) once the batch's outputs are acknowledged."""
+        self._pending[(id(table), key)] = (table, value, item)
+
+    def apply(self, stream: faust.StreamT[bytes]) -> None:
+        # Synchronous: the stream's background reader cannot run in between, and finds its
+        # own current event back afterwards.
+        current = cast(faust.Stream[bytes], stream)
+        previous = current.current_event
+        try:
+            for (_, key), (table, value, item) in self._pending.items():
+                current._set_current_event(item)
+                if value is not None:
+                    table[key] = value
+                elif table.get(key) is not None:
+                    del table[key]
+        finally:
+            current._set_current_event(previous)
+        self._pending.clear()
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as aiokafka's) gives ``key``."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def _batches(stream: faust.StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:

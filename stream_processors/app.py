@@ -27,7 +27,8 @@ class WorkerSettings:
     channels_file: Path | None = None
     app_id: str = "funnel"
     topics: TopicNames = field(default_factory=TopicNames)
-    processing_guarantee: str = "at_least_once"
+    status_timer_s: float = 30.0
+    """How often the status timer turns expired conversion windows into ``dropped``."""
 
 
 def create_app(settings: WorkerSettings) -> faust.App:
@@ -46,15 +47,15 @@ def create_app(settings: WorkerSettings) -> faust.App:
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        # at_least_once with idempotent state (events deduplicated by id, merges idempotent).
-        # "exactly_once" (Kafka transactions) runs, but is not yet proven by a kill -9 test.
-        processing_guarantee=settings.processing_guarantee,
+        # at_least_once, made exact by idempotence (stream_processors.agents): Faust's
+        # exactly_once mode crashes on rebalance (faust-streaming #323).
+        processing_guarantee="at_least_once",
         web_port=settings.web_port,
         web_host="127.0.0.1",
         autodiscover=False,
     )
     config = CoreConfig.from_files(settings.funnels_file, settings.channels_file)
-    register(app, settings.topics, config)
+    register(app, settings.topics, config, timer_interval_s=settings.status_timer_s)
     return app
 
 

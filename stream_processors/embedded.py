@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+from funnel.clock import Clock, SystemClock, to_millis
 from funnel.events import Event
 from funnel.facts import Fact
 from funnel.identity import device_key, resolve
-from funnel.processor import CoreConfig, PersonState, merge, process
+from funnel.processor import CoreConfig, PersonState, expire, merge, next_deadline, process
 from storage.backends import Store
 
 __all__ = ["EmbeddedPipeline"]
@@ -26,8 +27,16 @@ __all__ = ["EmbeddedPipeline"]
 class EmbeddedPipeline:
     """Process events in-process and land the facts in ``store``."""
 
-    def __init__(self, store: Store, config: CoreConfig, *, batch_size: int = 20_000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: CoreConfig,
+        *,
+        batch_size: int = 20_000,
+        clock: Clock | None = None,
+    ) -> None:
         self.store = store
+        self.clock = clock or SystemClock()
         self.config = config
         self.batch_size = batch_size
         self.states: dict[str, PersonState] = {}
@@ -68,6 +77,20 @@ class EmbeddedPipeline:
             buffer.append(fact.row())
             if len(buffer) >= self.batch_size:
                 self._write(fact.table)
+
+    def expire(self, now_ms: int | None = None) -> int:
+        """The status timer: people whose conversion window expired by ``now_ms`` (default:
+        the wall clock) turn ``dropped``; their rows are buffered. Returns how many changed."""
+        now = to_millis(self.clock.now()) if now_ms is None else now_ms
+        changed = 0
+        for key, state in self.states.items():
+            due = next_deadline(state, self.config)
+            if due is None or due > now:
+                continue
+            self.states[key], facts = expire(state, now, self.config)
+            changed += bool(facts)
+            self._buffer(facts)
+        return changed
 
     def submit_all(self, events: Iterable[Event]) -> None:
         for event in events:

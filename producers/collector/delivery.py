@@ -146,10 +146,14 @@ class EmbeddedDelivery:
     Requests queue their events and wait; a single committer takes everything queued,
     runs it through the pipeline, flushes the facts to the store, then releases every
     waiting request at once. A failed commit fails every request in it (503).
+
+    The committer is also the embedded status timer: when no request came for
+    ``status_every_s``, it lets the pipeline turn expired conversion windows into ``dropped``.
     """
 
-    def __init__(self, pipeline: EmbeddedPipeline) -> None:
+    def __init__(self, pipeline: EmbeddedPipeline, *, status_every_s: float = 30.0) -> None:
         self.pipeline = pipeline
+        self.status_every_s = status_every_s
         self._pending: list[tuple[list[Event], asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -169,7 +173,14 @@ class EmbeddedDelivery:
 
     async def _committer(self) -> None:
         while True:
-            await self._wakeup.wait()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self.status_every_s)
+            except TimeoutError:
+                try:
+                    await asyncio.to_thread(self._expire)
+                except (StoreError, OSError) as exc:  # the next round tries again
+                    log.warning("embedded status timer failed: %s", exc)
+                continue
             self._wakeup.clear()
             group, self._pending = self._pending, []
             if not group:
@@ -189,6 +200,10 @@ class EmbeddedDelivery:
 
     def _commit(self, events: list[Event]) -> None:
         self.pipeline.submit_all(events)
+        self.pipeline.flush()
+
+    def _expire(self) -> None:
+        self.pipeline.expire()
         self.pipeline.flush()
 
     async def dead_letter(self, rejections: list[Rejection], received_at: datetime) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from funnel.funnels import FunnelCatalog
@@ -40,10 +40,10 @@ SALES = FunnelCatalog.default().get("sales")
 def caught_up(bootstrap: str, group: str, topics: list[str]) -> bool:
     """Whether ``group`` has consumed every committed record of ``topics``, with none pending.
 
-    Transactional topics end in commit markers that consumers never see, so a committed
-    offset can stay below the end offset for good. Caught up therefore means: no transaction
-    is open (the last stable offset is the end offset) and no record is readable between the
-    group's committed offset and the end.
+    Caught up means: no transaction is open (the last stable offset is the end offset) and no
+    record is readable between the group's committed offset and the end. (Transactional
+    topics end in commit markers that consumers never see, so a committed offset can stay
+    below the end offset for good.) Why not is kept in ``LAGGING`` for the timeout message.
     """
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -57,10 +57,12 @@ def caught_up(bootstrap: str, group: str, topics: list[str]) -> bool:
         ]
         stable = consumer.end_offsets(partitions)  # read_committed: the last stable offsets
         with KafkaConsumer(bootstrap_servers=bootstrap) as uncommitted:
-            if uncommitted.end_offsets(partitions) != stable:
-                return False  # a transaction is open: work is in flight
-        behind = {tp: consumer.committed(tp) or 0 for tp in partitions}
-        behind = {tp: at for tp, at in behind.items() if at < stable[tp]}
+            ends = uncommitted.end_offsets(partitions)
+        if ends != stable:
+            LAGGING[group] = f"open transactions: {ends} vs stable {stable}"
+            return False
+        committed = {tp: consumer.committed(tp) or 0 for tp in partitions}
+        behind = {tp: at for tp, at in committed.items() if at < stable[tp]}
         if not behind:
             return True
         consumer.assign(list(behind))
@@ -68,20 +70,24 @@ def caught_up(bootstrap: str, group: str, topics: list[str]) -> bool:
             consumer.seek(tp, at)
         deadline = time.monotonic() + 10
         while any(consumer.position(tp) < stable[tp] for tp in behind):
-            if any(consumer.poll(timeout_ms=200).values()):
-                return False  # a record the group has not committed yet
-            if time.monotonic() > deadline:
+            if any(consumer.poll(timeout_ms=200).values()) or time.monotonic() > deadline:
+                LAGGING[group] = f"behind: {[(tp, at, stable[tp]) for tp, at in behind.items()]}"
                 return False
         return True
     finally:
         consumer.close()
 
 
+LAGGING: dict[str, str] = {}
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout:.0f} s waiting for {what}; lagging: {LAGGING}"
+            )
         time.sleep(0.5)
 
 
@@ -92,7 +98,7 @@ def worker_factory(
     started: list[subprocess.Popen[bytes]] = []
     logs: list[IO[bytes]] = []
 
-    def start(app_id: str, prefix: str, name: str = "w1") -> subprocess.Popen[bytes]:
+    def start(app_id: str, prefix: str, name: str = "w1", *extra: str) -> subprocess.Popen[bytes]:
         log = (tmp_path / f"{name}.log").open("ab")
         logs.append(log)
         proc = subprocess.Popen(
@@ -115,6 +121,7 @@ def worker_factory(
                 str(tmp_path / name),
                 "--loglevel",
                 "info",
+                *extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -184,14 +191,14 @@ def test_simulated_traffic_lands_exactly(
             producer.send(event)
         producer.flush()
     # One malformed record: it must be rejected with its reasons, not crash the worker.
-    from kafka import KafkaProducer
 
     raw = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     raw.send(names.events, key=b"kafka-it:bad", value=b'{"type": "click"}')
     raw.flush()
     raw.close()
 
-    worker = worker_factory(app_id, names.prefix)
+    # No timer ticks of its own in this test: the test sends the ticks (below).
+    worker = worker_factory(app_id, names.prefix, "w1", "--status-every", "3600")
     sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=f"sink-{run}", topics=names)
     stop = threading.Event()
     sink_thread = threading.Thread(target=sink.run_forever, args=(stop,), daemon=True)
@@ -215,6 +222,7 @@ def test_simulated_traffic_lands_exactly(
     assert worker.poll() is None, (tmp_path / "w1.log").read_text()[-3000:]
 
     assert_landed_exactly(store, sim, "kafka-it")
+    truth = {p.customer_id or p.person_id: p.levels["sales"] for p in sim.truth.persons.values()}
 
     rejected = KafkaConsumer(
         names.rejected,
@@ -227,6 +235,46 @@ def test_simulated_traffic_lands_exactly(
     assert len(reasons) == 1
     assert b"event_id" in reasons[0]
     assert b"occurred_at" in reasons[0]
+
+    # The status timer, as the worker's timer sends it: a tick record per partition. Far in
+    # the future, every window has expired: whoever did not convert has dropped.
+    tick = json.dumps({"kind": "tick", "now_ms": int(time.time() * 1000) + 400 * 86_400_000})
+    ticks = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for partition in range(PARTITIONS):
+        ticks.send(names.person_events, tick.encode(), b"funnel:tick", partition=partition)
+    ticks.flush()
+    ticks.close()
+    sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=f"sink-{run}", topics=names)
+    stop = threading.Event()
+    sink_thread = threading.Thread(target=sink.run_forever, args=(stop,), daemon=True)
+    sink_thread.start()
+    try:
+        wait_until(
+            lambda: (
+                caught_up(kafka_bootstrap, app_id, [names.person_events])
+                and caught_up(kafka_bootstrap, f"sink-{run}", names.all_facts)
+            ),
+            120,
+            "the ticks to be taken",
+        )
+    finally:
+        stop.set()
+        sink_thread.join(timeout=30)
+    current = store.query(
+        "SELECT argMax(funnel_status, updated_at) AS status, "
+        "argMax(funnel_levels, updated_at) AS levels FROM "
+        f"{store.database}.persons GROUP BY person_id "
+        "HAVING argMax(merged_into, updated_at) = ''"
+    )
+    steps = {spec.name: len(spec.steps) for spec in FunnelCatalog.default().funnel}
+    assert len(current) == len(truth)
+    for person in current:
+        assert set(person["status"]) == set(person["levels"])
+        for name, level in person["levels"].items():
+            expected = "converted" if level == steps[name] else "dropped"
+            assert person["status"][name] == expected, person
+    converted = sum(p["status"].get("sales") == "converted" for p in current)
+    assert converted == sum(levels == len(SALES.steps) for levels in truth.values())
 
 
 def test_send_all_reports_once_when_every_record_is_acknowledged(kafka_bootstrap: str) -> None:
