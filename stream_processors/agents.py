@@ -41,11 +41,12 @@ of that topic recognises a copy re-sent after a crash.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
@@ -113,7 +114,7 @@ def register(
 
     async def route_batch(stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]]) -> None:
         sent: list[Awaitable[Any]] = []
-        writes = _Writes()
+        writes = _Writes(stream)
         for item in batch:
             key, payload = cast(bytes, item.key), cast(bytes, item.value)
             try:
@@ -131,12 +132,11 @@ def register(
                 sent.append(await send(rejected, key or b"", json.dumps(rejection).encode()))
                 continue
             link_key = key or event.partition_key.encode()
-            stored_ids = writes.get(recent, link_key)
-            seen = RecentIds.load(stored_ids)
+            seen = RecentIds.load(writes.get_bytes(recent, link_key, item))
             if not seen.add(event.event_id, event.occurred_at, config.dedup_horizon):
                 continue  # a client retry: the same key always lands on this partition
             writes.put(recent, link_key, seen.dump(), item)
-            alias = writes.get(links, link_key) if event.anonymous_id else None
+            alias = writes.get_bytes(links, link_key, item) if event.anonymous_id else None
             who = resolve(event, alias.decode() if alias else None)
             if who.link_from is not None:
                 writes.put(links, link_key, who.key.encode(), item)
@@ -149,7 +149,7 @@ def register(
             }
             sent.append(await send_person(who.key, message))
         await _acknowledged(sent)
-        writes.apply(stream)
+        writes.apply()
 
     async def apply(stream: faust.StreamT[bytes]) -> None:
         async for batch in _batches(stream):
@@ -157,10 +157,17 @@ def register(
 
     async def apply_batch(stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]]) -> None:
         sent: list[Awaitable[Any]] = []
-        writes = _Writes()
+        writes = _Writes(stream)
+
+        def load(key: bytes, item: EventT[bytes]) -> PersonState | bytes | None:
+            """The person's state (parsed once per batch), or its forwarding marker."""
+            stored = writes.get(persons, key, item)
+            if isinstance(stored, bytes) and not stored.startswith(_MOVED):
+                return state_from_json(stored)
+            return stored
 
         def keep(key: bytes, state: PersonState, item: EventT[bytes]) -> None:
-            writes.put(persons, key, state_to_json(state), item)
+            writes.put(persons, key, state, item)  # serialised once, when the batch is done
             due = next_deadline(state, config)
             writes.put(deadlines, key, None if due is None else str(due).encode(), item)
 
@@ -181,23 +188,24 @@ def register(
                 for person in sorted(
                     k
                     for k, at in due.items()
-                    if at and int(at) <= now_ms and partition_of(k, partitions) == here
+                    if isinstance(at, bytes)
+                    and int(at) <= now_ms
+                    and partition_of(k, partitions) == here
                 ):
-                    stored = writes.get(persons, person)
-                    if stored is None or stored.startswith(_MOVED):
+                    stored = load(person, item)
+                    if not isinstance(stored, PersonState):
                         continue
-                    state, out = expire(state_from_json(stored), now_ms, config)
+                    state, out = expire(stored, now_ms, config)
                     n = await send_facts(person, out, origin, n)
                     keep(person, state, item)
                 continue
-            stored = writes.get(persons, key)
-            if stored is not None and stored.startswith(_MOVED):
-                if message["kind"] == "event":  # in flight when the person moved: follow it
-                    target = stored[len(_MOVED) :].decode()
+            current = load(key, item)
+            if isinstance(current, bytes):  # moved: an event in flight then follows the person
+                if message["kind"] == "event":
+                    target = current[len(_MOVED) :].decode()
                     forward = {**message, "person_id": person_id_of(target)}
                     sent.append(await send_person(target, forward))
                 continue
-            current = state_from_json(stored) if stored is not None else None
             if message["kind"] == "handover":
                 writes.put(persons, key, _MOVED + message["into"].encode(), item)
                 writes.put(deadlines, key, None, item)
@@ -218,7 +226,7 @@ def register(
             keep(key, state, item)
             await send_facts(key, out, origin, 0)
         await _acknowledged(sent)
-        writes.apply(stream)
+        writes.apply()
 
     async def tick() -> None:
         """Ask each partition this worker owns to expire what is due (a ``tick`` record)."""
@@ -237,50 +245,70 @@ def register(
     app.timer(timer_interval_s, name="funnel.expire")(tick)
 
 
-class _Writes:
-    """A batch's table writes, kept until its outputs are acknowledged, then applied.
+_Value = bytes | PersonState | None
 
-    Reads see the batch's own writes first. Each write is applied while the input record
-    that made it is Faust's current event, as a write inside the iteration would be: the
-    table's changelog partition (and its RocksDB partition) is that record's.
+
+class _Writes:
+    """A batch's table reads and writes; the writes are kept until the batch's outputs are
+    acknowledged (:meth:`apply`).
+
+    Reads see the batch's own writes first. Every table access happens while the input
+    record it is for is Faust's current event, as it would inside the iteration of that
+    record: the store (RocksDB keeps a database per partition) and the changelog partition
+    are that record's, which is the key's own partition.
     """
 
-    def __init__(self) -> None:
-        self._pending: dict[tuple[int, bytes], tuple[Any, bytes | None, EventT[bytes]]] = {}
+    def __init__(self, stream: faust.StreamT[bytes]) -> None:
+        self._stream = cast(faust.Stream[bytes], stream)
+        self._pending: dict[tuple[int, bytes], tuple[Any, _Value, EventT[bytes]]] = {}
 
-    def get(self, table: Any, key: bytes) -> bytes | None:
+    def get(self, table: Any, key: bytes, item: EventT[bytes]) -> _Value:
         pending = self._pending.get((id(table), key))
         if pending is not None:
             return pending[1]
-        return cast(bytes | None, table.get(key))
+        with self._as_current(item):
+            return cast(bytes | None, table.get(key))
 
-    def items(self, table: Any) -> dict[bytes, bytes | None]:
-        """The table's entries as this batch sees them."""
-        view: dict[bytes, bytes | None] = dict(table.items())
+    def get_bytes(self, table: Any, key: bytes, item: EventT[bytes]) -> bytes | None:
+        """:meth:`get` for the tables that hold bytes only."""
+        value = self.get(table, key, item)
+        assert value is None or isinstance(value, bytes)
+        return value
+
+    def items(self, table: Any) -> dict[bytes, _Value]:
+        """The table's entries (all partitions held here), as this batch sees them."""
+        view: dict[bytes, _Value] = dict(table.items())
         for (table_id, key), (_, value, _) in self._pending.items():
             if table_id == id(table):
                 view[key] = value
         return view
 
-    def put(self, table: Any, key: bytes, value: bytes | None, item: EventT[bytes]) -> None:
-        """Set ``key`` (``None``: delete it) once the batch's outputs are acknowledged."""
+    def put(self, table: Any, key: bytes, value: _Value, item: EventT[bytes]) -> None:
+        """Set ``key`` (``None``: delete it; a person's state is serialised then) once the
+        batch's outputs are acknowledged."""
         self._pending[(id(table), key)] = (table, value, item)
 
-    def apply(self, stream: faust.StreamT[bytes]) -> None:
-        # Synchronous: the stream's background reader cannot run in between, and finds its
-        # own current event back afterwards.
-        current = cast(faust.Stream[bytes], stream)
-        previous = current.current_event
-        try:
-            for (_, key), (table, value, item) in self._pending.items():
-                current._set_current_event(item)
+    def apply(self) -> None:
+        for (_, key), (table, value, item) in self._pending.items():
+            if isinstance(value, PersonState):
+                value = state_to_json(value)
+            with self._as_current(item):
                 if value is not None:
                     table[key] = value
                 elif table.get(key) is not None:
                     del table[key]
-        finally:
-            current._set_current_event(previous)
         self._pending.clear()
+
+    @contextlib.contextmanager
+    def _as_current(self, item: EventT[bytes]) -> Iterator[None]:
+        """Make ``item`` the current event. Only for synchronous work: the stream's reader
+        cannot run in between, and finds its own current event back afterwards."""
+        previous = self._stream.current_event
+        self._stream._set_current_event(item)
+        try:
+            yield
+        finally:
+            self._stream._set_current_event(previous)
 
 
 def partition_of(key: bytes, partitions: int) -> int:

@@ -253,8 +253,11 @@ def server_properties(
         "transaction.state.log.num.partitions": "1",
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
-        # Consumer groups form at once instead of waiting 3s for more members.
-        "group.initial.rebalance.delay.ms": "0",
+        # Kafka's default: a new group waits 3 s for more members, so workers started together
+        # share the first generation. With 0, the first worker takes every partition and
+        # hands some over seconds later, before its first offset commit; faust-streaming
+        # 0.15 then sometimes never consumes a partition handed over uncommitted.
+        "group.initial.rebalance.delay.ms": "3000",
         # A small dev box: fewer threads, a quick shutdown.
         "num.network.threads": "2",
         "num.io.threads": "4",

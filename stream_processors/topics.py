@@ -1,7 +1,17 @@
 """Topic names: the events topic in, one facts topic per ClickHouse table out.
 
-Names are configurable by prefix; the facts topic of a table is ``<prefix>facts.<table>``, so
-the sink can tell a record's table from its topic alone.
+Names are configurable by prefix (``--topic-prefix`` / ``FUNNEL_TOPIC_PREFIX``); the facts
+topic of a table is ``<prefix>facts.<table>``, so the sink can tell a record's table from its
+topic alone. The outputs other systems read:
+
+* ``<prefix>facts.stage_reached``, ``<prefix>facts.attributions`` — funnel and credit facts;
+* ``<prefix>facts.lead_changes`` — the **leads** topic: every temperature change with its
+  routing queue, keyed by person, for a CRM;
+* ``<prefix>facts.persons`` — every person's current row, keyed by person and **compacted**
+  (the latest row per person is kept);
+* ``<prefix>rejected`` — rejected events with their reasons.
+
+Partition counts are set when the topics are created (``--partitions``).
 """
 
 from __future__ import annotations
@@ -36,6 +46,16 @@ class TopicNames:
     def facts(self, table: str) -> str:
         return f"{self.prefix}facts.{table}"
 
+    @property
+    def leads(self) -> str:
+        """Lead temperature changes with their routing queue (the ``lead_changes`` facts)."""
+        return self.facts("lead_changes")
+
+    @property
+    def persons(self) -> str:
+        """Every person's latest row, compacted by person."""
+        return self.facts("persons")
+
     def table_of(self, topic: str) -> str:
         """The table a facts topic feeds (inverse of :meth:`facts`)."""
         marker = f"{self.prefix}facts."
@@ -48,10 +68,14 @@ class TopicNames:
         return [self.facts(t) for t in FACT_TABLES]
 
 
+_COMPACTED = {"cleanup.policy": "compact"}
+
+
 def create_topics(bootstrap_servers: str, names: TopicNames, partitions: int) -> list[str]:
     """Create the events, rejected and facts topics with ``partitions`` partitions.
 
-    Idempotent: topics that exist are left as they are. Returns the names created. Creating
+    Idempotent: topics that exist are left as they are. Returns the names created. The
+    persons topic is compacted (its records are keyed by person). Creating
     them up front matters: a producer that writes first would auto-create the events topic
     with the broker's default partition count.
     """
@@ -67,7 +91,15 @@ def create_topics(bootstrap_servers: str, names: TopicNames, partitions: int) ->
             # Another process may create them meanwhile: that is as good.
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(
-                    [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+                    [
+                        NewTopic(
+                            t,
+                            num_partitions=partitions,
+                            replication_factor=1,
+                            topic_configs=_COMPACTED if t == names.persons else {},
+                        )
+                        for t in missing
+                    ]
                 )
         return missing
     finally:

@@ -25,7 +25,7 @@ from kafka.structs import TopicPartition
 
 from funnel.funnels import FunnelCatalog
 from producers.kafka_producer import EventProducer
-from producers.messiness import Mess, arrivals
+from producers.messiness import Arrival, Mess, arrivals
 from producers.simulator import Simulation, simulate
 from storage.backends import ChdbStore
 from storage.reports import raw_levels, stage_counts
@@ -305,16 +305,18 @@ def test_send_all_reports_once_when_every_record_is_acknowledged(kafka_bootstrap
     assert stored == sorted(records)
 
 
-def produce_messy(bootstrap: str, names: TopicNames, sim: Simulation, seed: int) -> Counter[str]:
-    """Send ``sim``'s events as a messy client would: retried, reordered, late, malformed.
-
-    Straight to the events topic (no collector, so no clock correction: clocks are right).
-    Returns how many payloads of each kind were sent.
-    """
+def messy(sim: Simulation, seed: int) -> list[Arrival]:
+    """``sim``'s events as a messy client sends them: retried, reordered, late, malformed."""
     mess = Mess(duplicates=0.05, reorder_seconds=120, late=0.02, malformed=0.01)
+    return arrivals(sim.events, mess, seed=seed)
+
+
+def produce_messy(bootstrap: str, names: TopicNames, traffic: list[Arrival]) -> Counter[str]:
+    """Send the payloads straight to the events topic (no collector, so no clock correction:
+    clocks are right). Returns how many payloads of each kind were sent."""
     sent: Counter[str] = Counter()
     with EventProducer(bootstrap, names.events) as producer:
-        for arrival in arrivals(sim.events, mess, seed=seed):
+        for arrival in traffic:
             payload = arrival.payload
             person = payload.get("anonymous_id") or payload.get("customer_id")
             key = f"{payload.get('site_id')}:{person}".encode()
@@ -339,9 +341,14 @@ def rejection_ids(bootstrap: str, names: TopicNames) -> list[str]:
         consumer.close()
 
 
-def landed_rows(store: ChdbStore) -> int:
-    [row] = store.query(f"SELECT count() AS n FROM {store.database}.stage_reached")
-    return int(row["n"])
+def committed_somewhere(bootstrap: str, group: str, topic: str) -> list[bool]:
+    """Per partition of ``topic``: whether ``group`` has committed an offset past 0."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        return [(consumer.committed(TopicPartition(topic, p)) or 0) > 0 for p in partitions]
+    finally:
+        consumer.close()
 
 
 @pytest.mark.integration
@@ -362,9 +369,9 @@ def test_two_workers_land_messy_traffic_exactly_once(
     site = "kafka-it"
     create_topics(kafka_bootstrap, names, PARTITIONS)
     sim = simulate(1200, seed=7 if crash else 5, site_id=site, multi_device=0.5)
-    sent = produce_messy(kafka_bootstrap, names, sim, seed=3)
-    assert sent["duplicate"] > 0
-    assert sent["malformed"] > 0
+    traffic = messy(sim, seed=3)
+    half = len(traffic) // 2 if crash else len(traffic)
+    sent = produce_messy(kafka_bootstrap, names, traffic[:half])
 
     workers = [worker_factory(app_id, names.prefix, f"w{i}") for i in (1, 2)]
     sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=f"sink-{run}", topics=names)
@@ -373,10 +380,15 @@ def test_two_workers_land_messy_traffic_exactly_once(
     sink_thread.start()
     try:
         if crash:
-            # Mid-stream: facts are landing, and far from all of them are in.
-            total = sum(sim.truth.step_counts("sales"))
-            wait_until(lambda: landed_rows(store) > total // 10, 300, "facts to start landing")
-            workers[0].kill()  # SIGKILL: no shutdown, an open transaction is left behind
+            # Mid-stream, in steady state: both workers have committed work, then the second
+            # half of the traffic arrives and one worker dies in the middle of it.
+            wait_until(
+                lambda: all(committed_somewhere(kafka_bootstrap, app_id, names.events)),
+                300,
+                "both workers to commit",
+            )
+            sent += produce_messy(kafka_bootstrap, names, traffic[half:])
+            workers[0].kill()  # SIGKILL: no shutdown; its batch in flight is left half done
             workers[0].wait()
             workers[0] = worker_factory(app_id, names.prefix, "w1")
         wait_until(
@@ -394,6 +406,8 @@ def test_two_workers_land_messy_traffic_exactly_once(
         sink_thread.join(timeout=30)
     for i, w in enumerate(workers, 1):
         assert w.poll() is None, (tmp_path / f"w{i}.log").read_text()[-3000:]
+    assert sent["duplicate"] > 0
+    assert sent["malformed"] > 0
     assert_landed_exactly(store, sim, site)
     # At least once, recognisably: every malformed payload is rejected under one id.
     assert len(set(rejection_ids(kafka_bootstrap, names))) == sent["malformed"]

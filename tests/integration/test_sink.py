@@ -77,3 +77,24 @@ def test_landed_ids_forget_the_oldest_beyond_their_bound() -> None:
     assert len(landed) == 3
     assert "a" not in landed
     assert all(i in landed for i in "bcd")
+
+
+def test_the_persons_topic_is_compacted_and_the_others_are_not(kafka_bootstrap: str) -> None:
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    names = TopicNames(f"topics{uuid.uuid4().hex[:8]}.")
+    created = create_topics(kafka_bootstrap, names, 3)
+    assert names.leads in created
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        topics = (names.persons, names.leads, names.events)
+        configs = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics]
+        )["topic"]
+        # Only settings that differ from the broker's defaults (delete) are reported.
+        policies = {t: configs[t].get("cleanup.policy", {}).get("value") for t in topics}
+        partitions = admin.describe_topics([names.leads])[0]["partitions"]
+    finally:
+        admin.close()
+    assert policies == {names.persons: "compact", names.leads: None, names.events: None}
+    assert len(partitions) == 3

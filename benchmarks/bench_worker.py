@@ -1,0 +1,276 @@
+"""Drain throughput of one stream worker over a pre-filled topic, against two baselines.
+
+    python benchmarks/bench_worker.py [--events 500000] [--partitions 4]
+
+Starts one Apache Kafka broker, fills an events topic with at least ``--events`` simulated
+events (all funnels, all seven attribution models on, as shipped), then drains it four ways,
+one after the other, on the same machine:
+
+* ``raw`` — the ceiling: an aiokafka consumer that reads every record and ``json.loads`` it;
+* ``faust_count`` — the framework floor: a minimal Faust agent that only counts records;
+* ``worker`` — ``funnel worker`` (both stages: route, then persons), from a fresh consumer
+  group until it has committed the end of the events topic and of ``person-events``;
+* ``embedded`` — :class:`~stream_processors.embedded.EmbeddedPipeline` in this process over
+  the same events, into a chDB store (what ``funnel demo`` and ``funnel serve`` run).
+
+Rates are events per second of draining (start-up excluded: the clock starts at the first
+record a run takes). Each run appends one JSON line to ``benchmarks/results/worker.jsonl``
+with the ratios to ``raw`` and the issue's goals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results" / "worker.jsonl"
+
+
+def fill(bootstrap: str, topic: str, events: int, seed: int) -> list[bytes]:
+    """Produce simulated events until at least ``events``; return their payloads."""
+    from producers.kafka_producer import EventProducer
+    from producers.simulator import simulate
+
+    payloads: list[bytes] = []
+    batch = 0
+    with EventProducer(bootstrap, topic, compression=None) as producer:
+        while len(payloads) < events:
+            sim = simulate(20_000, seed=seed + batch, site_id=f"bench{batch}")
+            for event in sim.events:
+                value = event.model_dump_json(exclude_none=True).encode()
+                producer.send_raw(event.partition_key.encode(), value)
+                payloads.append(value)
+            batch += 1
+        producer.flush()
+    return payloads
+
+
+async def drain_raw(bootstrap: str, topic: str, total: int) -> dict[str, float]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    seen, started = 0, 0.0
+    try:
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for records in batches.values():
+                if not started:
+                    started = time.perf_counter()
+                for record in records:
+                    json.loads(record.value)
+                seen += len(records)
+    finally:
+        await consumer.stop()
+    return {"events": seen, "seconds": time.perf_counter() - started}
+
+
+def faust_count_app(bootstrap: str, topic: str, total: int, out: Path) -> None:
+    """The framework floor: a Faust agent that counts, then writes its timing and exits."""
+    import faust
+
+    app = faust.App(
+        f"bench-count-{uuid.uuid4().hex[:8]}",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        autodiscover=False,
+    )
+    source = app.topic(topic, key_type=bytes, value_type=bytes)
+    state = {"seen": 0, "started": 0.0}
+
+    @app.agent(source)
+    async def count(stream: Any) -> None:
+        async for _ in stream:
+            if not state["seen"]:
+                state["started"] = time.perf_counter()
+            state["seen"] += 1
+            if state["seen"] >= total:
+                seconds = time.perf_counter() - state["started"]
+                out.write_text(json.dumps({"events": state["seen"], "seconds": seconds}))
+                os._exit(0)
+
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
+    app.main()
+
+
+def drain_faust_count(bootstrap: str, topic: str, total: int, work: Path) -> dict[str, float]:
+    out = work / "faust-count.json"
+    subprocess.run(
+        [
+            *(sys.executable, __file__, "--role", "faust-count", "--bootstrap", bootstrap),
+            *("--topic", topic, "--events", str(total), "--out", str(out)),
+        ],
+        cwd=work,
+        check=True,
+        timeout=3600,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    result: dict[str, float] = json.loads(out.read_text())
+    return result
+
+
+def _committed(bootstrap: str, group: str, topics: list[str]) -> tuple[int, int]:
+    """(sum of committed offsets, sum of end offsets) of ``group`` over ``topics``."""
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t)]
+        ends = consumer.end_offsets(tps)
+        return sum(consumer.committed(tp) or 0 for tp in tps), sum(ends.values())
+    finally:
+        consumer.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def drain_worker(bootstrap: str, prefix: str, partitions: int, work: Path) -> dict[str, float]:
+    """``funnel worker`` from a fresh group; timed from its first commit to the end."""
+    from stream_processors.topics import TopicNames
+
+    names = TopicNames(prefix)
+    group = f"bench-worker-{uuid.uuid4().hex[:8]}"
+    log = (work / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "funnel.cli", "worker", "--kafka", bootstrap),
+            *("--app-id", group, "--topic-prefix", prefix, "--partitions", str(partitions)),
+            *("--data-dir", str(work / "worker"), "--web-port", str(_free_port())),
+            *("--status-every", "3600"),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _, total = _committed(bootstrap, group, [names.events])
+        started, first = 0.0, 0
+        while True:
+            if worker.poll() is not None:
+                tail = (work / "worker.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the worker exited:\n{tail}")
+            done, _ = _committed(bootstrap, group, [names.events])
+            if done and not started:
+                started, first = time.perf_counter(), done
+            if done >= total:
+                # The second stage too: every person message taken.
+                inner, inner_end = _committed(bootstrap, group, [names.person_events])
+                if inner >= inner_end:
+                    return {"events": total - first, "seconds": time.perf_counter() - started}
+            time.sleep(0.5)
+    finally:
+        worker.terminate()
+        worker.wait(60)
+        log.close()
+
+
+def drain_embedded(payloads: list[bytes], work: Path) -> dict[str, float]:
+    from funnel.events import parse_event
+    from funnel.processor import CoreConfig
+    from storage.backends import ChdbStore
+    from storage.migrate import migrate
+    from stream_processors.embedded import EmbeddedPipeline
+
+    store = ChdbStore(work / "store")
+    migrate(store)
+    pipeline = EmbeddedPipeline(store, CoreConfig.default())
+    started = time.perf_counter()
+    for payload in payloads:
+        pipeline.submit(parse_event(payload))
+    pipeline.flush()
+    seconds = time.perf_counter() - started
+    store.close()
+    return {"events": len(payloads), "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--targets", default="raw,faust_count,worker,embedded")
+    parser.add_argument("--note", default="")
+    parser.add_argument("--role", default="main", help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--topic", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "faust-count":
+        faust_count_app(args.bootstrap, args.topic, args.events, args.out)
+        return
+
+    from stream_processors.kafka_broker import KafkaBroker
+    from stream_processors.topics import TopicNames, create_topics
+
+    targets = [t for t in args.targets.split(",") if t]
+    runs: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp, KafkaBroker() as broker:
+        work, bootstrap = Path(tmp), broker.bootstrap_servers
+        names = TopicNames(f"bench{uuid.uuid4().hex[:8]}.")
+        create_topics(bootstrap, names, args.partitions)
+        filled = time.perf_counter()
+        payloads = fill(bootstrap, names.events, args.events, args.seed)
+        print(f"filled {len(payloads):,} events in {time.perf_counter() - filled:.0f} s")
+        for target in targets:
+            if target == "raw":
+                runs[target] = asyncio.run(drain_raw(bootstrap, names.events, len(payloads)))
+            elif target == "faust_count":
+                runs[target] = drain_faust_count(bootstrap, names.events, len(payloads), work)
+            elif target == "worker":
+                runs[target] = drain_worker(bootstrap, names.prefix, args.partitions, work)
+            elif target == "embedded":
+                runs[target] = drain_embedded(payloads, work)
+            rate = runs[target]["events"] / runs[target]["seconds"]
+            print(f"{target:12s} {rate:>10,.0f} events/s")
+
+    rates = {t: round(r["events"] / r["seconds"]) for t, r in runs.items()}
+    raw = rates.get("raw")
+    record = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "bench": "worker",
+        "machine": {"node": platform.node(), "cpus": os.cpu_count()},
+        "settings": {"events": len(payloads), "partitions": args.partitions, "note": args.note},
+        "events_per_s": rates,
+        "ratio_to_raw": {t: round(r / raw, 3) for t, r in rates.items()} if raw else {},
+        "goal": {
+            "worker_at_least_15000": rates.get("worker", 0) >= 15_000,
+            "worker_at_least_half_of_raw": bool(raw) and rates.get("worker", 0) >= raw / 2,
+            "embedded_at_least_50000": rates.get("embedded", 0) >= 50_000,
+        },
+    }
+    RESULTS.parent.mkdir(exist_ok=True)
+    with RESULTS.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
