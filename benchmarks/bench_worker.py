@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -158,8 +159,13 @@ def drain_worker(bootstrap: str, prefix: str, partitions: int, work: Path) -> di
     names = TopicNames(prefix)
     group = f"bench-worker-{uuid.uuid4().hex[:8]}"
     log = (work / "worker.log").open("wb")
+    profile: list[str] = []
+    if where := os.environ.get("FUNNEL_BENCH_PROFILE"):  # py-spy's collapsed stacks
+        profile = ["py-spy", "record", "--nonblocking", "--rate", "100", "--format", "raw"]
+        profile += ["--output", f"{where}-worker.txt", "--"]
     worker = subprocess.Popen(
         [
+            *profile,
             *(sys.executable, "-m", "funnel.cli", "worker", "--kafka", bootstrap),
             *("--app-id", group, "--topic-prefix", prefix, "--partitions", str(partitions)),
             *("--data-dir", str(work / "worker"), "--web-port", str(_free_port())),
@@ -168,6 +174,7 @@ def drain_worker(bootstrap: str, prefix: str, partitions: int, work: Path) -> di
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         _, total = _committed(bootstrap, group, [names.events])
@@ -186,7 +193,8 @@ def drain_worker(bootstrap: str, prefix: str, partitions: int, work: Path) -> di
                     return {"events": total - first, "seconds": time.perf_counter() - started}
             time.sleep(0.5)
     finally:
-        worker.terminate()
+        # SIGINT to the whole group: the worker stops, and py-spy (if any) writes its profile.
+        os.killpg(worker.pid, signal.SIGINT)
         worker.wait(60)
         log.close()
 
