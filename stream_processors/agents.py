@@ -95,7 +95,9 @@ def register(
         topic: faust.TopicT, key: bytes, value: bytes, partition: int | None = None
     ) -> Awaitable[Any]:
         """Queue one record; the returned awaitable resolves when the broker acknowledged it."""
-        return await topic.send(key=key, value=value, partition=partition, force=True)
+        # Straight to the producer: records are bytes already, and Faust's send path (futures,
+        # sensors, attachments) cost more than the record (benchmarks/bench_worker.py).
+        return await app.producer.send(topic.get_topic_name(), key, value, partition, None, None)
 
     async def send_person(key: str, message: dict[str, Any]) -> Awaitable[Any]:
         return await send(person_events, key.encode(), json.dumps(message).encode())

@@ -48,8 +48,9 @@ def topic_contents(bootstrap: str, topic: str) -> list[tuple[bytes, dict[str, ob
         consumer.close()
 
 
-def scenario(broker: KafkaBroker, names: TopicNames) -> list[str]:
-    """Up, down, up again; returns the ids of every event acknowledged with a 2xx."""
+def scenario(broker: KafkaBroker, names: TopicNames) -> tuple[list[str], list[str]]:
+    """Up, down, up again. Returns the ids of the events acknowledged at the first attempt,
+    and of those refused (503) and acknowledged when the client sent them again."""
     bootstrap = broker.bootstrap_servers
     settings = CollectorSettings(
         write_keys={KEY: "shop"},  # type: ignore[dict-item]
@@ -63,6 +64,7 @@ def scenario(broker: KafkaBroker, names: TopicNames) -> list[str]:
         ack_timeout_s=settings.ack_timeout_s,
     )
     acknowledged: list[str] = []
+    retried: list[str] = []
     refused: list[list[dict[str, object]]] = []
     with TestClient(create_app(settings, delivery)) as client:
         for _ in range(8):
@@ -95,8 +97,8 @@ def scenario(broker: KafkaBroker, names: TopicNames) -> list[str]:
                     break
             assert statuses[-1] == 200, statuses
             assert set(statuses) <= {200, 503}
-            acknowledged += [str(e["event_id"]) for e in body]
-    return acknowledged
+            retried.extend(str(e["event_id"]) for e in body)
+    return acknowledged, retried
 
 
 def test_acknowledged_events_are_in_the_topic_once_and_a_down_broker_gets_503(
@@ -107,12 +109,16 @@ def test_acknowledged_events_are_in_the_topic_once_and_a_down_broker_gets_503(
     bootstrap = broker.start()
     try:
         create_topics(bootstrap, names, partitions=3)
-        acknowledged = scenario(broker, names)
+        acknowledged, retried = scenario(broker, names)
 
         records = topic_contents(bootstrap, names.events)
         counts = Counter(str(value["event_id"]) for _, value in records)
-        assert set(counts) == set(acknowledged)
-        assert all(n == 1 for n in counts.values()), {k: n for k, n in counts.items() if n > 1}
+        assert set(counts) == set(acknowledged) | set(retried)
+        # A 2xx means in the topic once. A request refused with 503 may still have landed
+        # (its acknowledgement came too late, just after the broker restarted): the client's
+        # retry can then add a second copy, with the same event id, which the stream drops.
+        assert all(counts[e] == 1 for e in acknowledged), counts
+        assert all(counts[e] in (1, 2) for e in retried), counts
         assert all(key == f"shop:{value['anonymous_id']}".encode() for key, value in records)
         rejected = topic_contents(bootstrap, names.rejected)
         assert len(rejected) == 1
