@@ -54,6 +54,7 @@ from typing import Any, cast
 import faust
 from aiokafka.partitioner import murmur2
 from faust.types import EventT
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from funnel.dedup import RecentIds
 from funnel.events import InvalidEvent, parse_event
@@ -89,6 +90,13 @@ def register(
     recent = table("recent-event-ids")
     persons = table("person-state")
     deadlines = table("person-deadlines")  # person key → when its status may change (ms)
+    metrics = _Metrics()
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        # aiohttp takes the charset apart from the media type.
+        return web.bytes(generate_latest(metrics.registry), content_type="text/plain")
+
     partitions = app.conf.topic_partitions  # of person-events, which the tables follow
 
     async def send(
@@ -136,6 +144,7 @@ def register(
             link_key = key or event.partition_key.encode()
             seen = RecentIds.load(writes.get_bytes(recent, link_key, item))
             if not seen.add(event.event_id, event.occurred_at, config.dedup_horizon):
+                metrics.events.labels("retry").inc()
                 continue  # a client retry: the same key always lands on this partition
             writes.put(recent, link_key, seen.dump(), item)
             alias = writes.get_bytes(links, link_key, item) if event.anonymous_id else None
@@ -225,6 +234,7 @@ def register(
             else:
                 event = parse_event(message["event"])
                 state, out = process(current, event, config, message["person_id"])
+                metrics.events.labels(state.outcome).inc()
             keep(key, state, item)
             await send_facts(key, out, origin, 0)
         await _acknowledged(sent)
@@ -316,6 +326,26 @@ class _Writes:
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2, as aiokafka's) gives ``key``."""
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class _Metrics:
+    """The worker's Prometheus series (``GET /metrics`` on its web port).
+
+    ``funnel_worker_events_total{outcome}``: ``retry`` (a client retry, dropped by the route
+    stage by event id), ``rejected``, and how the persons stage took each event: ``applied``,
+    ``reordered``, ``late`` (beyond the lateness bound: corrected, and counted here),
+    ``duplicate`` (a re-delivered event already in the person's state). Counted at least
+    once: a batch replayed after a crash counts again.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "funnel_worker_events",
+            "Events by what the worker did with them",
+            ["outcome"],
+            registry=self.registry,
+        )
 
 
 def _batches(stream: faust.StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:

@@ -79,6 +79,19 @@ def caught_up(bootstrap: str, group: str, topics: list[str]) -> bool:
 
 
 LAGGING: dict[str, str] = {}
+PORTS: dict[int, int] = {}  # worker pid → its web port (GET /metrics)
+
+
+def worker_metric(proc: subprocess.Popen[bytes], name: str, labels: str) -> float:
+    """The value of one series on the worker's ``/metrics`` page (0 when absent)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORTS[proc.pid]}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{labels}}} "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -101,6 +114,7 @@ def worker_factory(
     def start(app_id: str, prefix: str, name: str = "w1", *extra: str) -> subprocess.Popen[bytes]:
         log = (tmp_path / f"{name}.log").open("ab")
         logs.append(log)
+        port = free_port()
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -116,7 +130,7 @@ def worker_factory(
                 "--partitions",
                 str(PARTITIONS),
                 "--web-port",
-                str(free_port()),
+                str(port),
                 "--data-dir",
                 str(tmp_path / name),
                 "--loglevel",
@@ -128,6 +142,7 @@ def worker_factory(
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         started.append(proc)
+        PORTS[proc.pid] = port
         return proc
 
     yield start
@@ -406,6 +421,12 @@ def test_two_workers_land_messy_traffic_exactly_once(
         sink_thread.join(timeout=30)
     for i, w in enumerate(workers, 1):
         assert w.poll() is None, (tmp_path / f"w{i}.log").read_text()[-3000:]
+    # Client retries are counted (at least once: a replayed batch counts again).
+    retries = sum(
+        worker_metric(w, "funnel_worker_events_total", 'outcome="retry"') for w in workers
+    )
+    if not crash:
+        assert retries >= sent["duplicate"]
     assert sent["duplicate"] > 0
     assert sent["malformed"] > 0
     assert_landed_exactly(store, sim, site)
