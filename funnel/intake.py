@@ -50,6 +50,15 @@ class Rejection:
     def to_dict(self) -> dict[str, object]:
         return {"index": self.index, "errors": self.errors}
 
+    def row(self, received_at: datetime) -> dict[str, object]:
+        """The dead-letter record: a ``rejected_events`` row (the same from every stage)."""
+        return {
+            "received_at": received_at,
+            "site_id": self.site_id,
+            "reason": json.dumps(self.errors),
+            "payload": self.payload,
+        }
+
 
 @dataclass(slots=True)
 class IntakeResult:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
@@ -252,13 +253,7 @@ def expire(state: PersonState, now_ms: int, config: CoreConfig) -> tuple[PersonS
     if row.funnel_status == state.statuses:
         return state, []
     changed_at = max(
-        (
-            due
-            for spec in config.funnels.funnel
-            if (progress := state.profile.funnels.get(spec.name)) is not None
-            and (due := deadline(progress, len(spec.steps), spec.window_ms)) is not None
-            and due < now_ms
-        ),
+        (due for _, due in _deadlines(state.profile, config) if due < now_ms),
         default=state.profile.last_seen_ms,
     )
     row = replace(row, updated_at=from_millis(max(changed_at, state.profile.last_seen_ms)))
@@ -269,12 +264,20 @@ def next_deadline(state: PersonState, config: CoreConfig) -> int | None:
     """When :func:`expire` next has something to say about this person (``None``: never)."""
     dues = [
         due
-        for spec in config.funnels.funnel
-        if state.statuses.get(spec.name) == IN_WINDOW
-        and (progress := state.profile.funnels.get(spec.name)) is not None
-        and (due := deadline(progress, len(spec.steps), spec.window_ms)) is not None
+        for name, due in _deadlines(state.profile, config)
+        if state.statuses.get(name) == IN_WINDOW
     ]
     return min(dues) + 1 if dues else None
+
+
+def _deadlines(profile: Profile, config: CoreConfig) -> Iterator[tuple[str, int]]:
+    """Per funnel the person entered and can still advance in: its deadline (epoch ms)."""
+    for spec in config.funnels.funnel:
+        progress = profile.funnels.get(spec.name)
+        if progress is not None:
+            due = deadline(progress, len(spec.steps), spec.window_ms)
+            if due is not None:
+                yield spec.name, due
 
 
 def _stamped(state: PersonState, facts: list[Fact]) -> list[Fact]:

@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 from types import TracebackType
 from typing import Any, Protocol
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 from kafka.partitioner import DefaultPartitioner
-from kafka.partitioner.default import murmur2
 
 from funnel.events import Event
+from stream_processors.topics import partition_of
 
 __all__ = ["DEFAULT_EVENTS_TOPIC", "EventProducer", "RecordMetadata", "SendFuture"]
 
@@ -69,11 +68,6 @@ class SendFuture(Protocol):
         ...
 
 
-@lru_cache(maxsize=65_536)
-def _murmur2_partition(key: bytes, partitions: int) -> int:
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
-
 class KeyHashPartitioner(DefaultPartitioner):  # type: ignore[misc]
     """Kafka's default placement (murmur2 of the key, as the Java client and aiokafka do),
     remembered per key: a visitor's batch repeats its key, and kafka-python's murmur2 is
@@ -93,7 +87,7 @@ class KeyHashPartitioner(DefaultPartitioner):  # type: ignore[misc]
         partitions = cluster.partitions_for_topic(topic)
         if not partitions:
             raise ValueError(f"Topic {topic} not found in ClusterMetadata")
-        return _murmur2_partition(serialized_key, len(partitions))
+        return partition_of(serialized_key, len(partitions))
 
 
 class EventProducer:

@@ -52,7 +52,6 @@ from functools import partial
 from typing import Any, cast
 
 import faust
-from aiokafka.partitioner import murmur2
 from faust.types import EventT
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
@@ -60,9 +59,10 @@ from funnel.dedup import RecentIds
 from funnel.events import InvalidEvent, parse_event
 from funnel.facts import Fact, PersonRow
 from funnel.identity import person_id_of, resolve
+from funnel.intake import Rejection
 from funnel.processor import CoreConfig, PersonState, expire, merge, next_deadline, process
 from funnel.serialization import dumps_row, state_from_json, state_to_json
-from stream_processors.topics import FACT_TABLES, TopicNames
+from stream_processors.topics import FACT_TABLES, TopicNames, partition_of
 
 __all__ = ["register"]
 
@@ -130,16 +130,16 @@ def register(
             try:
                 event = parse_event(payload)
             except InvalidEvent as exc:
-                # The collector's dead-letter record (a `rejected_events` row), plus the
-                # input's position: a copy re-sent after a crash has the same id.
+                # The collector's dead-letter record, plus the input's position: a copy
+                # re-sent after a crash has the same id.
+                site = (key or b"").decode("utf-8", "replace").partition(":")[0]
+                text = payload.decode("utf-8", "replace")
+                at = datetime.fromtimestamp(item.message.timestamp, UTC)
                 rejection = {
+                    **Rejection(item.message.offset, exc.errors, text, site).row(at),
                     "rejection_id": f"{item.message.partition}:{item.message.offset}",
-                    "received_at": datetime.fromtimestamp(item.message.timestamp, UTC).isoformat(),
-                    "site_id": (key or b"").decode("utf-8", "replace").partition(":")[0],
-                    "reason": json.dumps(exc.errors),
-                    "payload": payload.decode("utf-8", "replace"),
                 }
-                sent.append(await send(rejected, key or b"", json.dumps(rejection).encode()))
+                sent.append(await send(rejected, key or b"", dumps_row(rejection).encode()))
                 continue
             link_key = key or event.partition_key.encode()
             seen = RecentIds.load(writes.get_bytes(recent, link_key, item))
@@ -321,11 +321,6 @@ class _Writes:
             yield
         finally:
             self._stream._set_current_event(previous)
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2, as aiokafka's) gives ``key``."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class _Metrics:

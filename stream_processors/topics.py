@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from functools import lru_cache
+
+from kafka.partitioner.default import murmur2
 
 from funnel.facts import FACT_TABLES
 
-__all__ = ["FACT_TABLES", "TopicNames", "create_topics"]
+__all__ = ["FACT_TABLES", "TopicNames", "create_topics", "partition_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,14 @@ class TopicNames:
     @property
     def all_facts(self) -> list[str]:
         return [self.facts(t) for t in FACT_TABLES]
+
+
+@lru_cache(maxsize=65_536)
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key``: murmur2, as the Java client,
+    kafka-python and aiokafka (Faust) place keyed records. Remembered per key: murmur2 is
+    pure Python in kafka-python, and keys repeat (a visitor's batch, a person's records)."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 _COMPACTED = {"cleanup.policy": "compact"}

@@ -51,15 +51,6 @@ class Delivery(Protocol):
     async def close(self) -> None: ...
 
 
-def _rejection_record(rejection: Rejection, received_at: datetime) -> dict[str, object]:
-    return {
-        "received_at": received_at,
-        "site_id": rejection.site_id,
-        "reason": json.dumps(rejection.errors),
-        "payload": rejection.payload,
-    }
-
-
 class KafkaDelivery:
     """Produce to Kafka; acknowledged means the broker acknowledged (``acks=all``).
 
@@ -131,8 +122,7 @@ class KafkaDelivery:
     async def dead_letter(self, rejections: list[Rejection], received_at: datetime) -> None:
         at = received_at
         records = [
-            (r.site_id.encode(), json.dumps(_rejection_record(r, at), default=str).encode())
-            for r in rejections
+            (r.site_id.encode(), json.dumps(r.row(at), default=str).encode()) for r in rejections
         ]
         await self._send(self.rejected_topic, records)
 
@@ -207,7 +197,7 @@ class EmbeddedDelivery:
         self.pipeline.flush()
 
     async def dead_letter(self, rejections: list[Rejection], received_at: datetime) -> None:
-        rows = [_rejection_record(r, received_at) for r in rejections]
+        rows = [r.row(received_at) for r in rejections]
         await asyncio.to_thread(self.pipeline.store.insert, "rejected_events", rows)
 
     async def close(self) -> None:

@@ -7,6 +7,7 @@ test waits for a condition (every offset processed and committed), never for a f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
@@ -102,6 +103,33 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
                 f"timed out after {timeout:.0f} s waiting for {what}; lagging: {LAGGING}"
             )
         time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def sink_running(sink: Sink) -> Iterator[None]:
+    """``sink`` landing facts in a thread for the duration of the block."""
+    stop = threading.Event()
+    thread = threading.Thread(target=sink.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def drained(
+    bootstrap: str, app_id: str, sink_group: str, names: TopicNames, workers: list[Any]
+) -> bool:
+    """Whether, at one moment, every worker runs and both stages and the sink have committed
+    every record: the events, the messages the stages send each other, and every fact."""
+    stages = [names.events, names.person_events]
+    return (
+        all(w.poll() is None for w in workers)
+        and caught_up(bootstrap, app_id, stages)
+        and caught_up(bootstrap, sink_group, names.all_facts)
+        and caught_up(bootstrap, app_id, stages)
+    )
 
 
 @pytest.fixture
@@ -215,25 +243,12 @@ def test_simulated_traffic_lands_exactly(
     # No timer ticks of its own in this test: the test sends the ticks (below).
     worker = worker_factory(app_id, names.prefix, "w1", "--status-every", "3600")
     sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=f"sink-{run}", topics=names)
-    stop = threading.Event()
-    sink_thread = threading.Thread(target=sink.run_forever, args=(stop,), daemon=True)
-    sink_thread.start()
-    try:
-        # Done when, at one moment, both stages and the sink have committed every record:
-        # the events and the identity messages the stages send each other, and every fact.
+    with sink_running(sink):
         wait_until(
-            lambda: (
-                worker.poll() is None
-                and caught_up(kafka_bootstrap, app_id, [names.events, names.person_events])
-                and caught_up(kafka_bootstrap, f"sink-{run}", names.all_facts)
-                and caught_up(kafka_bootstrap, app_id, [names.events, names.person_events])
-            ),
+            lambda: drained(kafka_bootstrap, app_id, f"sink-{run}", names, [worker]),
             300,
             "the worker and the sink to take every record",
         )
-    finally:
-        stop.set()
-        sink_thread.join(timeout=30)
     assert worker.poll() is None, (tmp_path / "w1.log").read_text()[-3000:]
 
     assert_landed_exactly(store, sim, "kafka-it")
@@ -260,10 +275,7 @@ def test_simulated_traffic_lands_exactly(
     ticks.flush()
     ticks.close()
     sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=f"sink-{run}", topics=names)
-    stop = threading.Event()
-    sink_thread = threading.Thread(target=sink.run_forever, args=(stop,), daemon=True)
-    sink_thread.start()
-    try:
+    with sink_running(sink):
         wait_until(
             lambda: (
                 caught_up(kafka_bootstrap, app_id, [names.person_events])
@@ -272,9 +284,6 @@ def test_simulated_traffic_lands_exactly(
             120,
             "the ticks to be taken",
         )
-    finally:
-        stop.set()
-        sink_thread.join(timeout=30)
     current = store.query(
         "SELECT argMax(funnel_status, updated_at) AS status, "
         "argMax(funnel_levels, updated_at) AS levels FROM "
@@ -390,10 +399,7 @@ def test_two_workers_land_messy_traffic_exactly_once(
 
     workers = [worker_factory(app_id, names.prefix, f"w{i}") for i in (1, 2)]
     sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=f"sink-{run}", topics=names)
-    stop = threading.Event()
-    sink_thread = threading.Thread(target=sink.run_forever, args=(stop,), daemon=True)
-    sink_thread.start()
-    try:
+    with sink_running(sink):
         if crash:
             # Mid-stream, in steady state: both workers have committed work, then the second
             # half of the traffic arrives and one worker dies in the middle of it.
@@ -407,18 +413,10 @@ def test_two_workers_land_messy_traffic_exactly_once(
             workers[0].wait()
             workers[0] = worker_factory(app_id, names.prefix, "w1")
         wait_until(
-            lambda: (
-                all(w.poll() is None for w in workers)
-                and caught_up(kafka_bootstrap, app_id, [names.events, names.person_events])
-                and caught_up(kafka_bootstrap, f"sink-{run}", names.all_facts)
-                and caught_up(kafka_bootstrap, app_id, [names.events, names.person_events])
-            ),
+            lambda: drained(kafka_bootstrap, app_id, f"sink-{run}", names, workers),
             420,
             "both workers and the sink to take every record",
         )
-    finally:
-        stop.set()
-        sink_thread.join(timeout=30)
     for i, w in enumerate(workers, 1):
         assert w.poll() is None, (tmp_path / f"w{i}.log").read_text()[-3000:]
     # Client retries are counted (at least once: a replayed batch counts again).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 
 from kafka import KafkaProducer
@@ -11,7 +10,7 @@ from kafka import KafkaProducer
 from storage.backends import ChdbStore
 from storage.sink import LandedIds, Sink
 from stream_processors.topics import TopicNames, create_topics
-from tests.integration.test_kafka_pipeline import caught_up, wait_until
+from tests.integration.test_kafka_pipeline import caught_up, sink_running, wait_until
 
 
 def lead_change(n: int) -> dict[str, object]:
@@ -29,14 +28,8 @@ def lead_change(n: int) -> dict[str, object]:
 
 
 def run_until_caught_up(sink: Sink, bootstrap: str, group: str, names: TopicNames) -> None:
-    stop = threading.Event()
-    thread = threading.Thread(target=sink.run_forever, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with sink_running(sink):
         wait_until(lambda: caught_up(bootstrap, group, names.all_facts), 60, "the sink")
-    finally:
-        stop.set()
-        thread.join(30)
 
 
 def test_facts_resent_by_the_stream_land_once_across_sink_restarts(

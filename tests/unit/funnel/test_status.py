@@ -6,9 +6,10 @@ from datetime import timedelta
 
 from funnel.clock import to_millis
 from funnel.facts import PersonRow
-from funnel.processor import CoreConfig, PersonState, expire, next_deadline, process
+from funnel.processor import CoreConfig, expire, next_deadline, process
 from funnel.progression import FunnelProgress, advance, deadline, status
 from tests.factories import T0, make_event
+from tests.unit.funnel.test_processor import run
 
 CONFIG = CoreConfig.default()
 DAY = 86_400_000
@@ -17,15 +18,6 @@ WINDOW = 30 * DAY
 
 def rows(facts: list[object]) -> list[PersonRow]:
     return [f for f in facts if isinstance(f, PersonRow)]
-
-
-def run(events: list) -> tuple[PersonState, list[object]]:  # type: ignore[type-arg]
-    state, facts = None, []
-    for event in events:
-        state, out = process(state, event, CONFIG)
-        facts.extend(out)
-    assert state is not None
-    return state, facts
 
 
 def test_status_follows_the_newest_chain_and_the_window() -> None:
