@@ -70,7 +70,9 @@ class StageReached:
 
     ``step_index`` is 1-based, like the level ``windowFunnel`` returns: a person with level L
     has one row for each step 1..L. ``entered_at`` is when the chain that reached the step
-    started (its step-1 event); ``channel``/``campaign`` are the last touch before the step.
+    started (its step-1 event); ``channel``/``campaign`` are the last touch before the step,
+    ``entry_channel``/``entry_campaign`` the touch in effect when that chain started (the
+    channel that brought the person into the funnel: the breakdown of funnel reports).
     """
 
     table: ClassVar[str] = "stage_reached"
@@ -84,6 +86,8 @@ class StageReached:
     entered_at: datetime
     channel: str
     campaign: str
+    entry_channel: str = ""
+    entry_campaign: str = ""
     sign: int = 1
     """``-1`` retracts an earlier row with the same values (a correction); count with
     ``sum(sign)``."""

@@ -385,6 +385,9 @@ def _stages(
             progress = state.funnels[spec.name] = FunnelProgress.empty(len(spec.steps))
         for k in advance(progress, at_ms, steps, spec.window_ms, spec.mode.value):
             start_ms, reached_ms = progress.chain[k] or (at_ms, at_ms)
+            entry = _touch_at(state.touches, start_ms) or PathTouch(
+                at_ms, touch.channel, touch.campaign
+            )
             facts.append(
                 StageReached(
                     site_id=event.site_id,
@@ -396,9 +399,22 @@ def _stages(
                     entered_at=from_millis(start_ms),
                     channel=touch.channel,
                     campaign=touch.campaign,
+                    entry_channel=entry.channel,
+                    entry_campaign=entry.campaign,
                 )
             )
     return facts
+
+
+def _touch_at(touches: list[PathTouch], at_ms: int) -> PathTouch | None:
+    """The touch in effect at ``at_ms``: the last one at or before it (touches are in time
+    order), or ``None`` when the path starts later."""
+    found = None
+    for touch in touches:
+        if touch.at_ms > at_ms:
+            break
+        found = touch
+    return found
 
 
 def _credits(state: Profile, event: Event, at_ms: int, config: CoreConfig) -> list[Fact]:
