@@ -6,10 +6,12 @@ says "one in N" of the people who entered the funnel got this far.
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
-__all__ = ["FunnelReport", "StepRow", "one_in"]
+__all__ = ["DropoffRow", "FunnelReport", "StepRow", "Table", "dropoffs", "one_in", "ratio"]
 
 
 def one_in(rate: float | None) -> str:
@@ -35,6 +37,10 @@ class StepRow:
     step_conversion: float | None
     overall_conversion: float | None
     dropped_from_previous: int
+    stopped_in_window: int | None = None
+    """People whose furthest step is this one and who can still go on (``None``: not split)."""
+    stopped_dropped: int | None = None
+    """People whose furthest step is this one and whose window expired (``None``: not split)."""
 
     @property
     def one_in(self) -> str:
@@ -48,12 +54,23 @@ class FunnelReport:
     funnel: str
     site_id: str | None
     steps: tuple[StepRow, ...]
+    group: str | None = None
+    """The breakdown value (a channel, a period, …) this funnel is for; ``None``: everyone."""
 
     @classmethod
     def from_counts(
-        cls, funnel: str, site_id: str | None, names: list[str], counts: list[int]
+        cls,
+        funnel: str,
+        site_id: str | None,
+        names: list[str],
+        counts: list[int],
+        *,
+        group: str | None = None,
+        stopped: list[tuple[int, int]] | None = None,
     ) -> FunnelReport:
-        if len(names) != len(counts):
+        """Rates from step counts; ``stopped`` gives per step ``(in_window, dropped)`` of the
+        people whose furthest step it is."""
+        if len(names) != len(counts) or (stopped is not None and len(stopped) != len(counts)):
             raise ValueError("one count per step is required")
         rows = []
         first = counts[0] if counts else 0
@@ -67,9 +84,16 @@ class FunnelReport:
                     step_conversion=_ratio(count, previous) if previous is not None else 1.0,
                     overall_conversion=_ratio(count, first),
                     dropped_from_previous=(previous - count) if previous is not None else 0,
+                    stopped_in_window=stopped[i][0] if stopped is not None else None,
+                    stopped_dropped=stopped[i][1] if stopped is not None else None,
                 )
             )
-        return cls(funnel=funnel, site_id=site_id, steps=tuple(rows))
+        return cls(funnel=funnel, site_id=site_id, steps=tuple(rows), group=group)
+
+    @property
+    def converted(self) -> int:
+        """People who reached the last step."""
+        return self.steps[-1].count if self.steps else 0
 
     @property
     def overall_conversion(self) -> float | None:
@@ -80,6 +104,10 @@ class FunnelReport:
         return {
             "funnel": self.funnel,
             "site_id": self.site_id,
+            "group": self.group,
+            "converted": self.converted,
+            "in_window": _total(s.stopped_in_window for s in self.steps[:-1]),
+            "dropped": _total(s.stopped_dropped for s in self.steps[:-1]),
             "overall_conversion": self.overall_conversion,
             "one_in": one_in(self.overall_conversion),
             "steps": [
@@ -91,6 +119,8 @@ class FunnelReport:
                     "overall_conversion": s.overall_conversion,
                     "one_in": s.one_in,
                     "dropped_from_previous": s.dropped_from_previous,
+                    "stopped_in_window": s.stopped_in_window,
+                    "stopped_dropped": s.stopped_dropped,
                 }
                 for s in self.steps
             ],
@@ -99,3 +129,82 @@ class FunnelReport:
 
 def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator``, or ``None`` when either is missing or the denominator 0."""
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def _total(values: Iterable[int | None]) -> int | None:
+    items = list(values)
+    return None if any(v is None for v in items) else sum(v for v in items if v is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class DropoffRow:
+    """Where people leave: of those who reached ``step``, how many went on to ``next_step``,
+    how many dropped there (window expired) and how many can still go on."""
+
+    group: str | None
+    index: int
+    step: str
+    next_step: str
+    reached: int
+    continued: int
+    dropped: int
+    in_window: int
+    biggest_leak: bool = False
+
+    @property
+    def dropoff_rate(self) -> float | None:
+        """Dropped / reached: people still in their window are never counted as dropped."""
+        return _ratio(self.dropped, self.reached)
+
+
+def dropoffs(report: FunnelReport) -> list[DropoffRow]:
+    """The drop-off between each step and the next, the biggest leak (the highest drop-off
+    rate; the earlier step on a tie) flagged. Needs a report split by status."""
+    rows = []
+    for here, there in itertools.pairwise(report.steps):
+        if here.stopped_dropped is None or here.stopped_in_window is None:
+            raise ValueError("drop-off needs a funnel report split by status")
+        rows.append(
+            DropoffRow(
+                group=report.group,
+                index=here.index,
+                step=here.step,
+                next_step=there.step,
+                reached=here.count,
+                continued=there.count,
+                dropped=here.stopped_dropped,
+                in_window=here.stopped_in_window,
+            )
+        )
+    rated = [r for r in rows if r.dropoff_rate]
+    if rated:
+        worst = max(rated, key=lambda r: (r.dropoff_rate or 0.0, -r.index))
+        rows = [replace(r, biggest_leak=True) if r is worst else r for r in rows]
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A report as a table: named columns and rows of plain values (str, int, float, None).
+
+    The CLI prints it as a table, JSON or CSV; ``meta`` holds what the rows do not (the
+    period, the model, notes).
+    """
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[object, ...], ...]
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def records(self) -> list[dict[str, object]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"title": self.title, **self.meta, "rows": self.records()}

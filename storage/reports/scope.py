@@ -1,0 +1,141 @@
+"""What every report shares: the scope (period, site, breakdown) and the SQL it turns into.
+
+Periods are half-open, ``[start, end)`` in UTC. Each report says which time it filters on
+(funnel entries, conversions, events, cohort starts). Breakdowns (``by``):
+
+* ``channel`` / ``campaign`` — of the touch the report is about (the entry touch for funnels,
+  the credited touch for attribution, the event's touch for channels);
+* ``day`` / ``week`` / ``month`` — the period of that time (weeks start on Monday);
+* ``temperature`` — the person's current lead temperature;
+* ``manager`` — the sales manager of the person's latest event that names one.
+
+Persons are resolved: an anonymous person merged into a known customer counts as that customer
+(``persons.merged_into``), so a device's early events belong to the customer they turned into.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Literal
+
+__all__ = ["BREAKDOWNS", "PURCHASES", "Breakdown", "ReportScope", "parse_when"]
+
+Breakdown = Literal["channel", "campaign", "day", "week", "month", "temperature", "manager"]
+BREAKDOWNS: tuple[str, ...] = (
+    "channel",
+    "campaign",
+    "day",
+    "week",
+    "month",
+    "temperature",
+    "manager",
+)
+
+#: Event types that are a purchase: a payment, or a repeat purchase (DESIGN §6).
+PURCHASES = ("payment", "repeat")
+
+_PERIOD = {"day": "toDate({t})", "week": "toMonday({t})", "month": "toStartOfMonth({t})"}
+
+
+def parse_when(text: str, *, end: bool = False) -> datetime:
+    """``2026-11-01`` or an ISO datetime, as UTC. A bare date given as a period's end means
+    the end of that day (``--to 2026-11-30`` includes the 30th)."""
+    if len(text) == 10:
+        day = date.fromisoformat(text)
+        moment = datetime.combine(day, time(), tzinfo=UTC)
+        return moment + timedelta(days=1) if end else moment
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportScope:
+    """The period ``[start, end)`` (either open), the site and the breakdown of a report."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    site: str | None = None
+    by: Breakdown | None = None
+
+    def __post_init__(self) -> None:
+        if self.by is not None and self.by not in BREAKDOWNS:
+            raise ValueError(f"unknown breakdown {self.by!r}: one of {', '.join(BREAKDOWNS)}")
+        for moment in (self.start, self.end):
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError("report periods need timezone-aware datetimes")
+        if self.start and self.end and self.start >= self.end:
+            raise ValueError("the period's start must be before its end")
+
+    def params(self) -> dict[str, object]:
+        """Query parameters: ``site``, ``start``, ``end`` (as milliseconds since the epoch)."""
+        return {
+            "site": self.site or "",
+            "start": _ms(self.start) if self.start else 0,
+            "end": _ms(self.end) if self.end else 2**62,
+        }
+
+    def site_filter(self, alias: str = "") -> str:
+        column = f"{alias}site_id"
+        return f"({{site:String}} = '' OR {column} = {{site:String}})"
+
+    def period_filter(self, column: str) -> str:
+        """``column`` (a DateTime64) within the period."""
+        return (
+            f"toUnixTimestamp64Milli({column}) >= {{start:Int64}} "
+            f"AND toUnixTimestamp64Milli({column}) < {{end:Int64}}"
+        )
+
+    def period_of(self, column: str) -> str | None:
+        """The SQL of the time bucket when the breakdown is a period, else ``None``."""
+        return _PERIOD[self.by].format(t=column) if self.by in _PERIOD else None
+
+    def is_period(self) -> bool:
+        return self.by in _PERIOD
+
+    def aligned_to(self, unit: timedelta) -> bool:
+        """Whether both ends fall on ``unit`` boundaries (so a bucketed aggregate answers)."""
+        step = int(unit.total_seconds() * 1000)
+        return all(m is None or _ms(m) % step == 0 for m in (self.start, self.end))
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def resolved_events(db: str) -> str:
+    """``events`` with ``person_id`` resolved through merges (a subquery)."""
+    return (
+        f"(SELECT e.* EXCEPT person_id, if(m.merged_into != '', m.merged_into, e.person_id) "
+        f"AS person_id FROM {db}.events AS e LEFT JOIN (SELECT site_id, person_id, "
+        f"max(merged_into) AS merged_into FROM {db}.persons GROUP BY site_id, person_id) AS m "
+        "ON e.site_id = m.site_id AND e.person_id = m.person_id)"
+    )
+
+
+def current_persons(db: str) -> str:
+    """One row per current (not merged) person with their latest state (a subquery)."""
+    return (
+        f"(SELECT site_id, person_id, argMax(lead_temperature, updated_at) AS lead_temperature, "
+        "argMax(funnel_levels, updated_at) AS funnel_levels, "
+        "argMax(funnel_status, updated_at) AS funnel_status, "
+        "argMax(first_channel, updated_at) AS first_channel, "
+        "argMax(payments, updated_at) AS payments, argMax(revenue, updated_at) AS revenue, "
+        "argMax(merged_into, updated_at) AS merged_into "
+        f"FROM {db}.persons GROUP BY site_id, person_id HAVING merged_into = '')"
+    )
+
+
+def person_groups(db: str, by: Breakdown) -> str:
+    """``(site_id, person_id, g)``: a person-level breakdown (temperature or manager)."""
+    if by == "temperature":
+        return (
+            f"(SELECT site_id, person_id, if(lead_temperature = '', '(not a lead)', "
+            f"lead_temperature) AS g FROM {current_persons(db)})"
+        )
+    if by == "manager":
+        return (
+            "(SELECT site_id, person_id, argMaxIf(manager_id, occurred_at, manager_id != '') AS m, "
+            f"if(m = '', '(none)', m) AS g FROM {resolved_events(db)} GROUP BY site_id, person_id)"
+        )
+    raise ValueError(f"{by!r} is not a person-level breakdown")
