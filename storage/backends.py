@@ -156,9 +156,32 @@ class ChdbStore:
 class ServerStore:
     """A ClickHouse server over the native protocol (clickhouse-driver).
 
-    Rows are converted to the column types the server reports (``DESCRIBE TABLE``, cached),
-    so the same JSON-shaped rows the embedded store takes work here too.
+    Inserts are one typed columnar block: each value is converted to its column's type as the
+    server reports it (``DESCRIBE TABLE``, cached per table and dropped when an insert into it
+    fails), so the JSON-shaped rows the embedded store takes work here too.
+
+    Connection: opened on the first call. When the server is down or restarting the call raises
+    :class:`StoreUnavailable` and the connection is dropped; the next call connects again, so one
+    object outlives server restarts. A connection that died while idle is found by the driver's
+    ping before the next query and replaced within that call.
+
+    What the server supports is read from the version it reports when a connection opens: a
+    current server binds the parameters and honours the tokens; older ones degrade (18.16 is
+    tested in CI):
+
+    * ``{name:Type}`` parameters are bound by the server from protocol revision 54459 on; older
+      servers get them substituted here as escaped literals, ``CAST(<literal> AS Type)``.
+    * ``insert_deduplication_token`` exists from ClickHouse 22.2 on. Older servers get none, so
+      there a replayed insert lands twice (at least once, not exactly once); logged once.
+
+    Thread-safe: calls are serialised by a lock (one connection).
     """
+
+    PARAMS_REVISION = 54459  # clickhouse_driver.defines.DBMS_MIN_PROTOCOL_VERSION_WITH_PARAMETERS
+    DEDUP_TOKEN_VERSION = (22, 2)
+    # Server error codes that mean "not now" rather than "wrong": TOO_MANY_SIMULTANEOUS_QUERIES,
+    # SOCKET_TIMEOUT, NETWORK_ERROR, TABLE_IS_READ_ONLY, TOO_MANY_PARTS, UNKNOWN_STATUS_OF_INSERT.
+    UNAVAILABLE_CODES = frozenset({202, 209, 210, 242, 252, 319})
 
     def __init__(self, url: str, database: str | None = None) -> None:
         from clickhouse_driver import Client
@@ -177,18 +200,87 @@ class ServerStore:
         )
         self._lock = threading.Lock()
         self._columns: dict[str, list[tuple[str, str]]] = {}
+        self._warned_no_dedup = False
 
-    def _call(self, *args: Any, **kwargs: Any) -> Any:
+    @property
+    def server_version(self) -> tuple[int, int, int] | None:
+        """``(major, minor, patch)`` of the server while connected, else ``None``."""
+        info = self._client.connection.server_info
+        if info is None:
+            return None
+        return (info.version_major, info.version_minor, info.version_patch)
+
+    def _call(self, sql: str, arg: Any = None, *, token: str | None = None, **kw: Any) -> Any:
+        import struct
+
         from clickhouse_driver import errors
 
         with self._lock:
             try:
-                return self._client.execute(*args, **kwargs)
-            except (errors.NetworkError, errors.SocketTimeoutError, EOFError, OSError) as exc:
+                connection = self._client.connection
+                if not connection.connected:
+                    connection.connect()  # to know the server's features before sending
+                info = connection.server_info
+                if isinstance(arg, dict) and info.used_revision < self.PARAMS_REVISION:
+                    sql, arg = self._bind(sql, arg, connection.context), None
+                if token is not None:
+                    if (info.version_major, info.version_minor) >= self.DEDUP_TOKEN_VERSION:
+                        kw["settings"] = {"insert_deduplication_token": token}
+                    elif not token.startswith("unique:"):
+                        self._warn_no_dedup(info)
+                return self._client.execute(sql, arg, **kw)
+            except errors.ServerException as exc:
+                if exc.code in self.UNAVAILABLE_CODES:
+                    raise StoreUnavailable(str(exc)) from exc
+                raise StoreError(str(exc)) from exc
+            except (
+                errors.NetworkError,
+                errors.SocketTimeoutError,
+                errors.UnexpectedPacketFromServerError,
+                EOFError,
+                OSError,
+            ) as exc:
                 self._client.disconnect()
-                raise StoreUnavailable(str(exc)) from exc
+                raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
             except errors.Error as exc:
                 raise StoreError(str(exc)) from exc
+            except (TypeError, ValueError, OverflowError, struct.error) as exc:
+                # A value the column cannot encode; the driver has dropped the connection.
+                raise StoreError(f"cannot encode a value: {exc}") from exc
+
+    @staticmethod
+    def _bind(sql: str, params: Mapping[str, object], context: Any) -> str:
+        """``{name:Type}`` placeholders spliced as escaped, typed literals (for old servers).
+
+        A placeholder-shaped text inside a string literal of ``sql`` is replaced too; queries
+        keep such text in parameters instead.
+        """
+        import re
+
+        from clickhouse_driver.util.escape import escape_param
+
+        def literal(match: re.Match[str]) -> str:
+            name, kind = match.group(1), match.group(2).strip()
+            if name not in params:
+                raise StoreError(f"no value for query parameter {name!r}")
+            value = params[name]
+            if kind == "Identifier":
+                return "`" + str(value).replace("\\", "\\\\").replace("`", "\\`") + "`"
+            escaped = escape_param(int(value) if isinstance(value, bool) else value, context)
+            return f"CAST({escaped} AS {kind})"
+
+        return re.sub(r"\{\s*(\w+)\s*:\s*([^{}]+?)\s*\}", literal, sql)
+
+    def _warn_no_dedup(self, info: Any) -> None:
+        if not self._warned_no_dedup:
+            import logging
+
+            self._warned_no_dedup = True
+            logging.getLogger(__name__).warning(
+                "ClickHouse %s.%s has no insert_deduplication_token: replayed inserts land twice",
+                info.version_major,
+                info.version_minor,
+            )
 
     def execute(self, sql: str, params: Mapping[str, object] | None = None) -> None:
         self._call(sql, dict(params) if params else None)
@@ -206,13 +298,27 @@ class ServerStore:
         return self._columns[table]
 
     def insert(self, table: str, rows: Sequence[Row], *, dedup_token: str | None = None) -> None:
+        """One columnar block of the columns any row names (others take their defaults);
+        a row lacking one of those gets the column's zero (``NULL`` if nullable)."""
         if not rows:
             return
-        columns = [(name, kind) for name, kind in self.columns(table) if name in rows[0]]
+        named = set().union(*rows)
+        columns = [(name, kind) for name, kind in self.columns(table) if name in named]
+        try:
+            data = [[_to_type(row.get(name), kind) for row in rows] for name, kind in columns]
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"a value does not fit its column in {table}: {exc}") from exc
         names = ", ".join(name for name, _ in columns)
-        data = [tuple(_to_type(row.get(name), kind) for name, kind in columns) for row in rows]
-        settings = {"insert_deduplication_token": dedup_token or _unique_token()}
-        self._call(f"INSERT INTO {self.database}.{table} ({names}) VALUES", data, settings=settings)
+        try:
+            self._call(
+                f"INSERT INTO {self.database}.{table} ({names}) VALUES",
+                data,
+                token=dedup_token or _unique_token(),
+                columnar=True,
+            )
+        except StoreError:
+            self._columns.pop(table, None)  # the schema may have changed under the cache
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -221,27 +327,41 @@ class ServerStore:
 
 def _to_type(value: object, kind: str) -> object:
     """Convert a JSON-shaped value to what clickhouse-driver expects for a column type."""
-    inner = kind
+    inner, nullable = kind, False
     for wrapper in ("LowCardinality(", "Nullable("):
         if inner.startswith(wrapper):
-            inner = inner[len(wrapper) : -1]
+            inner, nullable = inner[len(wrapper) : -1], nullable or wrapper == "Nullable("
     if value is None:
-        return None if kind.startswith("Nullable(") else _zero(inner)
-    if inner.startswith("DateTime") and isinstance(value, str):
-        return datetime.fromisoformat(value)
-    if inner == "Date" and isinstance(value, str):
-        return date.fromisoformat(value)
+        return None if nullable else _zero(inner)
+    if isinstance(value, str):
+        if inner.startswith("DateTime"):
+            return datetime.fromisoformat(value)
+        if inner == "Date":
+            return date.fromisoformat(value[:10])
+        if inner.startswith(("Int", "UInt")):
+            return int(value)
+        if inner.startswith("Float"):
+            return float(value)
+    if inner == "Date" and isinstance(value, datetime):
+        return value.date()
     if inner.startswith("Decimal") and not isinstance(value, Decimal):
         return Decimal(str(value))
     return value
 
 
 def _zero(kind: str) -> object:
+    """The value a non-nullable column of ``kind`` gets for a missing one (ClickHouse's default)."""
     if kind.startswith(("String", "FixedString")):
         return ""
     if kind.startswith("Map("):
         return {}
-    return 0
+    if kind.startswith("Array("):
+        return []
+    if kind == "Date":
+        return date(1970, 1, 1)
+    if kind.startswith("Decimal"):
+        return Decimal(0)
+    return 0  # numbers; DateTime and DateTime64 take 0 as the epoch
 
 
 def _unique_token() -> str:
