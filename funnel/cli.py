@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from funnel.facts import FACT_TABLES
 from funnel.processor import CoreConfig
-from funnel.report import FunnelReport, one_in
+from storage.reports.commands import ReportOptions
+from storage.reports.commands import register as register_reports
 
 if TYPE_CHECKING:
     from storage.backends import Store
@@ -132,7 +132,8 @@ def demo(
     The demo's site is replaced on every run, so running it twice gives the same report.
     """
     from producers.simulator import simulate
-    from storage.reports import funnel_report
+    from storage.reports import ReportScope, funnel_report
+    from storage.reports.commands import print_funnels
     from stream_processors.embedded import EmbeddedPipeline
 
     config = _config(funnels_file, channels_file)
@@ -158,7 +159,7 @@ def demo(
             pipeline.expire()  # the status timer: windows that expired by now have dropped
             pipeline.flush()
             progress.update(task, completed=len(sim.events))
-        report = funnel_report(db, spec, site)
+        reports = funnel_report(db, spec, ReportScope(site=site))
     finally:
         db.close()
     elapsed = time.perf_counter() - started
@@ -166,48 +167,7 @@ def demo(
         f"{len(sim.events):,} events from {persons:,} people processed into {store} "
         f"in {elapsed:.1f} s"
     )
-    _print_funnel(report, fmt)
-
-
-def _print_funnel(report: FunnelReport, fmt: str) -> None:
-    if fmt == "json":
-        click.echo(json.dumps(report.to_dict(), indent=2))
-        return
-    if fmt == "csv":
-        click.echo("index,step,count,step_conversion,overall_conversion,one_in")
-        for s in report.steps:
-            click.echo(
-                f"{s.index},{s.step},{s.count},{_num(s.step_conversion)},"
-                f"{_num(s.overall_conversion)},{s.one_in}"
-            )
-        return
-    title = f"Funnel {report.funnel!r}" + (f", site {report.site_id!r}" if report.site_id else "")
-    table = Table(title=title)
-    for column in ("#", "step", "people", "step conv.", "overall", "1:N", "lost"):
-        table.add_column(column, justify="left" if column == "step" else "right")
-    for s in report.steps:
-        table.add_row(
-            str(s.index),
-            s.step,
-            f"{s.count:,}",
-            _pct(s.step_conversion),
-            _pct(s.overall_conversion),
-            s.one_in,
-            f"{s.dropped_from_previous:,}" if s.index > 1 else "",
-        )
-    out.print(table)
-    out.print(
-        f"Overall conversion {_pct(report.overall_conversion)} "
-        f"({one_in(report.overall_conversion)})"
-    )
-
-
-def _pct(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate * 100:.1f}%"
-
-
-def _num(rate: float | None) -> str:
-    return "" if rate is None else f"{rate:.6f}"
+    print_funnels(reports, fmt)
 
 
 @main.command()
@@ -233,31 +193,47 @@ def report() -> None:
     """Answers from the stored facts."""
 
 
-@report.command("funnel")
-@click.option("--funnel", "funnel_name", default="sales", show_default=True)
-@click.option("--site", default=None, help="Only this site.")
+register_reports(
+    report,
+    ReportOptions(
+        store=store_option,
+        database=database_option,
+        funnels=funnels_option,
+        fmt=format_option,
+        open_store=_open_store,
+        funnel_catalog=lambda path: CoreConfig.from_files(path).funnels,
+    ),
+)
+
+
+@main.group()
+def spend() -> None:
+    """Marketing spend (for CPL, CAC and ROAS in the channels report)."""
+
+
+@spend.command("load")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @store_option
 @database_option
-@funnels_option
-@format_option
-def report_funnel(
-    funnel_name: str,
-    site: str | None,
-    store: str,
-    database: str,
-    funnels_file: Path | None,
-    fmt: str,
-) -> None:
-    """Step counts, step and overall conversion and 1:N for a funnel."""
-    from storage.reports import funnel_report
+def spend_load(csv_file: Path, store: str, database: str) -> None:
+    """Load spend from a CSV (date,site_id,channel,campaign,cost,currency); re-loading a
+    day replaces it. Bad lines are skipped and listed (JSON lines on stderr); the exit code
+    is 1 when any line was rejected."""
+    from storage.spend import load_spend
 
-    catalog = CoreConfig.from_files(funnels_file).funnels
     db = _open_store(store, database)
     try:
-        result = funnel_report(db, catalog.get(funnel_name), site)
+        with _progress() as progress:
+            task = progress.add_task(f"loading {csv_file.name}", total=None)
+            result = load_spend(db, csv_file)
+            progress.update(task, total=result.loaded, completed=result.loaded)
     finally:
         db.close()
-    _print_funnel(result, fmt)
+    for rejection in result.rejected:
+        click.echo(json.dumps(rejection), err=True)
+    err.print(f"loaded {result.loaded:,} spend row(s), rejected {len(result.rejected):,}")
+    if result.rejected:
+        sys.exit(1)
 
 
 @main.command()

@@ -101,7 +101,7 @@ def shapley_shares(journeys: Sequence[Journey]) -> dict[str, float]:
     Shapley value has a closed form: each conversion is shared equally by the distinct
     channels of its journey (Zhao et al., 2018), so no subset enumeration is needed.
     """
-    values: Counter[str] = Counter()
+    values: dict[str, float] = defaultdict(float)
     for journey in journeys:
         if journey.converted and journey.channels:
             players = set(journey.channels)

@@ -79,6 +79,7 @@ GROUP BY bucket, site_id, funnel, step_index, channel, campaign;
 
 -- Events per minute by type, channel and campaign: counts and unique persons (the live view,
 -- impressions and clicks of the channels report). Events land exactly once, so count() is exact.
+-- Bot traffic is counted like the stream counts it (flagged in events.is_bot, not dropped).
 CREATE TABLE IF NOT EXISTS $db.agg_events_minute
 (
     bucket     DateTime('UTC'),
@@ -98,7 +99,6 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS $db.mv_events_minute TO $db.agg_events_mi
 SELECT toStartOfMinute(occurred_at) AS bucket, site_id, event_type, channel, campaign,
        count() AS events, sum(toDecimal128(revenue, 4)) AS revenue, uniqState(person_id) AS persons
 FROM $db.events
-WHERE NOT is_bot
 GROUP BY bucket, site_id, event_type, channel, campaign;
 
 -- Attribution sums per day: credits (the number of conversions a channel is credited with)

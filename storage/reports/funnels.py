@@ -98,7 +98,7 @@ def step_counts(
         )
     else:
         sql = (
-            f"SELECT g, step_index, sum(sign) AS n FROM {_stage_rows(db, scope)} "
+            f"SELECT g, step_index, sum(sign) AS n FROM {stage_rows(db, scope)} "
             "GROUP BY g, step_index"
         )
     out: dict[str, dict[int, int]] = defaultdict(dict)
@@ -127,7 +127,7 @@ def _group(scope: ReportScope, time: str, channel: str, campaign: str) -> str:
     return f"toString({period})" if period else "''"
 
 
-def _stage_rows(db: str, scope: ReportScope) -> str:
+def stage_rows(db: str, scope: ReportScope) -> str:
     """``stage_reached`` rows of the funnel in scope with the breakdown value ``g``."""
     if scope.by in ("temperature", "manager"):
         assert scope.by is not None
@@ -155,7 +155,7 @@ def _stopped(
         "countIf(status = 'dropped') AS dropped FROM ("
         "SELECT r.g AS g, r.level AS level, p.funnel_status[{funnel:String}] AS status FROM ("
         "SELECT site_id, person_id, max(step_index) AS level, argMin(g, step_index) AS g FROM ("
-        f"SELECT site_id, person_id, step_index, g, sum(sign) AS net FROM {_stage_rows(db, scope)} "
+        f"SELECT site_id, person_id, step_index, g, sum(sign) AS net FROM {stage_rows(db, scope)} "
         "GROUP BY site_id, person_id, step_index, g HAVING net > 0"
         ") GROUP BY site_id, person_id) AS r "
         f"INNER JOIN {current_persons(db)} AS p "
