@@ -14,6 +14,7 @@ from importlib import resources
 from string import Template
 
 from storage.backends import Store
+from storage.cluster import cluster_statements
 
 __all__ = ["Migration", "migrate", "migrations"]
 
@@ -44,21 +45,35 @@ def migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-def migrate(store: Store) -> list[Migration]:
-    """Bring ``store.database`` up to date; return the migrations applied by this call."""
+def migrate(store: Store, cluster: str | None = None) -> list[Migration]:
+    """Bring ``store.database`` up to date; return the migrations applied by this call.
+
+    ``cluster`` names a cluster of the servers' ``remote_servers`` configuration (the CLI
+    takes it from ``--cluster`` or ``FUNNEL_CLUSTER``). With it every statement, the
+    ``schema_migrations`` table's included, runs in its cluster form
+    (:func:`storage.cluster.cluster_statements`: ON CLUSTER, Replicated ``<table>_local``
+    tables, Distributed tables under the contract names); see ``storage/CLUSTER.md``.
+    """
     db = store.database
-    store.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
-    store.execute(
-        f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
-        "(version UInt32, name String, applied_at DateTime64(3, 'UTC')) "
-        "ENGINE = ReplacingMergeTree ORDER BY version"
-    )
+
+    def ddl(statements: list[str]) -> list[str]:
+        return statements if cluster is None else cluster_statements(statements, db, cluster)
+
+    for statement in ddl(
+        [
+            f"CREATE DATABASE IF NOT EXISTS {db}",
+            f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
+            "(version UInt32, name String, applied_at DateTime64(3, 'UTC')) "
+            "ENGINE = ReplacingMergeTree ORDER BY version",
+        ]
+    ):
+        store.execute(statement)
     done = {int(r["version"]) for r in store.query(f"SELECT version FROM {db}.schema_migrations")}
     applied = []
     for migration in migrations():
         if migration.version in done:
             continue
-        for statement in migration.statements(db):
+        for statement in ddl(migration.statements(db)):
             store.execute(statement)
         store.insert(
             "schema_migrations",
