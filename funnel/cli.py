@@ -213,9 +213,10 @@ def spend() -> None:
 
 @spend.command("load")
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--site", default=None, help="The site of rows without a site_id column.")
 @store_option
 @database_option
-def spend_load(csv_file: Path, store: str, database: str) -> None:
+def spend_load(csv_file: Path, site: str | None, store: str, database: str) -> None:
     """Load spend from a CSV (date,site_id,channel,campaign,cost,currency); re-loading a
     day replaces it. Bad lines are skipped and listed (JSON lines on stderr); the exit code
     is 1 when any line was rejected."""
@@ -225,7 +226,7 @@ def spend_load(csv_file: Path, store: str, database: str) -> None:
     try:
         with _progress() as progress:
             task = progress.add_task(f"loading {csv_file.name}", total=None)
-            result = load_spend(db, csv_file)
+            result = load_spend(db, csv_file, site_id=site)
             progress.update(task, total=result.loaded, completed=result.loaded)
     finally:
         db.close()

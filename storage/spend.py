@@ -1,7 +1,8 @@
 """Marketing spend: ``funnel spend load FILE.csv`` into the ``spend`` table (DESIGN §9).
 
 The CSV has a header and the columns ``date, site_id, channel, campaign, cost, currency``
-(``campaign`` may be empty, ``currency`` defaults to USD). A row that does not parse is not
+(``campaign`` may be empty, ``currency`` defaults to USD, ``site_id`` may be left out when the
+load names the site). A row that does not parse is not
 loaded; it is reported with its line number and a machine-readable reason, and counted. The
 table is a ReplacingMergeTree keyed by site, date, channel and campaign: loading a day again
 replaces its cost instead of adding to it, so a corrected export can simply be re-loaded
@@ -48,19 +49,22 @@ class SpendLoad:
     rejected: list[dict[str, object]] = field(default_factory=list)
 
 
-def read_spend(lines: Iterable[str]) -> Iterator[SpendRow | dict[str, object]]:
+def read_spend(
+    lines: Iterable[str], site_id: str | None = None
+) -> Iterator[SpendRow | dict[str, object]]:
     """Parse CSV lines: a :class:`SpendRow` per good line, a rejection dict per bad one
-    (``{"line": n, "reason": code, "detail": text}``)."""
+    (``{"line": n, "reason": code, "detail": text}``). ``site_id`` fills rows without one."""
     reader = csv.DictReader(lines)
-    missing = [
-        c for c in ("date", "site_id", "channel", "cost") if c not in (reader.fieldnames or [])
-    ]
+    required = ("date", "channel", "cost") if site_id else ("date", "site_id", "channel", "cost")
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
     if missing:
         yield {"line": 1, "reason": "missing_columns", "detail": ", ".join(missing)}
         return
     for record in reader:
         line = reader.line_num
         values = {k: v for k, v in record.items() if k is not None and v not in (None, "")}
+        if site_id:
+            values.setdefault("site_id", site_id)
         extra = [k for k in record if k is None or k not in COLUMNS]
         if extra:
             yield {"line": line, "reason": "unknown_columns", "detail": str(extra)}
@@ -73,12 +77,14 @@ def read_spend(lines: Iterable[str]) -> Iterator[SpendRow | dict[str, object]]:
             yield {"line": line, "reason": f"invalid_{where}", "detail": first["msg"]}
 
 
-def load_spend(store: Store, path: Path, *, batch: int = 10_000) -> SpendLoad:
+def load_spend(
+    store: Store, path: Path, *, site_id: str | None = None, batch: int = 10_000
+) -> SpendLoad:
     """Load a spend CSV into ``spend``; bad lines are skipped and reported (module docstring)."""
     result = SpendLoad()
     rows: list[dict[str, object]] = []
     with path.open(newline="", encoding="utf-8") as f:
-        for item in read_spend(f):
+        for item in read_spend(f, site_id):
             if isinstance(item, SpendRow):
                 rows.append(item.model_dump())
             else:

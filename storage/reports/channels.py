@@ -79,7 +79,7 @@ def channels_report(
 
 
 def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
+    return None if value is None else round(value, 6)
 
 
 def _group(scope: ReportScope, time: str) -> str:
