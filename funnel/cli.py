@@ -173,14 +173,39 @@ def demo(
 @main.command()
 @store_option
 @database_option
-def migrate(store: str, database: str) -> None:
+@click.option(
+    "--cluster",
+    envvar="FUNNEL_CLUSTER",
+    default=None,
+    help="Create the schema on this ClickHouse cluster (ON CLUSTER, Replicated tables, "
+    "Distributed tables sharded by person): see storage/README.md.",
+)
+@click.option(
+    "--print-sql",
+    is_flag=True,
+    help="Print every migration's statements (in their --cluster form if given) and exit, "
+    "without connecting: for review, or to run with clickhouse-client.",
+)
+def migrate(store: str, database: str, cluster: str | None, print_sql: bool) -> None:
     """Create or upgrade the ClickHouse schema (idempotent)."""
     from storage.backends import open_store
+    from storage.cluster import cluster_statements
     from storage.migrate import migrate as run_migrations
+    from storage.migrate import migrations
+
+    if print_sql:
+        for m in migrations():
+            statements = m.statements(database)
+            if cluster:
+                statements = cluster_statements(statements, database, cluster)
+            click.echo(f"-- {m.version:04d} {m.name}")
+            for statement in statements:
+                click.echo(statement + ";\n")
+        return
 
     db = open_store(store, database)
     try:
-        applied = run_migrations(db)
+        applied = run_migrations(db, cluster=cluster)
     finally:
         db.close()
     for m in applied:
