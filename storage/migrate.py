@@ -52,7 +52,7 @@ def migrate(store: Store, cluster: str | None = None) -> list[Migration]:
     takes it from ``--cluster`` or ``FUNNEL_CLUSTER``). With it every statement, the
     ``schema_migrations`` table's included, runs in its cluster form
     (:func:`storage.cluster.cluster_statements`: ON CLUSTER, Replicated ``<table>_local``
-    tables, Distributed tables under the contract names); see ``storage/CLUSTER.md``.
+    tables, Distributed tables under the contract names); see ``storage/README.md`` (cluster mode).
     """
     db = store.database
 
