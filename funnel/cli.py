@@ -16,7 +16,6 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from funnel.facts import FACT_TABLES
 from funnel.processor import CoreConfig
 from storage.reports.commands import ReportOptions
 from storage.reports.commands import register as register_reports
@@ -132,6 +131,7 @@ def demo(
     The demo's site is replaced on every run, so running it twice gives the same report.
     """
     from producers.simulator import simulate
+    from storage.migrate import clear_site
     from storage.reports import ReportScope, funnel_report
     from storage.reports.commands import print_funnels
     from stream_processors.embedded import EmbeddedPipeline
@@ -141,11 +141,7 @@ def demo(
     started = time.perf_counter()
     db = _open_store(store, database)
     try:
-        for table in (*FACT_TABLES, "rejected_events"):
-            db.execute(
-                f"DELETE FROM {db.database}.{table} WHERE site_id = {{site:String}}",
-                {"site": site},
-            )
+        clear_site(db, site)
         with _progress() as progress:
             task = progress.add_task("simulating", total=None)
             sim = simulate(persons, seed=seed, site_id=site, funnels=config.funnels)

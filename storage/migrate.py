@@ -16,7 +16,7 @@ from string import Template
 from storage.backends import Store
 from storage.cluster import cluster_statements
 
-__all__ = ["Migration", "migrate", "migrations"]
+__all__ = ["Migration", "clear_site", "migrate", "migrations"]
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -87,3 +87,25 @@ def migrate(store: Store, cluster: str | None = None) -> list[Migration]:
         )
         applied.append(migration)
     return applied
+
+
+def clear_site(store: Store, site_id: str) -> list[str]:
+    """Delete every row of ``site_id`` from every table that has a ``site_id`` column — facts,
+    aggregates, spend, dead letters — so that a site can be rebuilt (``funnel demo`` re-runs).
+    Returns the tables cleared. Views are skipped: their target tables are cleared."""
+    tables = [
+        str(row["table"])
+        for row in store.query(
+            "SELECT c.table AS table FROM system.columns AS c INNER JOIN system.tables AS t "
+            "ON c.database = t.database AND c.table = t.name "
+            "WHERE c.database = {db:String} AND c.name = 'site_id' "
+            "AND t.engine LIKE '%MergeTree' ORDER BY c.table",
+            {"db": store.database},
+        )
+    ]
+    for table in tables:
+        store.execute(
+            f"DELETE FROM {store.database}.{table} WHERE site_id = {{site:String}}",
+            {"site": site_id},
+        )
+    return tables
