@@ -325,15 +325,29 @@ def worker(
 @store_option
 @database_option
 @click.option("--group", default="funnel-sink", show_default=True, help="Consumer group.")
+@click.option(
+    "--instance-id",
+    envvar="FUNNEL_SINK_INSTANCE_ID",
+    default=None,
+    help="Static group member id, unique per sink: a restart takes its partitions back at once.",
+)
 @prefix_option
-def sink(kafka: str, store: str, database: str, group: str, topic_prefix: str) -> None:
+def sink(
+    kafka: str, store: str, database: str, group: str, instance_id: str | None, topic_prefix: str
+) -> None:
     """Land the facts topics in ClickHouse, exactly once per offset range."""
     from storage.sink import Sink
     from stream_processors.topics import TopicNames
 
     db = _open_store(store, database)
     try:
-        sink = Sink(db, bootstrap_servers=kafka, group_id=group, topics=TopicNames(topic_prefix))
+        sink = Sink(
+            db,
+            bootstrap_servers=kafka,
+            group_id=group,
+            instance_id=instance_id,
+            topics=TopicNames(topic_prefix),
+        )
         sink.run_forever()
     finally:
         db.close()

@@ -1,23 +1,41 @@
-"""The sink (``funnel sink``): facts topics → ClickHouse, each offset range landed once.
+"""The sink (``funnel sink``): facts topics → ClickHouse, each fact landed once.
 
-Contract, per topic-partition:
+One consumer (kafka-python) reads every facts topic; records are batched per topic-partition
+(:class:`storage.batches.PartitionBatches`: ``max_rows`` records, or what waited
+``max_age_s``) and each batch is one insert into the table the topic names
+(:meth:`stream_processors.topics.TopicNames.table_of`), through :class:`storage.backends.Store`
+(the same code for the embedded and the server store).
 
-* records are inserted in offset order, one insert per polled batch, into the table the
-  topic names (:meth:`stream_processors.topics.TopicNames.table_of`);
-* each insert carries ``insert_deduplication_token = "<topic>:<partition>:<first>:<last>"``;
-* the offset after ``last`` is committed only after the store acknowledged the insert, so a
-  crash between insert and commit replays a range the store has already seen, and ClickHouse
-  drops the replay (the tables keep a deduplication window);
-* when the store is unavailable the sink retries the same batch with backoff and commits
-  nothing meanwhile; it never skips a batch.
+Per batch ``first..last`` of a topic-partition, in this order:
 
-Facts re-sent by the stream (a worker replays what it had not committed when it crashed or
-lost a partition) carry the ``fact_id`` of their first copy. The sink remembers the ids it
-landed within its horizon (:class:`LandedIds`: by default the last 24 hours, at most 2M ids),
-reloads them from the tables when it starts, and drops a fact whose id it has landed. The
-same memory covers its own crashes: a batch inserted but not committed comes back with ids
-the restarted sink loaded, whatever range the replay polls. Rows without a ``fact_id`` are
-only covered by the token.
+1. **plan**: commit offset ``first`` with metadata ``plan:<last>`` (the position does not
+   move past anything unlanded; the range is now recorded in Kafka);
+2. **insert** the batch's fresh rows with ``insert_deduplication_token =
+   "<topic>:<partition>:<first>:<last>"``; blocks until the store acknowledged it;
+3. **commit** ``last + 1`` (plan cleared).
+
+Exactly once, and what covers what:
+
+* *The sink crashes between 2 and 3* (or loses the partition): whoever consumes the partition
+  next reads the plan with the committed offset and cuts its first batch at the same
+  ``last``, so the replay carries the same token and ClickHouse drops it — for the tables
+  with a deduplication window (``non_replicated_deduplication_window``; all fact tables but
+  ``persons``).
+* *Facts re-sent by the stream* (a worker replays what it had not committed) arrive at new
+  offsets, so no token can recognise them: they carry the ``fact_id`` of their first copy,
+  and the sink drops a fact whose id it landed within its horizon (:class:`LandedIds`: the
+  ids landed by this process, plus those in the tables within ``dedup_horizon`` — reloaded on
+  start, so the sink's own crash is covered for every table, ``persons`` included).
+* Rows without a ``fact_id`` are covered by the token only; ``persons`` rows without one
+  by neither (its ReplacingMergeTree keeps the latest version per person anyway).
+
+Failures: :class:`~storage.backends.StoreUnavailable` is backpressure: the sink pauses every
+partition it holds (no more fetching, so memory stays within the buffered batches), keeps
+polling (the group keeps its member; ``max_poll_interval_ms`` is never exceeded), and
+retries the same planned batches after an exponential backoff, for as long as it takes;
+when an insert succeeds it resumes. Any other :class:`~storage.backends.StoreError` is retried
+the same way ``max_errors`` times in a row, then raised (the process ends; a restart
+replays from the committed offsets). Nothing is committed past a batch not landed.
 """
 
 from __future__ import annotations
@@ -27,19 +45,57 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from kafka import KafkaConsumer
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from storage.backends import Store, StoreUnavailable
+from storage.backends import Store, StoreError, StoreUnavailable
+from storage.batches import Cut, PartitionBatches
 from stream_processors.topics import FACT_TABLES, TopicNames
 
-__all__ = ["LandedIds", "Sink"]
+__all__ = ["DEFAULT_MAX_AGE_S", "DEFAULT_MAX_ROWS", "Backoff", "Backpressure", "LandedIds", "Sink"]
 
 log = logging.getLogger(__name__)
+
+#: Rows per insert. ``benchmarks/bench_sink.py``: chDB's cost per insert is ~10-40 ms (parts,
+#: views), so rows/s grow up to ~50k rows per insert and little beyond.
+DEFAULT_MAX_ROWS = 50_000
+#: A partial batch waits at most this long: facts reach the tables within about a second.
+DEFAULT_MAX_AGE_S = 1.0
+
+_PLAN = "plan:"
+
+
+class Backpressure(Exception):  # a signal more than an error, as quix-streams' backpressure
+    """The store refused a batch; try again after ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: float, cause: StoreError) -> None:
+        super().__init__(f"store refused a batch ({cause}); retry in {retry_after:.1f} s")
+        self.retry_after = retry_after
+        self.cause = cause
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Exponential backoff: ``initial_s``, doubled per failure, at most ``max_s``."""
+
+    initial_s: float = 0.2
+    max_s: float = 10.0
+    failures: int = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.initial_s * 2.0**self.failures, self.max_s)
+        self.failures += 1
+        return delay
+
+    def reset(self) -> None:
+        self.failures = 0
 
 
 class LandedIds:
@@ -57,16 +113,31 @@ class LandedIds:
 
     def add_all(self, fact_ids: Iterable[str]) -> None:
         ids = self._ids
-        for fact_id in fact_ids:
-            ids[fact_id] = None
+        ids.update(dict.fromkeys(fact_ids))
         excess = len(ids) - self.max_ids
         if excess > 0:
             for old in list(itertools.islice(ids, excess)):
                 del ids[old]
 
 
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.sink._on_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.sink._on_assigned(assigned)
+
+
 class Sink:
-    """Consume the facts topics and insert them into ``store``, each fact once."""
+    """Consume the facts topics and insert them into ``store``, each fact once.
+
+    Single-threaded: :meth:`poll_once` (or :meth:`run_forever`) does the polling, the
+    inserts and the commits; ``clock`` is a monotonic clock in seconds. ``instance_id``
+    (unique per running sink) makes the member static: a restart keeps the assignment.
+    """
 
     def __init__(
         self,
@@ -74,20 +145,37 @@ class Sink:
         *,
         bootstrap_servers: str,
         group_id: str = "funnel-sink",
+        instance_id: str | None = None,
         topics: TopicNames | None = None,
-        max_batch: int = 5000,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
         poll_timeout_ms: int = 500,
         dedup_horizon: timedelta = timedelta(hours=24),
         max_landed_ids: int = 2_000_000,
+        backoff: Backoff | None = None,
+        max_errors: int = 5,
+        clock: Callable[[], float] = time.monotonic,
+        consumer_config: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.names = topics or TopicNames()
-        self.max_batch = max_batch
         self.poll_timeout_ms = poll_timeout_ms
+        self.backoff = backoff or Backoff()
+        self.max_errors = max_errors
+        self.clock = clock
+        self.batches = PartitionBatches(max_rows, max_age_s)
         self.rows_written = 0
         self.duplicates_dropped = 0
+        self.inserts = 0
+        self.refusals = 0
+        """Inserts the store refused (each retried later)."""
+        self.rebalances = 0
         self.landed = LandedIds(max_landed_ids)
         self._load_landed(dedup_horizon)
+        self._errors = 0
+        self._retry_at: float | None = None
+        self._assigned: set[TopicPartition] = set()
+        self._fetched: dict[Hashable, int] = {}
         self._consumer: Any = KafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
@@ -95,63 +183,61 @@ class Sink:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             client_id="funnel-sink",
+            # Static membership: a sink restarted under the same instance id takes its
+            # partitions back at once, not after the dead member's session times out.
+            group_instance_id=instance_id,
+            **(consumer_config or {}),
         )
-        self._consumer.subscribe(self.names.all_facts)
+        self._consumer.subscribe(self.names.all_facts, listener=_Listener(self))
+
+    @property
+    def paused(self) -> bool:
+        """Whether the sink holds back (the store refused its last insert)."""
+        return self._retry_at is not None
 
     def poll_once(self) -> int:
-        """Poll one batch, land it, commit it; return the number of rows written."""
-        polled = self._consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_batch)
-        written = 0
+        """Poll, then insert and commit every due batch; return the rows written.
+
+        Blocks at most ``poll_timeout_ms`` in the poll (less when a batch comes of age or a
+        retry is due) plus the inserts. While paused it polls (fetching nothing) until the
+        retry is due.
+        """
+        now = self.clock()
+        timeout = self.poll_timeout_ms / 1000
+        deadline = self._retry_at if self._retry_at is not None else self.batches.next_deadline()
+        if deadline is not None:
+            timeout = max(0.0, min(timeout, deadline - now))
+        polled = self._consumer.poll(
+            timeout_ms=int(timeout * 1000), max_records=self.batches.max_rows
+        )
+        now = self.clock()
+        if self._assigned:
+            polled = self._restart_assigned(polled)
         for tp, records in polled.items():
             if records:
-                written += self._land(tp, records)
-        self.rows_written += written
+                self.batches.add(tp, records, now)
+                self._fetched[tp] = records[-1].offset + 1
+        if self._retry_at is not None and now < self._retry_at:
+            return 0
+        try:
+            written = self._flush(now)
+        except Backpressure as exc:
+            self._hold_back(exc)
+            return 0
+        if self._retry_at is not None:
+            self._retry_at = None
+            self._consumer.resume(*self._consumer.paused())
+            log.info("store back: resumed")
+        self._errors = 0
+        self.backoff.reset()
         return written
 
-    def _load_landed(self, horizon: timedelta) -> None:
-        """Remember the fact ids landed within ``horizon`` (newest kept if over the bound)."""
-        seconds = int(horizon.total_seconds())
-        for table in FACT_TABLES:
-            found = self.store.query(
-                f"SELECT fact_id FROM {self.store.database}.{table} "
-                f"WHERE fact_id != '' AND landed_at >= now64(3) - INTERVAL {seconds} SECOND "
-                f"ORDER BY landed_at DESC LIMIT {self.landed.max_ids}"
-            )
-            self.landed.add_all(row["fact_id"] for row in reversed(found))
-
-    def _fresh(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``rows`` without the facts already landed (or repeated within ``rows``)."""
-        fresh, ids = [], set()
-        for row in rows:
-            fact_id = row.get("fact_id")
-            if fact_id:
-                if fact_id in self.landed or fact_id in ids:
-                    continue
-                ids.add(fact_id)
-            fresh.append(row)
-        self.duplicates_dropped += len(rows) - len(fresh)
-        return fresh
-
-    def _land(self, tp: TopicPartition, records: list[Any]) -> int:
-        rows = self._fresh([json.loads(record.value) for record in records])
-        first, last = records[0].offset, records[-1].offset
-        token = f"{tp.topic}:{tp.partition}:{first}:{last}"
-        table = self.names.table_of(tp.topic)
-        delay = 0.5
-        while rows:
-            try:
-                self.store.insert(table, rows, dedup_token=token)
-                self.landed.add_all(str(row["fact_id"]) for row in rows if row.get("fact_id"))
-                break
-            except StoreUnavailable as exc:
-                log.warning("store unavailable (%s); retrying %s in %.1f s", exc, token, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
-        self._consumer.commit({tp: OffsetAndMetadata(last + 1, "", -1)})
-        return len(rows)
-
     def run_forever(self, stop: threading.Event | None = None) -> None:
-        """Land batches until ``stop`` is set (or forever); closes the consumer at the end."""
+        """Land batches until ``stop`` is set (or forever); closes the consumer at the end.
+
+        Batches buffered but not yet due are not inserted at the stop: they are not
+        committed either, and the next run reads them again.
+        """
         try:
             while stop is None or not stop.is_set():
                 self.poll_once()
@@ -160,3 +246,135 @@ class Sink:
 
     def close(self) -> None:
         self._consumer.close()
+
+    def _load_landed(self, horizon: timedelta) -> None:
+        """Remember the fact ids landed within ``horizon`` (newest kept if over the bound)."""
+        seconds = int(horizon.total_seconds())
+        if seconds <= 0:
+            return
+        for table in FACT_TABLES:
+            found = self.store.query(
+                f"SELECT fact_id FROM {self.store.database}.{table} "
+                f"WHERE fact_id != '' AND landed_at >= now64(3) - INTERVAL {seconds} SECOND "
+                f"ORDER BY landed_at DESC LIMIT {self.landed.max_ids}"
+            )
+            self.landed.add_all(row["fact_id"] for row in reversed(found))
+
+    def _on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        # Their buffered records are not committed: the next owner reads them again.
+        for tp in revoked:
+            self.batches.drop(tp)
+            self._fetched.pop(tp, None)
+
+    def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        # Handled after the poll returns (_restart_assigned): no blocking calls in here.
+        self.rebalances += 1
+        self._assigned.update(assigned)
+
+    def _restart_assigned(self, polled: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
+        """Start each newly assigned partition at its committed offset, with its plan.
+
+        kafka-python keeps the position of a partition assigned again, past records dropped
+        at the revocation, so every assigned partition is moved back to its committed offset
+        (the beginning if none), and what this poll returned for it is read again.
+        """
+        for tp in sorted(self._assigned):
+            self.batches.drop(tp)
+            self._fetched.pop(tp, None)
+            committed = self._consumer.committed(tp, metadata=True)
+            if committed is None:
+                self._consumer.seek_to_beginning(tp)
+                continue
+            self._consumer.seek(tp, committed.offset)
+            if committed.metadata.startswith(_PLAN):
+                self.batches.plan(tp, committed.offset, int(committed.metadata[len(_PLAN) :]))
+        restarted, self._assigned = self._assigned, set()
+        if self._retry_at is not None:
+            self._consumer.pause(*restarted)
+        return {tp: records for tp, records in polled.items() if tp not in restarted}
+
+    def _flush(self, now: float) -> int:
+        """Plan, insert and commit every due batch (see the module docstring)."""
+        due = self.batches.due(now, self._fetched)
+        if not due:
+            return 0
+        cuts = {tp: self.batches.peek(tp) for tp in due}
+        plans = {
+            tp: OffsetAndMetadata(cut.first, f"{_PLAN}{cut.last}", -1)
+            for tp, cut in cuts.items()
+            if not cut.planned
+        }
+        if plans and not self._commit(plans):
+            return 0
+        for tp, cut in cuts.items():
+            if not cut.planned:
+                self.batches.plan(tp, cut.first, cut.last)
+        landed: dict[Any, OffsetAndMetadata] = {}
+        written = 0
+        try:
+            for tp, cut in cuts.items():
+                written += self._land(tp, cut)
+                self.batches.done(tp, cut, now)
+                landed[tp] = OffsetAndMetadata(cut.last + 1, "", -1)
+        finally:
+            if landed:
+                self._commit(landed)
+        return written
+
+    def _land(self, tp: TopicPartition, cut: Cut) -> int:
+        """Insert ``cut``'s fresh rows; :class:`Backpressure` if the store refuses them."""
+        # One json.loads for the batch: faster, and the rows share their key objects, which
+        # the store's Arrow path compares per row.
+        rows: list[dict[str, Any]] = json.loads(
+            b"[" + b",".join(record.value for record in cut.records) + b"]"
+        )
+        fresh, ids = self._fresh(rows)
+        if fresh:
+            token = f"{tp.topic}:{tp.partition}:{cut.first}:{cut.last}"
+            try:
+                self.store.insert(self.names.table_of(tp.topic), fresh, dedup_token=token)
+            except StoreError as exc:
+                self.refusals += 1
+                if not isinstance(exc, StoreUnavailable):
+                    self._errors += 1
+                    if self._errors >= self.max_errors:
+                        raise
+                raise Backpressure(self.backoff.next_delay(), exc) from exc
+            self.landed.add_all(ids)
+            self.inserts += 1
+        self.duplicates_dropped += len(rows) - len(fresh)
+        self.rows_written += len(fresh)
+        return len(fresh)
+
+    def _fresh(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+        """``rows`` without the facts already landed (or repeated within ``rows``), and the
+        fresh rows' fact ids."""
+        landed = self.landed
+        fresh, ids, seen = [], [], set()
+        for row in rows:
+            fact_id = row.get("fact_id")
+            if fact_id:
+                if fact_id in landed or fact_id in seen:
+                    continue
+                seen.add(fact_id)
+                ids.append(fact_id)
+            fresh.append(row)
+        return fresh, ids
+
+    def _commit(self, offsets: dict[Any, OffsetAndMetadata]) -> bool:
+        """Commit ``offsets``; ``False`` when the group rebalanced meanwhile (the partitions'
+        next owner starts from what was committed before, and finds the plans)."""
+        try:
+            self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            log.warning("commit refused, the group rebalanced: %s", exc)
+            return False
+        return True
+
+    def _hold_back(self, exc: Backpressure) -> None:
+        """Pause every partition held and retry after ``exc.retry_after``."""
+        log.warning("%s; pausing consumption", exc)
+        self._retry_at = self.clock() + exc.retry_after
+        assignment = self._consumer.assignment()
+        if assignment:
+            self._consumer.pause(*assignment)
