@@ -468,7 +468,7 @@ def simulate(
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True)
+@click.option("--port", default=8000, show_default=True, help="0: a free port (printed).")
 @click.option(
     "--kafka",
     "kafka",
@@ -497,10 +497,12 @@ def serve(
 
     Write keys come from FUNNEL_WRITE_KEYS ("key:site,...") or FUNNEL_WRITE_KEYS_FILE; with
     none configured, a one-off key for site "demo" is made up and printed.
+
+    Embedded, it also serves the live page (GET /) and the report API (GET /api/reports/…)
+    of its store, unauthenticated: keep --host on loopback or behind a proxy that guards
+    them. `funnel report` asks this process while it runs (it owns the store).
     """
     import secrets
-
-    import uvicorn
 
     from producers.collector import (
         CollectorSettings,
@@ -509,6 +511,7 @@ def serve(
         KafkaDelivery,
         create_app,
     )
+    from producers.collector.serving import run
 
     settings = CollectorSettings.from_env()
     if not settings.write_keys:
@@ -517,6 +520,8 @@ def serve(
         err.print(f"[yellow]no write keys configured: using key {key} for site 'demo'[/]")
     delivery: Delivery
     db = None
+    live = None
+    owner_of = None
     if kafka:
         from stream_processors.topics import TopicNames, create_topics
 
@@ -530,13 +535,34 @@ def serve(
         )
         err.print(f"collector → Kafka {kafka} ({names.events})")
     else:
-        from stream_processors.embedded import EmbeddedPipeline
+        from producers.collector.live import CommitGate, GatedPipeline, LiveReports
+        from storage.reports.owner import store_directory
 
+        config = _config(funnels_file, channels_file)
         db = _open_store(store, database)
-        delivery = EmbeddedDelivery(EmbeddedPipeline(db, _config(funnels_file, channels_file)))
+        gate = CommitGate()
+        delivery = EmbeddedDelivery(GatedPipeline(db, config, gate))
+        # This process owns the store (chDB: one process per directory), so it answers
+        # reports for everyone: the API, the live page, and `funnel report` through them.
+        live = LiveReports(db, config.funnels, gate)
+        owner_of = store_directory(store)
         err.print(f"collector → embedded store {store}")
+
+    def listening(url: str) -> None:
+        if live is not None:
+            err.print(f"live page and report API on {url}/")
+        else:
+            err.print(f"collector on {url}")
+
     try:
-        uvicorn.run(create_app(settings, delivery), host=host, port=port, log_level="warning")
+        run(
+            create_app(settings, delivery, live=live),
+            host,
+            port,
+            owner_of=owner_of,
+            database=database,
+            on_listen=listening,
+        )
     finally:
         if db is not None:
             db.close()

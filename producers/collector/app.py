@@ -8,6 +8,8 @@ Routes:
 * ``GET /v1/p.gif`` — a tracking pixel for impressions and clicks, fields in the query.
 * ``GET /t.js`` — the tracker script, minified.
 * ``GET /openapi.json``, ``GET /health``, ``GET /metrics``.
+* With ``live`` (the process owns the embedded store): the report API and the live page,
+  ``GET /``, ``GET /api/…`` (:mod:`producers.collector.live`).
 
 The write key comes in the ``X-Funnel-Key`` header or the ``key`` query parameter and allows
 exactly one site. Answers: 200 ``{"accepted": n, "rejected": [{"index", "errors"}]}`` when at
@@ -18,6 +20,7 @@ valid key, 413 for a body over the limit, 415 for another content type, 503 with
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import logging
@@ -41,6 +44,7 @@ from starlette.routing import Route
 from funnel.events import CLICK_ID_PARAMS
 from funnel.intake import IntakeLimits, IntakeResult, take_batch
 from producers.collector.delivery import Delivery, Unavailable
+from producers.collector.live import LiveReports
 from producers.collector.openapi import openapi_document
 from producers.collector.settings import CollectorSettings
 from producers.tracker import tracker_script
@@ -108,8 +112,11 @@ class _Metrics:
         )
 
 
-def create_app(settings: CollectorSettings, delivery: Delivery) -> Starlette:
-    """The collector app, delivering accepted events to ``delivery``."""
+def create_app(
+    settings: CollectorSettings, delivery: Delivery, *, live: LiveReports | None = None
+) -> Starlette:
+    """The collector app, delivering accepted events to ``delivery``; with ``live``, also
+    the report API and the live page of the store ``delivery`` commits to."""
     registry = CollectorRegistry()
     metrics = _Metrics(registry)
     limits = IntakeLimits(
@@ -210,6 +217,8 @@ def create_app(settings: CollectorSettings, delivery: Delivery) -> Starlette:
             await delivered
             metrics.ack_seconds.observe(time.perf_counter() - started)
             metrics.events.labels("accepted").inc(accepted)
+            if live is not None:
+                live.record(accepted)
         body = {"accepted": accepted, "rejected": [r.to_dict() for r in result.rejected]}
         status = 400 if result.rejected and not accepted else 200
         return JSONResponse(body, status_code=status, headers=_NO_STORE)
@@ -291,6 +300,8 @@ def create_app(settings: CollectorSettings, delivery: Delivery) -> Starlette:
             yield
         finally:
             await delivery.close()
+            if live is not None:
+                await asyncio.to_thread(live.close)  # waits for a report being computed
 
     routes = [
         Route("/v1/batch", guarded("batch", batch), methods=["POST"]),
@@ -300,6 +311,7 @@ def create_app(settings: CollectorSettings, delivery: Delivery) -> Starlette:
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
+        *(live.routes() if live is not None else ()),
     ]
     middleware = [
         Middleware(

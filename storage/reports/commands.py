@@ -2,31 +2,42 @@
 
 Each command takes ``--from/--to`` (a date or an ISO datetime, UTC; a bare ``--to`` date
 includes that day), ``--site``, ``--by`` and ``--format``. They call the same functions as the
-Python API (:mod:`storage.reports`).
+Python API (:mod:`storage.reports`), through :mod:`storage.reports.catalog`, which the HTTP API
+of ``funnel serve`` uses too. When ``funnel serve`` owns the embedded store, the commands ask
+it (:mod:`storage.reports.owner`) instead of opening the store, and print the same.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from funnel.report import DropoffRow, FunnelReport, Table, one_in
-from storage.reports.scope import BREAKDOWNS, Breakdown, ReportScope, parse_when
+from funnel.report import FunnelReport, Table, one_in
+from storage.reports.catalog import (
+    ReportRequest,
+    ReportRequestError,
+    ReportResult,
+    compute,
+    from_payload,
+    parse_request,
+    payload_text,
+)
+from storage.reports.owner import OwnerError, fetch_report, store_directory
+from storage.reports.scope import BREAKDOWNS
 
-__all__ = ["ReportOptions", "print_funnels", "print_table", "register"]
+__all__ = ["ReportOptions", "print_funnels", "print_result", "print_table", "register"]
 
 # Reports are wide: use the terminal's width, or 160 columns when piped (rich would use 80).
 out = Console(width=shutil.get_terminal_size((160, 24)).columns)
+err = Console(stderr=True)
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
@@ -55,15 +66,16 @@ def _scope_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _scope(start: str | None, end: str | None, site: str | None, by: str | None) -> ReportScope:
+def _request(name: str, **params: object) -> ReportRequest:
+    """The request of a command's options (validated here, before any store is opened)."""
+    text = {
+        key: ("true" if value else "false") if isinstance(value, bool) else str(value)
+        for key, value in params.items()
+        if value is not None
+    }
     try:
-        return ReportScope(
-            start=parse_when(start) if start else None,
-            end=parse_when(end, end=True) if end else None,
-            site=site,
-            by=cast(Breakdown | None, by),
-        )
-    except ValueError as exc:
+        return parse_request(name, text)
+    except ReportRequestError as exc:
         raise click.BadParameter(str(exc)) from exc
 
 
@@ -73,54 +85,65 @@ def register(group: click.Group, o: ReportOptions) -> None:
     def common(command: Callable[..., Any]) -> Callable[..., Any]:
         return o.store(o.database(o.fmt(_scope_options(command))))
 
-    def run(store: str, database: str, work: Callable[[Any], Any]) -> Any:
-        db = o.open_store(store, database)
+    def run(request: ReportRequest, kw: dict[str, Any]) -> None:
+        """Answer ``request`` and print it in ``--format``.
+
+        From the owner of an embedded store when one is running (``funnel serve``: chDB
+        lets one process open a store, DESIGN §11), else from the store opened here. Either
+        way the result goes through the same types, so it prints the same.
+        """
+        store, database, funnels_file = kw["store"], kw["database"], kw.get("funnels_file")
+        result: ReportResult | None = None
+        directory = store_directory(store)
         try:
-            return work(db)
-        finally:
-            db.close()
+            if directory is not None:
+                payload = fetch_report(directory, database, request)
+                if payload is not None:
+                    if funnels_file is not None:
+                        err.print(
+                            "[yellow]the store's owner answered with its own funnel "
+                            "definitions; --funnels is not used[/]"
+                        )
+                    result = from_payload(request.name, payload)
+            if result is None:
+                db = o.open_store(store, database)
+                try:
+                    result = compute(db, request, o.funnel_catalog(funnels_file))
+                finally:
+                    db.close()
+        except ReportRequestError as exc:
+            raise click.BadParameter(str(exc)) from exc
+        except OwnerError as exc:
+            raise click.ClickException(str(exc)) from exc
+        print_result(result, kw["fmt"])
+
+    def scope(kw: dict[str, Any]) -> dict[str, object]:
+        return {key: kw.pop(name) for key, name in _SCOPE_OPTIONS}
 
     @group.command("funnel")
     @click.option("--funnel", "funnel_name", default="sales", show_default=True)
     @click.option("--split/--no-split", default=True, help="Split by converted/dropped/in window.")
     @o.funnels
     @common
-    def funnel_cmd(funnel_name: str, split: bool, funnels_file: Any, **kw: Any) -> None:
+    def funnel_cmd(funnel_name: str, split: bool, **kw: Any) -> None:
         """Step counts, step and overall conversion and 1:N, split by status."""
-        from storage.reports.funnels import funnel_report
-
-        spec = o.funnel_catalog(funnels_file).get(funnel_name)
-        scope = _scope(kw.pop("start"), kw.pop("end"), kw.pop("site"), kw.pop("by"))
-        reports = run(
-            kw["store"], kw["database"], lambda db: funnel_report(db, spec, scope, split=split)
-        )
-        print_funnels(reports, kw["fmt"])
+        run(_request("funnel", funnel=funnel_name, split=split, **scope(kw)), kw)
 
     @group.command("dropoff")
     @click.option("--funnel", "funnel_name", default="sales", show_default=True)
     @o.funnels
     @common
-    def dropoff_cmd(funnel_name: str, funnels_file: Any, **kw: Any) -> None:
+    def dropoff_cmd(funnel_name: str, **kw: Any) -> None:
         """Where people leave the funnel, by step; the biggest leak is flagged."""
-        from storage.reports.funnels import dropoff_report
-
-        spec = o.funnel_catalog(funnels_file).get(funnel_name)
-        scope = _scope(kw.pop("start"), kw.pop("end"), kw.pop("site"), kw.pop("by"))
-        rows = run(kw["store"], kw["database"], lambda db: dropoff_report(db, spec, scope))
-        print_table(_dropoff_table(spec.name, rows, grouped=scope.by is not None), kw["fmt"])
+        run(_request("dropoff", funnel=funnel_name, **scope(kw)), kw)
 
     @group.command("time-to-convert")
     @click.option("--funnel", "funnel_name", default="sales", show_default=True)
     @o.funnels
     @common
-    def time_cmd(funnel_name: str, funnels_file: Any, **kw: Any) -> None:
+    def time_cmd(funnel_name: str, **kw: Any) -> None:
         """p50/p90 time between steps, and from first touch to payment (the sales cycle)."""
-        from storage.reports.timing import time_to_convert_report
-
-        spec = o.funnel_catalog(funnels_file).get(funnel_name)
-        scope = _scope(kw.pop("start"), kw.pop("end"), kw.pop("site"), kw.pop("by"))
-        table = run(kw["store"], kw["database"], lambda db: time_to_convert_report(db, spec, scope))
-        print_table(table, kw["fmt"])
+        run(_request("time-to-convert", funnel=funnel_name, **scope(kw)), kw)
 
     @group.command("attribution")
     @click.option(
@@ -130,17 +153,10 @@ def register(group: click.Group, o: ReportOptions) -> None:
     @common
     def attribution_cmd(conversion: str, lookback_days: int, **kw: Any) -> None:
         """Credits and revenue per channel under every model, markov and shapley included."""
-        from storage.reports.attribution import attribution_report
-
-        scope = _scope(kw.pop("start"), kw.pop("end"), kw.pop("site"), kw.pop("by"))
-        table = run(
-            kw["store"],
-            kw["database"],
-            lambda db: attribution_report(
-                db, scope, conversion=conversion, lookback=timedelta(days=lookback_days)
-            ),
+        request = _request(
+            "attribution", conversion=conversion, lookback_days=lookback_days, **scope(kw)
         )
-        print_table(table, kw["fmt"])
+        run(request, kw)
 
     @group.command("channels")
     @click.option("--model", default="last_non_direct", show_default=True)
@@ -148,15 +164,7 @@ def register(group: click.Group, o: ReportOptions) -> None:
     @common
     def channels_cmd(model: str, target_cpl: float | None, **kw: Any) -> None:
         """Impressions to revenue per channel, with spend, CPL, CAC, ROAS and AOV."""
-        from storage.reports.channels import channels_report
-
-        scope = _scope(kw.pop("start"), kw.pop("end"), kw.pop("site"), kw.pop("by"))
-        table = run(
-            kw["store"],
-            kw["database"],
-            lambda db: channels_report(db, scope, model=model, target_cpl=target_cpl),
-        )
-        print_table(table, kw["fmt"])
+        run(_request("channels", model=model, target_cpl=target_cpl, **scope(kw)), kw)
 
     @group.command("cohorts")
     @click.option(
@@ -166,77 +174,37 @@ def register(group: click.Group, o: ReportOptions) -> None:
     @common
     def cohorts_cmd(cohort: str, churn_days: int, **kw: Any) -> None:
         """Cohorts by period: repeat rate, regular customers, LTV to date and churn."""
-        from storage.reports.customers import cohorts_report
-
-        scope = _scope(kw.pop("start"), kw.pop("end"), kw.pop("site"), kw.pop("by") or "month")
-        table = run(
-            kw["store"],
-            kw["database"],
-            lambda db: cohorts_report(db, scope, cohort=cohort, churn_days=churn_days),
-        )
-        print_table(table, kw["fmt"])
+        run(_request("cohorts", cohort=cohort, churn_days=churn_days, **scope(kw)), kw)
 
     @group.command("leads")
     @common
     def leads_cmd(**kw: Any) -> None:
         """Leads by temperature: conversion to payment, touches before the sale, lead → client."""
-        from storage.reports.customers import leads_report
-
-        scope = _scope(kw.pop("start"), kw.pop("end"), kw.pop("site"), kw.pop("by"))
-        print_table(run(kw["store"], kw["database"], lambda db: leads_report(db, scope)), kw["fmt"])
+        run(_request("leads", **scope(kw)), kw)
 
     @group.command("forecast")
     @click.option("--horizon-days", default=30, show_default=True)
     @common
     def forecast_cmd(horizon_days: int, **kw: Any) -> None:
         """Expected payments and revenue from the open leads (as of --to, default now)."""
-        from storage.reports.customers import forecast_report
-
-        scope = _scope(kw.pop("start"), kw.pop("end"), kw.pop("site"), kw.pop("by"))
-        table = run(
-            kw["store"],
-            kw["database"],
-            lambda db: forecast_report(db, scope, horizon_days=horizon_days),
-        )
-        print_table(table, kw["fmt"])
+        run(_request("forecast", horizon_days=horizon_days, **scope(kw)), kw)
 
 
-def _dropoff_table(funnel: str, rows: list[DropoffRow], *, grouped: bool) -> Table:
-    columns = (
-        "step",
-        "next_step",
-        "reached",
-        "continued",
-        "dropped",
-        "in_window",
-        "dropoff_rate",
-        "biggest_leak",
-    )
-    return Table(
-        title=f"Drop-off ({funnel})",
-        columns=(("group",) if grouped else ()) + columns,
-        rows=tuple(
-            ((r.group,) if grouped else ())
-            + (
-                r.step,
-                r.next_step,
-                r.reached,
-                r.continued,
-                r.dropped,
-                r.in_window,
-                None if r.dropoff_rate is None else round(r.dropoff_rate, 4),
-                r.biggest_leak,
-            )
-            for r in rows
-        ),
-        meta={"funnel": funnel},
-    )
+_SCOPE_OPTIONS = (("from", "start"), ("to", "end"), ("site", "site"), ("by", "by"))
+
+
+def print_result(result: ReportResult, fmt: str) -> None:
+    """Print a report's result (a table, or funnel reports) as a table, JSON or CSV."""
+    if isinstance(result, Table):
+        print_table(result, fmt)
+    else:
+        print_funnels(result, fmt)
 
 
 def print_table(table: Table, fmt: str) -> None:
     """Print a report table as a rich table, JSON or CSV (stdout)."""
     if fmt == "json":
-        click.echo(json.dumps(table.to_dict(), indent=2, default=str))
+        click.echo(payload_text(table))
         return
     if fmt == "csv":
         buffer = io.StringIO()
@@ -269,12 +237,7 @@ def _cell(value: object) -> str:
 def print_funnels(reports: list[FunnelReport], fmt: str) -> None:
     """Print funnel reports (one per breakdown value)."""
     if fmt == "json":
-        payload: object = (
-            reports[0].to_dict()
-            if len(reports) == 1 and reports[0].group is None
-            else [r.to_dict() for r in reports]
-        )
-        click.echo(json.dumps(payload, indent=2))
+        click.echo(payload_text(reports))
         return
     grouped = any(r.group is not None for r in reports)
     columns = (

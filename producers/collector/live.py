@@ -1,0 +1,254 @@
+"""The report HTTP API and the live page of the process that owns the embedded store.
+
+Mounted by :func:`producers.collector.app.create_app` when ``funnel serve`` processes events
+into its own chDB store (chDB lets one process open a store, DESIGN §11: this process answers
+reports for everyone else):
+
+* ``GET /`` — the live page (``live.html``: funnel bars, a channel table with an attribution
+  model switcher, the event rate; polls the API, nothing external loads).
+* ``GET /api/reports/<name>?from=&to=&site=&by=&<option>=`` — the same JSON as
+  ``funnel report <name> --format json`` (:mod:`storage.reports.catalog`); 400 with
+  ``{"error", "message"}`` for a request no report can answer.
+* ``GET /api/live?site=`` — accepted events per second (in-process, :class:`EventRate`), the
+  events stored, and ``version``: the number of commits so far (a report changes only when it
+  does).
+* ``GET /api/funnels`` — the configured funnels and their steps; ``GET /api/owner`` — pid and
+  database (how ``funnel report`` tells a live owner from a stale ``owner.json``).
+
+Reads see committed data only: commits (:class:`GatedPipeline`) and reads take turns on one
+:class:`CommitGate`, so a report never sees half a commit. Reads run on one worker thread of
+their own, never on the event loop, and never take the threads the committer needs; a report
+is computed once per commit and served from a cache until the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from importlib import resources
+from typing import TypeVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from funnel.clock import Clock
+from funnel.funnels import FunnelCatalog
+from funnel.processor import CoreConfig
+from storage.backends import Store
+from storage.reports.catalog import (
+    ReportRequest,
+    ReportRequestError,
+    compute,
+    parse_request,
+    payload_text,
+)
+from storage.reports.owner import PID_HEADER
+from stream_processors.embedded import EmbeddedPipeline
+
+__all__ = ["CommitGate", "EventRate", "GatedPipeline", "LiveReports"]
+
+T = TypeVar("T")
+_NO_STORE = {"Cache-Control": "no-store"}
+_CACHED_REPORTS = 64
+
+
+class CommitGate:
+    """Commits into the store and report reads take turns: a read sees whole commits only.
+
+    ``version`` counts commits; it changes only under the gate.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.version = 0
+
+    @contextmanager
+    def commit(self) -> Iterator[None]:
+        with self._lock:
+            yield
+            self.version += 1
+
+    @contextmanager
+    def read(self) -> Iterator[int]:
+        """Hold off commits; yields the version the read sees."""
+        with self._lock:
+            yield self.version
+
+
+class GatedPipeline(EmbeddedPipeline):
+    """The embedded pipeline whose writes happen in :meth:`flush` only, under the gate.
+
+    Facts are never written while events are submitted (the buffers have no size limit), so
+    the store changes only in :meth:`flush`: one commit, which reads never see half of. The
+    buffers hold one group commit (the collector flushes after every group).
+    """
+
+    def __init__(
+        self, store: Store, config: CoreConfig, gate: CommitGate, *, clock: Clock | None = None
+    ) -> None:
+        super().__init__(store, config, batch_size=sys.maxsize, clock=clock)
+        self.gate = gate
+
+    def flush(self) -> None:
+        with self.gate.commit():
+            super().flush()
+
+
+class EventRate:
+    """Accepted events per second: one-second buckets over the last ``window_s`` seconds.
+
+    ``clock`` is a monotonic time in seconds (injected so tests control it). Thread-safe.
+    """
+
+    def __init__(self, window_s: int = 300, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self._started = clock()
+        self._buckets: OrderedDict[int, int] = OrderedDict()
+        self._lock = threading.Lock()
+        self.total = 0
+
+    def add(self, n: int) -> None:
+        second = int(self._clock())
+        with self._lock:
+            self.total += n
+            self._buckets[second] = self._buckets.get(second, 0) + n
+            self._prune(second)
+
+    def _prune(self, now: int) -> None:
+        while self._buckets and next(iter(self._buckets)) <= now - self.window_s:
+            self._buckets.popitem(last=False)
+
+    def snapshot(self, *, rate_over_s: int = 60, step_s: int = 10) -> dict[str, object]:
+        """``total``; ``per_second``: the mean rate over the last ``rate_over_s`` seconds (or
+        since start, if shorter); ``series``: the mean rate per ``step_s`` seconds over the
+        window, oldest first, the last one ending now."""
+        now_f = self._clock()
+        now = int(now_f)
+        with self._lock:
+            self._prune(now)
+            buckets = dict(self._buckets)
+            total = self.total
+        span = max(1.0, min(float(rate_over_s), now_f - self._started))
+        recent = sum(n for s, n in buckets.items() if s > now - rate_over_s)
+        series = [
+            sum(buckets.get(now - i, 0) for i in range(end - step_s, end)) / step_s
+            for end in range(self.window_s, 0, -step_s)
+        ]
+        return {
+            "total": total,
+            "per_second": recent / span,
+            "series": series,
+            "series_step_s": step_s,
+        }
+
+
+class LiveReports:
+    """The report API, the live page and the event rate of one store (see the module doc)."""
+
+    def __init__(
+        self,
+        store: Store,
+        funnels: FunnelCatalog,
+        gate: CommitGate,
+        *,
+        rate: EventRate | None = None,
+    ) -> None:
+        self.store = store
+        self.funnels = funnels
+        self.gate = gate
+        self.rate = rate or EventRate()
+        self.pid = os.getpid()
+        # One thread: reads are serialised by the store anyway, and queue here instead of
+        # taking the default pool's threads from the committer.
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="funnel-reports")
+        self._cache: OrderedDict[tuple[object, ...], tuple[int, str]] = OrderedDict()
+        self._page = resources.files(__package__).joinpath("live.html").read_bytes()
+
+    def record(self, accepted: int) -> None:
+        """Count events the collector accepted (and the store committed)."""
+        self.rate.add(accepted)
+
+    def close(self) -> None:
+        self._reader.shutdown(wait=True, cancel_futures=True)
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/", self._page_route, methods=["GET"]),
+            Route("/api/reports/{name}", self._report_route, methods=["GET"]),
+            Route("/api/live", self._live_route, methods=["GET"]),
+            Route("/api/funnels", self._funnels_route, methods=["GET"]),
+            Route("/api/owner", self._owner_route, methods=["GET"]),
+        ]
+
+    async def _read(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._reader, work)
+
+    @property
+    def _headers(self) -> dict[str, str]:
+        return {**_NO_STORE, PID_HEADER: str(self.pid)}
+
+    async def _page_route(self, request: Request) -> Response:
+        return Response(self._page, media_type="text/html; charset=utf-8", headers=_NO_STORE)
+
+    async def _report_route(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            report = parse_request(name, dict(request.query_params))
+            version, text = await self._read(lambda: self._report(report))
+        except ReportRequestError as exc:
+            body = {"error": "bad_report_request", "message": str(exc)}
+            return JSONResponse(body, status_code=400, headers=self._headers)
+        headers = {**self._headers, "X-Funnel-Version": str(version)}
+        return Response(text, media_type="application/json", headers=headers)
+
+    def _report(self, report: ReportRequest) -> tuple[int, str]:
+        key = (report.name, tuple(sorted(report.params.items())))
+        with self.gate.read() as version:
+            cached = self._cache.get(key)
+            if cached is not None and cached[0] == version:
+                return cached
+            answer = (version, payload_text(compute(self.store, report, self.funnels)))
+        self._cache[key] = answer
+        self._cache.move_to_end(key)
+        while len(self._cache) > _CACHED_REPORTS:
+            self._cache.popitem(last=False)
+        return answer
+
+    async def _live_route(self, request: Request) -> Response:
+        site = request.query_params.get("site") or ""
+        version, stored = await self._read(lambda: self._stored(site))
+        body = {
+            "version": version,
+            "accepted": self.rate.snapshot(),
+            "stored_events": stored,
+        }
+        return JSONResponse(body, headers=self._headers)
+
+    def _stored(self, site: str) -> tuple[int, int]:
+        sql = (
+            f"SELECT count() AS n FROM {self.store.database}.events "
+            "WHERE {site:String} = '' OR site_id = {site:String}"
+        )
+        with self.gate.read() as version:
+            [row] = self.store.query(sql, {"site": site})
+        return version, int(row["n"])
+
+    async def _funnels_route(self, request: Request) -> Response:
+        body = [
+            {"name": spec.name, "steps": [step.name for step in spec.steps]}
+            for spec in self.funnels.funnel
+        ]
+        return JSONResponse(body, headers=self._headers)
+
+    async def _owner_route(self, request: Request) -> Response:
+        body = {"pid": self.pid, "database": self.store.database, "version": self.gate.version}
+        return JSONResponse(body, headers=self._headers)

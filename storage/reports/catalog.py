@@ -1,0 +1,294 @@
+"""Every report by name, asked for with string parameters, answered as JSON and back.
+
+The one place that turns a request (``funnel report <name> --opt …`` or
+``GET /api/reports/<name>?opt=…``) into a report and a report into its JSON payload, so the
+command and the HTTP API of the process that owns the embedded store answer the same:
+
+* :func:`parse_request` — a name and string parameters (``from``, ``to``, ``site``, ``by`` and
+  the report's own options) into a validated :class:`ReportRequest`; raises
+  :class:`ReportRequestError` for anything wrong (an unknown report, option or value).
+* :func:`compute` — run a request against a store: a :class:`~funnel.report.Table`, or for
+  ``funnel`` a list of :class:`~funnel.report.FunnelReport` (one per breakdown value).
+* :func:`to_payload` / :func:`from_payload` — the JSON payload of a result and back. Tables
+  carry their ``columns`` (so an empty table keeps its header); the funnel payload is one
+  object without a breakdown, else a list. ``from_payload(to_payload(r))`` prints exactly as
+  ``r`` does in every format.
+* :func:`payload_text` — the JSON text ``--format json`` prints and the HTTP API answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import cast
+
+from funnel.funnels import FunnelCatalog, FunnelSpec
+from funnel.report import DropoffRow, FunnelReport, StepRow, Table
+from storage.backends import Store
+from storage.reports.scope import BREAKDOWNS, Breakdown, ReportScope, parse_when
+
+__all__ = [
+    "REPORTS",
+    "ReportRequest",
+    "ReportRequestError",
+    "ReportResult",
+    "compute",
+    "from_payload",
+    "parse_request",
+    "payload_text",
+    "to_payload",
+]
+
+ReportResult = Table | list[FunnelReport]
+Payload = dict[str, object] | list[dict[str, object]]
+
+_SCOPE = ("from", "to", "site", "by")
+_FUNNEL = {"funnel": "sales"}
+#: Per report: its own options and their defaults (``None``: unset). Values are strings, as
+#: on a command line or in a query string.
+REPORTS: dict[str, dict[str, str | None]] = {
+    "funnel": {**_FUNNEL, "split": "true"},
+    "dropoff": dict(_FUNNEL),
+    "time-to-convert": dict(_FUNNEL),
+    "attribution": {"conversion": "payment", "lookback_days": "30"},
+    "channels": {"model": "last_non_direct", "target_cpl": None},
+    "cohorts": {"cohort": "first_touch", "churn_days": "90"},
+    "leads": {},
+    "forecast": {"horizon_days": "30"},
+}
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+class ReportRequestError(ValueError):
+    """A request no report can answer: an unknown report, option, funnel or a bad value."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRequest:
+    """A validated request: the report's name, its scope, and its options (defaults filled)."""
+
+    name: str
+    scope: ReportScope
+    options: Mapping[str, str | None]
+    params: Mapping[str, str]
+    """The parameters as given (no defaults): what to send to another process."""
+
+    def text(self, option: str) -> str:
+        value = self.options[option]
+        if value is None:
+            raise ReportRequestError(f"{option} is required")
+        return value
+
+    def number(self, option: str, kind: Callable[[str], int | float] = int) -> int | float:
+        try:
+            return kind(self.text(option))
+        except ValueError:
+            raise ReportRequestError(
+                f"{option} must be a number, not {self.options[option]!r}"
+            ) from None
+
+
+def parse_request(name: str, params: Mapping[str, str | None]) -> ReportRequest:
+    """Validate ``params`` (``None`` values are left out) for report ``name``.
+
+    Numbers and flags are checked here, so a bad request fails before any store is opened.
+    """
+    if name not in REPORTS:
+        raise ReportRequestError(f"unknown report {name!r}: one of {', '.join(REPORTS)}")
+    given = {k: v for k, v in params.items() if v is not None}
+    own = REPORTS[name]
+    unknown = sorted(set(given) - set(_SCOPE) - set(own))
+    if unknown:
+        raise ReportRequestError(f"the {name} report takes no {', '.join(unknown)}")
+    by = given.get("by") or ("month" if name == "cohorts" else None)
+    if by is not None and by not in BREAKDOWNS:
+        raise ReportRequestError(f"unknown breakdown {by!r}: one of {', '.join(BREAKDOWNS)}")
+    try:
+        scope = ReportScope(
+            start=parse_when(given["from"]) if given.get("from") else None,
+            end=parse_when(given["to"], end=True) if given.get("to") else None,
+            site=given.get("site") or None,
+            by=cast(Breakdown | None, by),
+        )
+    except ValueError as exc:
+        raise ReportRequestError(str(exc)) from exc
+    request = ReportRequest(
+        name, scope, {**own, **{k: given[k] for k in own if k in given}}, dict(given)
+    )
+    for option in ("lookback_days", "churn_days", "horizon_days"):
+        if option in own:
+            request.number(option)
+    if "target_cpl" in own and request.options["target_cpl"] is not None:
+        request.number("target_cpl", float)
+    if "split" in own:
+        _flag(request, "split")
+    return request
+
+
+def _flag(request: ReportRequest, option: str) -> bool:
+    value = request.text(option).lower()
+    if value not in _BOOLS:
+        raise ReportRequestError(f"{option} is true or false, not {value!r}")
+    return _BOOLS[value]
+
+
+def _spec(request: ReportRequest, funnels: FunnelCatalog) -> FunnelSpec:
+    try:
+        return funnels.get(request.text("funnel"))
+    except KeyError as exc:
+        raise ReportRequestError(str(exc.args[0])) from exc
+
+
+def compute(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> ReportResult:
+    """Run ``request`` against ``store`` (blocks for the report's queries).
+
+    Raises :class:`ReportRequestError` for a funnel that is not configured or an option a
+    report refuses (its ``ValueError``); store errors pass through.
+    """
+    # Imported here: each report module pulls in its own SQL, only the one asked for loads.
+    from storage.reports.attribution import attribution_report
+    from storage.reports.channels import channels_report
+    from storage.reports.customers import cohorts_report, forecast_report, leads_report
+    from storage.reports.funnels import dropoff_report, funnel_report
+    from storage.reports.timing import time_to_convert_report
+
+    r, scope = request, request.scope
+    try:
+        match r.name:
+            case "funnel":
+                return funnel_report(store, _spec(r, funnels), scope, split=_flag(r, "split"))
+            case "dropoff":
+                spec = _spec(r, funnels)
+                rows = dropoff_report(store, spec, scope)
+                return dropoff_table(spec.name, rows, grouped=scope.by is not None)
+            case "time-to-convert":
+                return time_to_convert_report(store, _spec(r, funnels), scope)
+            case "attribution":
+                return attribution_report(
+                    store,
+                    scope,
+                    conversion=r.text("conversion"),
+                    lookback=timedelta(days=r.number("lookback_days")),
+                )
+            case "channels":
+                target = r.options["target_cpl"]
+                return channels_report(
+                    store,
+                    scope,
+                    model=r.text("model"),
+                    target_cpl=None if target is None else float(target),
+                )
+            case "cohorts":
+                return cohorts_report(
+                    store,
+                    scope,
+                    cohort=r.text("cohort"),
+                    churn_days=int(r.number("churn_days")),
+                )
+            case "leads":
+                return leads_report(store, scope)
+            case _:
+                return forecast_report(store, scope, horizon_days=int(r.number("horizon_days")))
+    except ReportRequestError:
+        raise
+    except ValueError as exc:  # a report's own refusal (a breakdown or option it cannot do)
+        raise ReportRequestError(str(exc)) from exc
+
+
+def dropoff_table(funnel: str, rows: list[DropoffRow], *, grouped: bool) -> Table:
+    """The drop-off rows of a funnel as a table (a ``group`` column with a breakdown)."""
+    columns = (
+        "step",
+        "next_step",
+        "reached",
+        "continued",
+        "dropped",
+        "in_window",
+        "dropoff_rate",
+        "biggest_leak",
+    )
+    return Table(
+        title=f"Drop-off ({funnel})",
+        columns=(("group",) if grouped else ()) + columns,
+        rows=tuple(
+            ((r.group,) if grouped else ())
+            + (
+                r.step,
+                r.next_step,
+                r.reached,
+                r.continued,
+                r.dropped,
+                r.in_window,
+                None if r.dropoff_rate is None else round(r.dropoff_rate, 4),
+                r.biggest_leak,
+            )
+            for r in rows
+        ),
+        meta={"funnel": funnel},
+    )
+
+
+def to_payload(result: ReportResult) -> Payload:
+    """The JSON-ready payload of a result (see the module docstring)."""
+    if isinstance(result, Table):
+        body = result.to_dict()
+        rows = body.pop("rows")
+        return {**body, "columns": list(result.columns), "rows": rows}
+    if len(result) == 1 and result[0].group is None:
+        return result[0].to_dict()
+    return [r.to_dict() for r in result]
+
+
+def payload_text(result: ReportResult) -> str:
+    """The JSON text of a result: what ``--format json`` prints and the HTTP API answers."""
+    return json.dumps(to_payload(result), indent=2, default=str)
+
+
+def from_payload(name: str, payload: object) -> ReportResult:
+    """A result back from the payload of report ``name`` (as :func:`to_payload` made it).
+
+    Raises :class:`ValueError` for a payload of another shape.
+    """
+    try:
+        if name == "funnel":
+            items = payload if isinstance(payload, list) else [payload]
+            return [_funnel(cast(dict[str, object], item)) for item in items]
+        body = dict(cast(dict[str, object], payload))
+        title, columns = str(body.pop("title")), [str(c) for c in _list(body.pop("columns"))]
+        rows = tuple(
+            tuple(cast(dict[str, object], record)[c] for c in columns)
+            for record in _list(body.pop("rows"))
+        )
+        return Table(title=title, columns=tuple(columns), rows=rows, meta=body)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a {name} report payload: {exc!r}") from exc
+
+
+def _list(value: object) -> list[object]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def _funnel(body: dict[str, object]) -> FunnelReport:
+    steps = tuple(
+        StepRow(
+            index=int(cast(int, s["index"])),
+            step=str(s["step"]),
+            count=int(cast(int, s["count"])),
+            step_conversion=cast(float | None, s["step_conversion"]),
+            overall_conversion=cast(float | None, s["overall_conversion"]),
+            dropped_from_previous=int(cast(int, s["dropped_from_previous"])),
+            stopped_in_window=cast(int | None, s["stopped_in_window"]),
+            stopped_dropped=cast(int | None, s["stopped_dropped"]),
+        )
+        for s in (cast(dict[str, object], step) for step in _list(body["steps"]))
+    )
+    return FunnelReport(
+        funnel=str(body["funnel"]),
+        site_id=cast(str | None, body["site_id"]),
+        steps=steps,
+        group=cast(str | None, body["group"]),
+    )
