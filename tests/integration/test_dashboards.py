@@ -161,6 +161,11 @@ def test_provisioning_reads_secrets_from_the_environment() -> None:
     compose = (ROOT / "docker-compose.yml").read_text("utf-8")
     assert "./dashboards/grafana/dashboards:/etc/grafana/dashboards" in compose
     assert "./dashboards/grafana/provisioning:/etc/grafana/provisioning" in compose
+    # every ${VAR} the data sources read is set in the Grafana service's environment
+    grafana = compose[compose.index("\n  grafana:") :]
+    values = json.dumps(list(datasources.values()))
+    for name in set(re.findall(r"\$\{(\w+)\}", values)):
+        assert f"\n      {name}:" in grafana, name
 
 
 # -- Prometheus ----------------------------------------------------------------------------
