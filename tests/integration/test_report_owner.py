@@ -91,8 +91,11 @@ def test_report_asks_the_running_owner_and_opens_the_store_without_it(tmp_path: 
         assert "unknown funnel 'nope'" in bad.stderr
 
     assert not (store / OWNER_FILE).exists()
-    for (name, fmt), printed in through_owner.items():
-        assert report(store, COMMANDS[name], fmt) == printed, (name, fmt)
+    # Opened directly, the store prints the same (every format of one report; the formats'
+    # equivalence for every shape of result is a unit test of the catalog).
+    direct = [("funnel", "table"), ("funnel", "csv"), *((name, "json") for name in COMMANDS)]
+    for name, fmt in direct:
+        assert report(store, COMMANDS[name], fmt) == through_owner[(name, fmt)], (name, fmt)
 
     # A stale owner file (its process is gone) is ignored: the store is opened directly.
     gone = subprocess.run(
