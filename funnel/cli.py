@@ -331,14 +331,33 @@ def worker(
     default=None,
     help="Static group member id, unique per sink: a restart takes its partitions back at once.",
 )
+@click.option(
+    "--metrics-port",
+    envvar="FUNNEL_SINK_METRICS_PORT",
+    type=int,
+    default=None,
+    help="Serve Prometheus metrics on this port (GET /metrics).",
+)
 @prefix_option
 def sink(
-    kafka: str, store: str, database: str, group: str, instance_id: str | None, topic_prefix: str
+    kafka: str,
+    store: str,
+    database: str,
+    group: str,
+    instance_id: str | None,
+    metrics_port: int | None,
+    topic_prefix: str,
 ) -> None:
     """Land the facts topics in ClickHouse, exactly once per offset range."""
+    from prometheus_client import start_http_server
+
     from storage.sink import Sink
+    from storage.sink_metrics import SinkMetrics
     from stream_processors.topics import TopicNames
 
+    metrics = SinkMetrics()
+    if metrics_port is not None:
+        start_http_server(metrics_port, registry=metrics.registry)
     db = _open_store(store, database)
     try:
         sink = Sink(
@@ -347,6 +366,7 @@ def sink(
             group_id=group,
             instance_id=instance_id,
             topics=TopicNames(topic_prefix),
+            metrics=metrics,
         )
         sink.run_forever()
     finally:

@@ -36,9 +36,10 @@ Sink (``funnel sink``, ``--metrics-port``):
 * ``funnel_freshness_seconds`` — histogram: an event's receipt by the collector → its row
   committed in ClickHouse (end-to-end freshness; receipt time, not the client's clock, so a
   device with a wrong clock or a late event does not distort it);
-* ``funnel_stage_reached_total{site,funnel,step}`` — persons reaching a step, net of
-  corrections, as committed (the funnel alerts: step conversion against its baseline, lead
-  flow).
+* ``funnel_stage_reached_total{site,funnel,step}`` — persons reaching a step: stage rows
+  with ``sign = +1`` as committed (the funnel alerts: step conversion against its baseline,
+  lead flow). A counter only grows, so a correction (rare: a merge or an out-of-order event
+  moving a step) counts its re-added row again; rates are approximate by that much.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kafka import KafkaConsumer
@@ -57,6 +57,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from storage.backends import Store, StoreError, StoreUnavailable
 from storage.batches import Cut, PartitionBatches
+from storage.sink_metrics import SinkMetrics
 from stream_processors.topics import FACT_TABLES, TopicNames
 
 __all__ = ["DEFAULT_MAX_AGE_S", "DEFAULT_MAX_ROWS", "Backoff", "Backpressure", "LandedIds", "Sink"]
@@ -70,6 +71,7 @@ DEFAULT_MAX_ROWS = 50_000
 DEFAULT_MAX_AGE_S = 1.0
 
 _PLAN = "plan:"
+_LAG_EVERY_S = 5.0
 
 
 class Backpressure(Exception):  # a signal more than an error, as quix-streams' backpressure
@@ -156,8 +158,11 @@ class Sink:
         max_errors: int = 5,
         clock: Callable[[], float] = time.monotonic,
         consumer_config: dict[str, Any] | None = None,
+        metrics: SinkMetrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or SinkMetrics()
+        self._lag_at = 0.0
         self.names = topics or TopicNames()
         self.poll_timeout_ms = poll_timeout_ms
         self.backoff = backoff or Backoff()
@@ -217,6 +222,9 @@ class Sink:
             if records:
                 self.batches.add(tp, records, now)
                 self._fetched[tp] = records[-1].offset + 1
+        if now - self._lag_at >= _LAG_EVERY_S:
+            self._lag_at = now
+            self._report_lag()
         if self._retry_at is not None and now < self._retry_at:
             return 0
         try:
@@ -227,6 +235,7 @@ class Sink:
         if self._retry_at is not None:
             self._retry_at = None
             self._consumer.resume(*self._consumer.paused())
+            self.metrics.paused.set(0)
             log.info("store back: resumed")
         self._errors = 0
         self.backoff.reset()
@@ -329,12 +338,15 @@ class Sink:
             b"[" + b",".join(record.value for record in cut.records) + b"]"
         )
         fresh, ids = self._fresh(rows)
+        table = self.names.table_of(tp.topic)
+        started = time.perf_counter()
         if fresh:
             token = f"{tp.topic}:{tp.partition}:{cut.first}:{cut.last}"
             try:
-                self.store.insert(self.names.table_of(tp.topic), fresh, dedup_token=token)
+                self.store.insert(table, fresh, dedup_token=token)
             except StoreError as exc:
                 self.refusals += 1
+                self.metrics.refused()
                 if not isinstance(exc, StoreUnavailable):
                     self._errors += 1
                     if self._errors >= self.max_errors:
@@ -344,6 +356,9 @@ class Sink:
             self.inserts += 1
         self.duplicates_dropped += len(rows) - len(fresh)
         self.rows_written += len(fresh)
+        self.metrics.landed(
+            table, fresh, len(rows) - len(fresh), time.perf_counter() - started, datetime.now(UTC)
+        )
         return len(fresh)
 
     def _fresh(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -361,6 +376,16 @@ class Sink:
             fresh.append(row)
         return fresh, ids
 
+    def _report_lag(self) -> None:
+        """Records behind the end of each assigned partition (from the fetch responses)."""
+        lags = {}
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            position = self._fetched.get(tp)
+            if end is not None and position is not None:
+                lags[(tp.topic, tp.partition)] = max(0, end - position)
+        self.metrics.consumer_lag(lags)
+
     def _commit(self, offsets: dict[Any, OffsetAndMetadata]) -> bool:
         """Commit ``offsets``; ``False`` when the group rebalanced meanwhile (the partitions'
         next owner starts from what was committed before, and finds the plans)."""
@@ -374,6 +399,7 @@ class Sink:
     def _hold_back(self, exc: Backpressure) -> None:
         """Pause every partition held and retry after ``exc.retry_after``."""
         log.warning("%s; pausing consumption", exc)
+        self.metrics.paused.set(1)
         self._retry_at = self.clock() + exc.retry_after
         assignment = self._consumer.assignment()
         if assignment:
