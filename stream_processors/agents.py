@@ -53,8 +53,9 @@ from typing import Any, cast
 
 import faust
 from faust.types import EventT
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from funnel import metrics as series
 from funnel.dedup import RecentIds
 from funnel.events import InvalidEvent, parse_event
 from funnel.facts import Fact, PersonRow
@@ -73,6 +74,7 @@ BATCH_WAIT_S = 0.1
 """How long a batch waits to fill up."""
 EXIT_BATCH_CUT_SHORT = 70
 TICK_KEY = b"funnel:tick"
+_REPORT_EVERY_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,8 @@ def register(
 
     async def route(stream: faust.StreamT[bytes]) -> None:
         async for batch in _batches(stream):
-            await _whole(route_batch(stream, batch))
+            with metrics.batch_seconds.labels("route").time():
+                await _whole(route_batch(stream, batch))
 
     async def route_batch(stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]]) -> None:
         sent: list[Awaitable[Any]] = []
@@ -140,6 +143,7 @@ def register(
                     "rejection_id": f"{item.message.partition}:{item.message.offset}",
                 }
                 sent.append(await send(rejected, key or b"", dumps_row(rejection).encode()))
+                metrics.events.labels("rejected").inc()
                 continue
             link_key = key or event.partition_key.encode()
             seen = RecentIds.load(writes.get_bytes(recent, link_key, item))
@@ -164,7 +168,8 @@ def register(
 
     async def apply(stream: faust.StreamT[bytes]) -> None:
         async for batch in _batches(stream):
-            await _whole(apply_batch(stream, batch))
+            with metrics.batch_seconds.labels("persons").time():
+                await _whole(apply_batch(stream, batch))
 
     async def apply_batch(stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]]) -> None:
         sent: list[Awaitable[Any]] = []
@@ -235,6 +240,10 @@ def register(
                 event = parse_event(message["event"])
                 state, out = process(current, event, config, message["person_id"])
                 metrics.events.labels(state.outcome).inc()
+                if event.received_at is not None:
+                    metrics.processing_lag.observe(
+                        max(0.0, time.time() - event.received_at.timestamp())
+                    )
             keep(key, state, item)
             await send_facts(key, out, origin, 0)
         await _acknowledged(sent)
@@ -252,9 +261,22 @@ def register(
         for partition in owned:
             await send(person_events, TICK_KEY, tick, partition)
 
+    async def report() -> None:
+        """Consumer lag of the input partitions held here, and the persons in state."""
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic not in (names.events, names.person_events):
+                continue
+            position = await consumer.position(tp)
+            end = consumer.highwater(tp)
+            if position is not None and end is not None:
+                metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+        metrics.state_persons.set(len(persons))
+
     app.agent(events, name="funnel.route")(route)
     app.agent(person_events, name="funnel.persons")(apply)
     app.timer(timer_interval_s, name="funnel.expire")(tick)
+    app.timer(_REPORT_EVERY_S, name="funnel.metrics")(report)
 
 
 _Value = bytes | PersonState | None
@@ -324,22 +346,42 @@ class _Writes:
 
 
 class _Metrics:
-    """The worker's Prometheus series (``GET /metrics`` on its web port).
+    """The worker's Prometheus series (``GET /metrics`` on its web port; names in
+    :mod:`funnel.metrics`).
 
     ``funnel_worker_events_total{outcome}``: ``retry`` (a client retry, dropped by the route
-    stage by event id), ``rejected``, and how the persons stage took each event: ``applied``,
-    ``reordered``, ``late`` (beyond the lateness bound: corrected, and counted here),
-    ``duplicate`` (a re-delivered event already in the person's state). Counted at least
-    once: a batch replayed after a crash counts again.
+    stage by event id), ``rejected`` (dead-lettered), and how the persons stage took each
+    event: ``applied``, ``reordered``, ``late`` (beyond the lateness bound: corrected, and
+    counted here), ``duplicate`` (a re-delivered event already in the person's state). Counted
+    at least once: a batch replayed after a crash counts again.
     """
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = r = CollectorRegistry()
         self.events = Counter(
-            "funnel_worker_events",
-            "Events by what the worker did with them",
-            ["outcome"],
-            registry=self.registry,
+            series.WORKER_EVENTS, "Events by what the worker did with them", ["outcome"], registry=r
+        )
+        self.batch_seconds = Histogram(
+            series.WORKER_BATCH_SECONDS,
+            "Processing time of a batch, by stage",
+            ["stage"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.processing_lag = Histogram(
+            series.WORKER_PROCESSING_LAG_SECONDS,
+            "Collector receipt of an event to its processing",
+            buckets=series.FRESHNESS_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            series.WORKER_CONSUMER_LAG,
+            "Records behind the end of the partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.state_persons = Gauge(
+            series.WORKER_STATE_PERSONS, "Person keys in this worker's state", registry=r
         )
 
 
