@@ -16,6 +16,8 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from funnel.logs import FORMATS
+from funnel.logs import configure as configure_logging
 from funnel.processor import CoreConfig
 from storage.reports.commands import ReportOptions
 from storage.reports.commands import register as register_reports
@@ -101,8 +103,24 @@ def _progress() -> Progress:
 
 @click.group()
 @click.version_option(package_name="funnel")
-def main() -> None:
+@click.option(
+    "--log-level",
+    envvar="FUNNEL_LOG_LEVEL",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="warning",
+    show_default=True,
+)
+@click.option(
+    "--log-format",
+    envvar="FUNNEL_LOG_FORMAT",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line on stderr, for log shippers.",
+)
+def main(log_level: str, log_format: str) -> None:
     """funnel: where your sales funnel leaks and which channels pay, seconds after it happens."""
+    configure_logging(log_level, log_format)
 
 
 @main.command()
@@ -201,7 +219,9 @@ def migrate(store: str, database: str, cluster: str | None, print_sql: bool) -> 
 
     db = open_store(store, database)
     try:
-        applied = run_migrations(db, cluster=cluster)
+        with _progress() as progress:
+            task = progress.add_task("migrating", total=len(migrations()))
+            applied = run_migrations(db, cluster=cluster, on_step=lambda _: progress.advance(task))
     finally:
         db.close()
     for m in applied:

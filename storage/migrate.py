@@ -8,6 +8,7 @@ Each migration file is a list of statements separated by ``;`` at the end of a l
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -45,8 +46,14 @@ def migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-def migrate(store: Store, cluster: str | None = None) -> list[Migration]:
+def migrate(
+    store: Store,
+    cluster: str | None = None,
+    *,
+    on_step: Callable[[Migration], None] | None = None,
+) -> list[Migration]:
     """Bring ``store.database`` up to date; return the migrations applied by this call.
+    ``on_step`` is called after each shipped migration, applied now or before (progress).
 
     ``cluster`` names a cluster of the servers' ``remote_servers`` configuration (the CLI
     takes it from ``--cluster`` or ``FUNNEL_CLUSTER``). With it every statement, the
@@ -72,6 +79,8 @@ def migrate(store: Store, cluster: str | None = None) -> list[Migration]:
     applied = []
     for migration in migrations():
         if migration.version in done:
+            if on_step is not None:
+                on_step(migration)
             continue
         for statement in ddl(migration.statements(db)):
             store.execute(statement)
@@ -86,6 +95,8 @@ def migrate(store: Store, cluster: str | None = None) -> list[Migration]:
             ],
         )
         applied.append(migration)
+        if on_step is not None:
+            on_step(migration)
     return applied
 
 
