@@ -8,30 +8,17 @@ events without a reload. A screenshot is saved to ``tests/e2e/artifacts/live_pag
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from producers.messiness import Mess, arrivals
 from producers.replay import send_http
 from producers.simulator import simulate
-from tests.e2e.test_tracker_browser import CHROMIUM_ARGS
 from tests.funnel_serve import Served, funnel_serve, split_people, wait_until
 
 KEY = "live-key"
 ARTIFACTS = Path(__file__).with_name("artifacts")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium") or "/usr/bin/chromium"
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def funnel_on_page(page: Page) -> list[dict[str, float | str]]:

@@ -6,13 +6,10 @@ its analytics endpoint would be, so CORS is exercised for real.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from funnel.processor import CoreConfig
 from producers.collector import CollectorSettings, EmbeddedDelivery, create_app
@@ -20,27 +17,8 @@ from storage.backends import ChdbStore
 from stream_processors.embedded import EmbeddedPipeline
 from tests.servers import free_port, serve_asgi, serve_directory
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PAGE = Path(__file__).with_name("tracker_page.html")
 KEY = "browser-key"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium") or "/usr/bin/chromium"
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def test_tracked_visit_lands_in_the_store(browser: Browser, store: ChdbStore) -> None:

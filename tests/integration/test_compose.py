@@ -11,7 +11,6 @@ health checks passing) is not covered here.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from funnel.cli import main
@@ -39,20 +39,6 @@ SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|WRITE_KEY|API_KEY|CREDENTIAL")
 ENV_REFERENCE = re.compile(r"\$\{[A-Z][A-Z0-9_]*(?::?\?[^}]*|:?-)?\}")
 #: The password part of a URL with credentials (``scheme://user:password@host``).
 URL_PASSWORD = re.compile(r"://[^/@\s]*?:(\$\{[^}]*\}|[^@/\s]+)@")
-
-
-def _compose_python() -> str:
-    """The interpreter docker-compose runs on; it has PyYAML, which the project's venv lacks."""
-    exe = shutil.which("docker-compose")
-    assert exe, "docker-compose is missing: .ci/run installs Debian's docker-compose package"
-    shebang = Path(exe).read_text(errors="replace").splitlines()[0]
-    assert shebang.startswith("#!"), f"{exe} is not a Python script: {shebang!r}"
-    words = shebang[2:].split()
-    if Path(words[0]).name == "env":
-        found = shutil.which(words[1])
-        assert found, shebang
-        return found
-    return words[0]
 
 
 def _compose(*args: str, env_file: Path = ENV_EXAMPLE) -> subprocess.CompletedProcess[str]:
@@ -73,19 +59,7 @@ def _compose(*args: str, env_file: Path = ENV_EXAMPLE) -> subprocess.CompletedPr
 
 
 def _yaml(text: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [
-            _compose_python(),
-            "-c",
-            "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
-        ],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    loaded: dict[str, Any] = json.loads(proc.stdout)
+    loaded: dict[str, Any] = yaml.safe_load(text)
     return loaded
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from dashboards.boards.grafana_sql import QueryContext, render
 from dashboards.boards.model import (
@@ -399,20 +398,5 @@ def _datasources_file() -> Path:
 
 
 def _yaml(path: Path) -> dict[str, Any]:
-    """Parsed with PyYAML from the interpreter docker-compose runs on (.ci/run installs it);
-    the project's venv has no YAML parser."""
-    exe = shutil.which("docker-compose")
-    assert exe, "docker-compose is missing: .ci/run installs Debian's docker-compose package"
-    words = Path(exe).read_text(errors="replace").splitlines()[0][2:].split()
-    python = shutil.which(words[1]) if Path(words[0]).name == "env" else words[0]
-    assert python, words
-    proc = subprocess.run(
-        [python, "-c", "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"],
-        input=path.read_text("utf-8"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    loaded: dict[str, Any] = json.loads(proc.stdout)
+    loaded: dict[str, Any] = yaml.safe_load(path.read_text("utf-8"))
     return loaded
