@@ -15,13 +15,15 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
-from funnel.events import Context
+from funnel.events import CLICK_ID_PARAMS, Context
 
 __all__ = ["DIRECT", "ChannelRule", "ChannelRules", "Touch", "host_of"]
 
 DIRECT = "Direct"
+_MEMO_SIZE = 20_000
+"""Classifications remembered per rule set (cleared when full)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,7 @@ class ChannelRules(BaseModel):
 
     direct: str = DIRECT
     rule: tuple[ChannelRule, ...]
+    _memo: dict[tuple[object, ...], Touch | None] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def default(cls) -> ChannelRules:
@@ -128,6 +131,27 @@ class ChannelRules(BaseModel):
         Returns ``None`` for a same-site referrer with no tags (the visit goes on: keep the
         previous channel) and a Direct touch when there is no signal at all.
         """
+        # The answer depends on these fields only (click ids by presence, not value), and
+        # pages, referrers and campaigns repeat: remember recent answers (bounded).
+        key = (
+            context.url,
+            context.referrer,
+            context.utm_source,
+            context.utm_medium,
+            context.utm_campaign,
+            context.utm_term,
+            context.utm_content,
+            tuple(name for name in CLICK_ID_PARAMS if getattr(context, name)),
+        )
+        memo = self._memo
+        if key in memo:
+            return memo[key]
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        touch = memo[key] = self._classify(context)
+        return touch
+
+    def _classify(self, context: Context) -> Touch | None:
         referrer_host = host_of(context.referrer)
         signals = _Signals(
             click_ids=context.click_ids(),

@@ -6,6 +6,7 @@ import re
 import tomllib
 from datetime import timedelta
 from enum import StrEnum
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -91,14 +92,28 @@ class FunnelSpec(BaseModel):
             raise ValueError(f"funnel {self.name!r} needs a positive window")
         return self
 
-    @property
+    @cached_property
     def window_ms(self) -> int:
         return int(self.window / timedelta(milliseconds=1))
 
+    @cached_property
+    def _steps_by_type(self) -> dict[EventType, tuple[int, ...]]:
+        """Event type → the indexes of the steps of that type (the candidates to match)."""
+        index: dict[EventType, list[int]] = {}
+        for i, step in enumerate(self.steps):
+            index.setdefault(step.type, []).append(i)
+        return {kind: tuple(found) for kind, found in index.items()}
+
     def matching_steps(self, event: Event, *, also_repeat: bool = False) -> list[int]:
         """0-based indexes of the steps ``event`` counts as, in step order."""
+        candidates = self._steps_by_type.get(event.type, ())
+        if also_repeat and event.type is not EventType.REPEAT:
+            candidates = tuple(sorted(candidates + self._steps_by_type.get(EventType.REPEAT, ())))
+        steps = self.steps
         return [
-            i for i, step in enumerate(self.steps) if step.matches(event, also_repeat=also_repeat)
+            i
+            for i in candidates
+            if not steps[i].where or steps[i].matches(event, also_repeat=also_repeat)
         ]
 
 

@@ -79,3 +79,21 @@ def test_host_of() -> None:
     assert host_of("https://WWW.Google.com/search") == "google.com"
     assert host_of("t.co/x") == "t.co"
     assert host_of(None) == ""
+
+
+def test_remembered_classifications_answer_like_fresh_ones() -> None:
+    rules = ChannelRules.default()
+    contexts = [
+        Context(gclid="a1"),
+        Context(gclid="b2"),  # another click id value: the same answer
+        Context(utm_medium="referral", url="https://shop.example/?ref=abc"),
+        Context(utm_medium="referral", url="https://shop.example/"),
+        Context(referrer="https://shop.example/a", url="https://shop.example/b"),
+        Context(referrer="https://www.google.com/", utm_campaign="spring"),
+        Context(referrer="https://www.google.com/", utm_campaign="autumn"),
+    ]
+    fresh = [ChannelRules.default().classify(c) for c in contexts]
+    for _ in range(2):  # the second pass comes from memory
+        assert [rules.classify(c) for c in contexts] == fresh
+    assert fresh[2] != fresh[3]
+    assert fresh[5] != fresh[6]
