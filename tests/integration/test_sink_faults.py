@@ -35,8 +35,10 @@ from stream_processors.topics import TopicNames, create_topics
 from tests.fact_traffic import FactRecord, fact_stream
 
 PARTITIONS = 4
-#: ~19k simulated people → ~40k events → ~200k facts (the records the sink consumes).
-PERSONS = int(os.environ.get("FUNNEL_SINK_FAULT_PERSONS", "19000"))
+#: ~92k simulated people → ~200k events → ~950k facts (the records the sink consumes).
+PERSONS = int(os.environ.get("FUNNEL_SINK_FAULT_PERSONS", "92000"))
+#: Facts per simulated person, about: spreads the kills over the whole run.
+FACTS_PER_PERSON = 10
 KILLS = 6
 SEED = 20261123
 
@@ -188,25 +190,27 @@ def test_sink_killed_at_random_points_lands_every_fact_once(
         for kill in range(KILLS):
             proc = sink_processes(*args)
             # A random point ahead: after this sink has committed some thousands more rows.
-            target = progress.committed() + rng.randint(2_000, 25_000)
+            expected = PERSONS * FACTS_PER_PERSON
+            target = progress.committed() + rng.randint(expected // 40, expected // 8)
             wait_for(
                 lambda: progress.committed() >= target or proc.poll() is not None,  # noqa: B023
-                90,
+                240,
                 f"the sink to commit {target} (kill {kill + 1})",
             )
             assert proc.poll() is None, "the sink ended by itself"
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        producer.join(timeout=120)
+        producer.join(timeout=600)
         assert not producer.is_alive()
         assert progress.committed() < len(facts), "every kill came before the end"
         final = sink_processes(*args)
-        wait_for(lambda: progress.committed() >= progress.end(), 90, "the last sink")
+        wait_for(lambda: progress.committed() >= progress.end(), 300, "the last sink")
         final.send_signal(signal.SIGTERM)
         final.wait(timeout=30)
     finally:
         progress.close()
-    assert len(facts) >= 150_000 or PERSONS < 19_000
+    events = sum(record.table == "events" for record in facts)
+    assert events >= 200_000 or PERSONS < 92_000, f"a 200k-event run, not {events}"
     assert_landed_exactly(read_tables(store_dir), truth_of(facts))
 
 
