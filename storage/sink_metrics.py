@@ -110,5 +110,7 @@ class SinkMetrics:
         self.store_up.set(0)
 
     def consumer_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
+        """The lag of the partitions held now (others are dropped: they moved away)."""
+        self.lag.clear()
         for (topic, partition), lag in lags.items():
             self.lag.labels(topic, str(partition)).set(lag)

@@ -262,16 +262,28 @@ def register(
             await send(person_events, TICK_KEY, tick, partition)
 
     async def report() -> None:
-        """Consumer lag of the input partitions held here, and the persons in state."""
+        """Consumer lag of the input partitions held here, and the persons in state.
+
+        Never raises: an exception in a Faust timer stops the worker, and a partition can be
+        revoked while this awaits (aiokafka then refuses ``position``/``highwater``).
+        """
         consumer = app.consumer
+        lags = {}
         for tp in consumer.assignment():
             if tp.topic not in (names.events, names.person_events):
                 continue
-            position = await consumer.position(tp)
-            end = consumer.highwater(tp)
+            try:
+                position = await consumer.position(tp)
+                end = consumer.highwater(tp)
+            except Exception:  # revoked meanwhile (IllegalStateError, AssertionError, ...)
+                continue
             if position is not None and end is not None:
-                metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
-        metrics.state_persons.set(len(persons))
+                lags[(tp.topic, str(tp.partition))] = max(0, end - position)
+        metrics.lag.clear()  # partitions no longer held must not keep their last value
+        for (topic, partition), lag in lags.items():
+            metrics.lag.labels(topic, partition).set(lag)
+        with contextlib.suppress(Exception):
+            metrics.state_persons.set(len(persons))
 
     app.agent(events, name="funnel.route")(route)
     app.agent(person_events, name="funnel.persons")(apply)

@@ -102,6 +102,10 @@ class EmbeddedPipeline:
             self._write(table)
 
     def _write(self, table: str) -> None:
-        rows = self._buffers.pop(table, [])
+        # The rows leave the buffer only once the store took them: the persons' states
+        # already count these events as seen, so a client's retry would not bring them back.
+        # An insert that failed is tried again, with what came since, at the next write.
+        rows = self._buffers.get(table)
         if rows:
             self.store.insert(table, rows)
+            del self._buffers[table]

@@ -58,6 +58,10 @@ __all__ = ["CommitGate", "EventRate", "GatedPipeline", "LiveReports"]
 T = TypeVar("T")
 _NO_STORE = {"Cache-Control": "no-store"}
 _CACHED_REPORTS = 64
+#: Reports whose answer depends on "now" (open leads' age, churn as of today): cached per
+#: ``_AS_OF_NOW_TTL_S`` as well as per commit.
+_AS_OF_NOW = frozenset({"forecast", "cohorts", "leads"})
+_AS_OF_NOW_TTL_S = 60
 
 
 class CommitGate:
@@ -211,7 +215,10 @@ class LiveReports:
         return Response(text, media_type="application/json", headers=headers)
 
     def _report(self, report: ReportRequest) -> tuple[int, str]:
-        key = (report.name, tuple(sorted(report.params.items())))
+        key: tuple[object, ...] = (report.name, tuple(sorted(report.params.items())))
+        if report.name in _AS_OF_NOW:
+            # Their answer moves with the clock (open leads age, churn), not only with commits.
+            key += (int(time.time() // _AS_OF_NOW_TTL_S),)
         with self.gate.read() as version:
             cached = self._cache.get(key)
             if cached is not None and cached[0] == version:

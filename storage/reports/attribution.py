@@ -154,7 +154,7 @@ def journeys(
     else:
         group_join = ""
         period = scope.period_of(
-            "fromUnixTimestamp64Milli(if(j.converted > 0, j.converted, j.last))"
+            "fromUnixTimestamp64Milli(if(j.converted > 0, j.converted, j.last), 'UTC')"
         )
         group = f"toString({period})" if period else "''"
     sql = (
@@ -164,10 +164,13 @@ def journeys(
         "AS converted, "
         "max(toUnixTimestamp64Milli(occurred_at)) AS last, "
         f"arraySort(t -> t.1, groupArrayIf((toUnixTimestamp64Milli(occurred_at), {key}), "
-        "event_type IN ('impression', 'click'))) AS touches "
+        "event_type IN ('impression', 'click') "
+        "AND toUnixTimestamp64Milli(occurred_at) >= {start:Int64} - {lookback:Int64})) "
+        "AS touches "
+        # No lower bound on the scan: a person's first conversion may lie before the period
+        # (then they are not a conversion of the period, nor a journey of it).
         f"FROM {resolved_events(db)} WHERE {scope.site_filter()} "
         "AND toUnixTimestamp64Milli(occurred_at) < {end:Int64} "
-        "AND toUnixTimestamp64Milli(occurred_at) >= {start:Int64} - {lookback:Int64} "
         "GROUP BY site_id, person_id) AS j "
         f"{group_join} "
         "WHERE (j.converted > 0 AND j.converted >= {start:Int64}) "

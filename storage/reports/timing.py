@@ -31,12 +31,17 @@ def time_to_convert_report(
         f"quantileExact(0.5)(dt) {_HOURS} AS p50_hours, "
         f"quantileExact(0.9)(dt) {_HOURS} AS p90_hours, avg(dt) {_HOURS} AS mean_hours FROM ("
         "SELECT g, step_index, toUnixTimestamp64Milli(reached_at) - "
-        "lagInFrame(toUnixTimestamp64Milli(reached_at)) OVER (PARTITION BY site_id, person_id "
-        "ORDER BY step_index ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS dt FROM ("
+        "lagInFrame(toUnixTimestamp64Milli(reached_at)) OVER w AS dt, "
+        "lagInFrame(step_index) OVER w AS previous FROM ("
         "SELECT site_id, person_id, step_index, g, reached_at, sum(sign) AS net "
         f"FROM {stage_rows(db, scope)} "
-        "GROUP BY site_id, person_id, step_index, g, reached_at HAVING net > 0)"
-        ") WHERE step_index > 1 GROUP BY g, step_index ORDER BY g, step_index"
+        "GROUP BY site_id, person_id, step_index, g, reached_at HAVING net > 0) "
+        "WINDOW w AS (PARTITION BY site_id, person_id ORDER BY step_index "
+        "ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)"
+        # Only consecutive steps: in an any-order funnel (or after a retraction) a person's
+        # first row may be above step 1, and has no previous step to measure from.
+        ") WHERE step_index > 1 AND previous = step_index - 1 "
+        "GROUP BY g, step_index ORDER BY g, step_index"
     )
     names = [s.name for s in spec.steps]
     rows: list[tuple[object, ...]] = []
@@ -78,7 +83,7 @@ def _sales_cycle(store: Store, scope: ReportScope) -> list[tuple[object, ...]]:
     else:
         join = ""
         key = {"channel": "c.first_channel", "campaign": "c.first_campaign"}.get(scope.by or "")
-        period = scope.period_of("fromUnixTimestamp64Milli(c.paid)")
+        period = scope.period_of("fromUnixTimestamp64Milli(c.paid, 'UTC')")
         group = key or (f"toString({period})" if period else "''")
     sql = (
         f"SELECT {group} AS g, count() AS persons, "
