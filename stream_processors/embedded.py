@@ -1,12 +1,14 @@
 """The embedded runner: the pure core in this process, facts batched into a store.
 
-Used by ``funnel demo`` (and, later, ``funnel serve``). It calls the same
+Used by ``funnel demo`` and ``funnel serve``. It calls the same
 :func:`funnel.processor.process` as the Faust agent, so both modes produce the same facts.
 
 Contract: :meth:`EmbeddedPipeline.submit` takes each person's events in their order; facts
 are buffered per table and written when a buffer reaches ``batch_size`` or on
 :meth:`EmbeddedPipeline.flush`. After ``flush`` returns, every fact submitted so far is in the
-store.
+store. A write the store refuses raises and keeps its rows buffered: they go with the next
+write, so a :class:`~storage.backends.StoreError` loses nothing (the persons' states have seen
+those events already, so a client's retry could not bring their facts back).
 """
 
 from __future__ import annotations
