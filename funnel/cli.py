@@ -182,6 +182,12 @@ def demo(
         f"in {elapsed:.1f} s"
     )
     print_funnels(reports, fmt)
+    if fmt == "table":
+        where = "" if store == "chdb://./.funnel" else f" --store {store}"
+        err.print(
+            f"Next: funnel report dropoff{where} · funnel report attribution{where} · "
+            f"funnel report channels{where} · funnel serve{where} (the live page)"
+        )
 
 
 @main.command()
