@@ -51,6 +51,7 @@ __all__ = [
     "KafkaBrokerError",
     "ensure_jars",
     "serve_forever",
+    "stop_group",
 ]
 
 KAFKA_VERSION: Final = "4.4.0"
@@ -100,6 +101,21 @@ logger.channel.level = WARN
 logger.config.name = org.apache.kafka.common.config.AbstractConfig
 logger.config.level = WARN
 """
+
+
+def stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Stop a process started as the leader of its own group (``start_new_session``):
+    SIGTERM to the group, wait ``timeout``, then SIGKILL. Returns once it has exited."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 class KafkaBrokerError(RuntimeError):
@@ -604,15 +620,7 @@ class KafkaBroker:
         dump, self._cds_dump = self._cds_dump, None
         if process is None:
             return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_group(process, timeout)
         # Anything the JVM spawned into its group goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)

@@ -13,9 +13,7 @@ refuses root nor needs the ``clickhouse`` user when every path it writes is its 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import ctypes
-import os
 import shutil
 import signal
 import socket
@@ -27,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from stream_processors.kafka_broker import stop_group
 from tests.servers import free_port
 
 __all__ = ["ClickHouseServer", "ClickHouseServerError", "find_binary"]
@@ -181,15 +180,7 @@ class ClickHouseServer:
             process, self._process = self._process, None
             if process is None:
                 return
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+            stop_group(process, timeout)
             atexit.unregister(self.stop)
 
     def restart(self, timeout: float = START_TIMEOUT_S) -> str:
