@@ -88,8 +88,7 @@ def _rule_based(
     params = {**scope.params(), "conversion": conversion}
     person_level = scope.by in ("temperature", "manager")
     if scope.aligned_to(_DAY) and not person_level:
-        period = scope.period_of("bucket")
-        group = f"toString({period})" if period else "''"
+        group = scope.period_group("bucket")
         sql = (
             f"SELECT {group} AS g, {key} AS k, model, sum(credit) AS credit, "
             f"sum(revenue_credit) AS revenue FROM {db}.agg_attribution_day "
@@ -107,8 +106,7 @@ def _rule_based(
                 "SETTINGS join_use_nulls = 1)"
             )
         else:
-            period = scope.period_of("converted_at")
-            group = f"toString({period})" if period else "''"
+            group = scope.period_group("converted_at")
             source = f"(SELECT *, {group} AS g FROM {db}.attributions)"
         sql = (
             f"SELECT g, {key} AS k, model, sum(credit) AS credit, "
@@ -153,10 +151,9 @@ def journeys(
         group = "ifNull(p.g, '(unknown)')"
     else:
         group_join = ""
-        period = scope.period_of(
+        group = scope.period_group(
             "fromUnixTimestamp64Milli(if(j.converted > 0, j.converted, j.last), 'UTC')"
         )
-        group = f"toString({period})" if period else "''"
     sql = (
         f"SELECT {group} AS g, j.converted AS converted, j.touches AS touches FROM ("
         "SELECT site_id, person_id, "

@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from funnel.report import Table, ratio
 from storage.backends import Store
-from storage.reports.scope import PURCHASES, ReportScope, person_groups
+from storage.reports.scope import PURCHASES, ReportScope
 
 __all__ = ["channels_report"]
 
@@ -82,16 +82,11 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def _group(scope: ReportScope, time: str) -> str:
-    period = scope.period_of(time)
-    return f"toString({period})" if period else "''"
-
-
 def _touches(store: Store, scope: ReportScope, key: str) -> dict[tuple[str, str], dict[str, float]]:
     db = store.database
     if scope.aligned_to(_MINUTE):
         sql = (
-            f"SELECT {_group(scope, 'bucket')} AS g, {key} AS k, "
+            f"SELECT {scope.period_group('bucket')} AS g, {key} AS k, "
             "sumIf(events, event_type = 'impression') AS impressions, "
             "sumIf(events, event_type = 'click') AS clicks "
             f"FROM {db}.agg_events_minute WHERE {scope.site_filter()} "
@@ -100,7 +95,7 @@ def _touches(store: Store, scope: ReportScope, key: str) -> dict[tuple[str, str]
         )
     else:
         sql = (
-            f"SELECT {_group(scope, 'occurred_at')} AS g, {key} AS k, "
+            f"SELECT {scope.period_group('occurred_at')} AS g, {key} AS k, "
             "countIf(event_type = 'impression') AS impressions, "
             "countIf(event_type = 'click') AS clicks "
             f"FROM {db}.events WHERE {scope.site_filter()} "
@@ -127,14 +122,14 @@ def _credited(
     )
     if scope.aligned_to(_DAY):
         sql = (
-            f"SELECT {_group(scope, 'bucket')} AS g, {key} AS k, {sums} "
+            f"SELECT {scope.period_group('bucket')} AS g, {key} AS k, {sums} "
             f"FROM {db}.agg_attribution_day WHERE model = {{model:String}} "
             f"AND {scope.site_filter()} AND toUnixTimestamp(bucket) * 1000 >= {{start:Int64}} "
             "AND toUnixTimestamp(bucket) * 1000 < {end:Int64} GROUP BY g, k"
         )
     else:
         sql = (
-            f"SELECT {_group(scope, 'converted_at')} AS g, {key} AS k, {sums} "
+            f"SELECT {scope.period_group('converted_at')} AS g, {key} AS k, {sums} "
             f"FROM {db}.attributions WHERE model = {{model:String}} AND {scope.site_filter()} "
             f"AND {scope.period_filter('converted_at')} GROUP BY g, k"
         )
@@ -154,7 +149,7 @@ def _customers(
     """Credited first payments: each person's earliest payment conversion, in the period."""
     db = store.database
     sql = (
-        f"SELECT {_group(scope, 'converted_at')} AS g, {key} AS k, sum(credit) AS customers "
+        f"SELECT {scope.period_group('converted_at')} AS g, {key} AS k, sum(credit) AS customers "
         f"FROM {db}.attributions WHERE model = {{model:String}} "
         "AND conversion_type = 'payment' "
         f"AND {scope.site_filter()} AND {scope.period_filter('converted_at')} "
@@ -173,13 +168,9 @@ def _customers(
 def _spend(store: Store, scope: ReportScope, key: str) -> dict[tuple[str, str], float]:
     db = store.database
     sql = (
-        f"SELECT {_group(scope, 'date')} AS g, {key} AS k, sum(cost) AS cost "
+        f"SELECT {scope.period_group('date')} AS g, {key} AS k, sum(cost) AS cost "
         f"FROM {db}.spend FINAL WHERE {scope.site_filter()} "
         "AND toUnixTimestamp(date) * 1000 >= {start:Int64} "
         "AND toUnixTimestamp(date) * 1000 < {end:Int64} GROUP BY g, k"
     )
     return {(str(r["g"]), str(r["k"])): float(r["cost"]) for r in store.query(sql, scope.params())}
-
-
-# Kept for the person-level breakdowns other reports offer; the channels report is by touch.
-_ = person_groups

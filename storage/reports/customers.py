@@ -2,69 +2,27 @@
 
 All three read one row per resolved person built from ``events`` (first event, first lead,
 first and last payment, purchases, revenue) and ``lead_changes`` (temperature history); the
-arithmetic is plain Python over those rows, so it is the same for both store backends.
+arithmetic is the pure core's (:mod:`funnel.customers`, which documents each figure), so it is
+the same for both store backends.
 
 * ``cohorts`` — people grouped by the period (``by``: day, week or month; default month) of
-  their first touch (``cohort="first_touch"``) or first payment (``"first_payment"``): people,
-  customers, repeat rate (customers with >= 2 purchases), regular customers (>= 3 purchases),
-  revenue per customer to date (LTV) and churn (customers with no purchase in the last
-  ``churn_days`` before the end of the period, or before now).
-* ``leads`` — by temperature (or ``by``): leads, those who paid, conversion to payment, touches
-  (impressions and clicks) before the first sale, and time from lead to client (p50 / p90).
-* ``forecast`` — expected payments and revenue in the next ``horizon_days`` from the leads still
-  open at ``as_of``, by temperature and age. The rate for a (temperature, age bucket) is
-  historical: of the leads that were still open at that age with that temperature, the share
-  that paid within the horizon; a bucket with too little history falls back to the
-  temperature's rate, then to the overall rate. Expected revenue = expected payments x the
-  mean first payment of that temperature.
+  their first touch (``cohort="first_touch"``) or first payment (``"first_payment"``); churn is
+  counted at the end of the period, or now.
+* ``leads`` — by temperature (or ``by``), for the leads of the period.
+* ``forecast`` — from the leads open at the end of the period (or now).
 """
 
 from __future__ import annotations
 
-import bisect
-import statistics
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from funnel.report import Table, ratio
+from funnel.customers import AGE_BUCKETS, DAY_MS, PersonFacts, cohort_stats, forecast, lead_stats
+from funnel.report import Table
 from storage.backends import Store
 from storage.reports.scope import PURCHASES, ReportScope, person_groups, resolved_events
 
 __all__ = ["AGE_BUCKETS", "cohorts_report", "forecast_report", "leads_report", "person_facts"]
-
-_DAY_MS = 86_400_000
-AGE_BUCKETS: tuple[tuple[str, int], ...] = (("0-7d", 0), ("7-30d", 7), ("30-90d", 30), ("90d+", 90))
-_MIN_HISTORY = 20
-
-
-@dataclass(frozen=True, slots=True)
-class PersonFacts:
-    """What the customer reports need of one resolved person (times in ms since the epoch)."""
-
-    site_id: str
-    person_id: str
-    first_ms: int
-    lead_ms: int | None
-    first_paid_ms: int | None
-    last_paid_ms: int | None
-    purchases: int
-    revenue: float
-    first_payment: float
-    touches_before_sale: int
-    group: str
-    temperatures: tuple[tuple[int, str], ...]
-    """The lead's temperature changes, ``(at_ms, temperature)`` in time order."""
-
-    def temperature_at(self, at_ms: int) -> str:
-        times = [t for t, _ in self.temperatures]
-        i = bisect.bisect_right(times, at_ms)
-        return (
-            self.temperatures[i - 1][1]
-            if i
-            else (self.temperatures[0][1] if self.temperatures else "cold")
-        )
 
 
 def person_facts(store: Store, scope: ReportScope) -> list[PersonFacts]:
@@ -169,21 +127,16 @@ def cohorts_report(
             groups[_period(scope, start)].append(p)
     rows = []
     for period, people in sorted(groups.items()):
-        customers = [p for p in people if p.purchases > 0]
-        churned = [
-            p
-            for p in customers
-            if p.last_paid_ms is not None and p.last_paid_ms < as_of - churn_days * _DAY_MS
-        ]
+        c = cohort_stats(people, as_of, churn_days)
         rows.append(
             (
                 period,
-                len(people),
-                len(customers),
-                _r(ratio(sum(p.purchases >= 2 for p in customers), len(customers))),
-                sum(p.purchases >= 3 for p in customers),
-                _r(ratio(sum(p.revenue for p in customers), len(customers)), 2),
-                _r(ratio(len(churned), len(customers))),
+                c.people,
+                c.customers,
+                _r(c.repeat_rate),
+                c.regular,
+                _r(c.ltv, 2),
+                _r(c.churn_rate),
             )
         )
     return Table(
@@ -207,21 +160,16 @@ def leads_report(store: Store, scope: ReportScope | None = None) -> Table:
         groups[key or "cold"].append(p)
     rows = []
     for key, people in sorted(groups.items()):
-        clients = [
-            p for p in people if p.first_paid_ms is not None and p.first_paid_ms >= (p.lead_ms or 0)
-        ]
-        hours = [((p.first_paid_ms or 0) - (p.lead_ms or 0)) / 3_600_000 for p in clients]
+        lead = lead_stats(people)
         rows.append(
             (
                 key,
-                len(people),
-                len(clients),
-                _r(ratio(len(clients), len(people))),
-                _r(
-                    statistics.fmean(p.touches_before_sale for p in clients) if clients else None, 2
-                ),
-                _r(_quantile(hours, 0.5), 2),
-                _r(_quantile(hours, 0.9), 2),
+                lead.leads,
+                lead.clients,
+                _r(lead.conversion),
+                _r(lead.touches_before_sale, 2),
+                _r(lead.lead_to_client_p50_hours, 2),
+                _r(lead.lead_to_client_p90_hours, 2),
             )
         )
     return Table(
@@ -248,64 +196,19 @@ def forecast_report(
 ) -> Table:
     scope = scope or ReportScope()
     as_of = _now_ms(scope, now)
-    horizon = horizon_days * _DAY_MS
-    people = [p for p in person_facts(store, ReportScope(site=scope.site)) if p.lead_ms is not None]
-    tried: dict[tuple[str, str], int] = defaultdict(int)
-    paid: dict[tuple[str, str], int] = defaultdict(int)
-    first_payments: dict[str, list[float]] = defaultdict(list)
-    for p in people:
-        lead = p.lead_ms or 0
-        for bucket, days in AGE_BUCKETS:
-            at = lead + days * _DAY_MS
-            if at + horizon > as_of:  # the horizon after this age is not over yet
-                break
-            if p.first_paid_ms is not None and p.first_paid_ms <= at:
-                break
-            key = (p.temperature_at(at), bucket)
-            tried[key] += 1
-            paid[key] += p.first_paid_ms is not None and p.first_paid_ms <= at + horizon
-        if p.first_paid_ms is not None and p.first_paid_ms <= as_of:
-            first_payments[p.temperature_at(p.first_paid_ms)].append(p.first_payment)
-    overall = ratio(sum(paid.values()), sum(tried.values())) or 0.0
-    mean_payment = (
-        statistics.fmean(v for vs in first_payments.values() for v in vs) if first_payments else 0.0
-    )
-
-    def rate(temperature: str, bucket: str) -> float:
-        if tried[(temperature, bucket)] >= _MIN_HISTORY:
-            return paid[(temperature, bucket)] / tried[(temperature, bucket)]
-        t_tried = sum(n for (t, _), n in tried.items() if t == temperature)
-        if t_tried >= _MIN_HISTORY:
-            return sum(n for (t, _), n in paid.items() if t == temperature) / t_tried
-        return overall
-
-    open_leads: dict[tuple[str, str], int] = defaultdict(int)
-    for p in people:
-        if (p.first_paid_ms is not None and p.first_paid_ms <= as_of) or (p.lead_ms or 0) > as_of:
-            continue
-        age_days = (as_of - (p.lead_ms or 0)) / _DAY_MS
-        bucket = [name for name, days in AGE_BUCKETS if age_days >= days][-1]
-        open_leads[(p.temperature_at(as_of), bucket)] += 1
-    rows = []
-    for (temperature, bucket), count in sorted(
-        open_leads.items(), key=lambda kv: (_order(kv[0][0]), _bucket(kv[0][1]))
-    ):
-        r = rate(temperature, bucket)
-        payment = (
-            statistics.fmean(first_payments[temperature])
-            if first_payments.get(temperature)
-            else mean_payment
+    rows = [
+        (
+            row.temperature,
+            row.age,
+            row.open_leads,
+            round(row.rate, 4),
+            round(row.expected_payments, 2),
+            round(row.expected_revenue, 2),
         )
-        rows.append(
-            (
-                temperature,
-                bucket,
-                count,
-                round(r, 4),
-                round(count * r, 2),
-                round(count * r * payment, 2),
-            )
+        for row in forecast(
+            person_facts(store, ReportScope(site=scope.site)), as_of, horizon_days * DAY_MS
         )
+    ]
     return Table(
         title=f"Forecast: the next {horizon_days} days from open leads",
         columns=(
@@ -324,22 +227,6 @@ def forecast_report(
             "expected_revenue": round(sum(float(row[5]) for row in rows), 2),
         },
     )
-
-
-def _order(temperature: str) -> int:
-    return {"hot": 0, "warm": 1, "cold": 2}.get(temperature, 3)
-
-
-def _bucket(name: str) -> int:
-    return [n for n, _ in AGE_BUCKETS].index(name)
-
-
-def _quantile(values: Iterable[float], q: float) -> float | None:
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    # Nearest rank, like quantileExact: the same answer the SQL reports give.
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _r(value: float | None, digits: int = 4) -> float | None:

@@ -123,8 +123,7 @@ def _group(scope: ReportScope, time: str, channel: str, campaign: str) -> str:
         return channel
     if scope.by == "campaign":
         return campaign
-    period = scope.period_of(time)
-    return f"toString({period})" if period else "''"
+    return scope.period_group(time)
 
 
 def stage_rows(db: str, scope: ReportScope) -> str:

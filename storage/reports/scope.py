@@ -86,12 +86,12 @@ class ReportScope:
             f"AND toUnixTimestamp64Milli({column}) < {{end:Int64}}"
         )
 
-    def period_of(self, column: str) -> str | None:
-        """The SQL of the time bucket when the breakdown is a period, else ``None``."""
-        return _PERIOD[self.by].format(t=column) if self.by in _PERIOD else None
-
-    def is_period(self) -> bool:
-        return self.by in _PERIOD
+    def period_group(self, column: str) -> str:
+        """The SQL of the breakdown value when it is a period of ``column`` (as text), else
+        ``''`` (one group)."""
+        if self.by not in _PERIOD:
+            return "''"
+        return f"toString({_PERIOD[self.by].format(t=column)})"
 
     def aligned_to(self, unit: timedelta) -> bool:
         """Whether both ends fall on ``unit`` boundaries (so a bucketed aggregate answers)."""
@@ -113,25 +113,15 @@ def resolved_events(db: str) -> str:
     )
 
 
-def current_persons(db: str) -> str:
-    """One row per current (not merged) person with their latest state (a subquery)."""
-    return (
-        f"(SELECT site_id, person_id, argMax(lead_temperature, updated_at) AS lead_temperature, "
-        "argMax(funnel_levels, updated_at) AS funnel_levels, "
-        "argMax(funnel_status, updated_at) AS funnel_status, "
-        "argMax(first_channel, updated_at) AS first_channel, "
-        "argMax(payments, updated_at) AS payments, argMax(revenue, updated_at) AS revenue, "
-        "argMax(merged_into, updated_at) AS merged_into "
-        f"FROM {db}.persons GROUP BY site_id, person_id HAVING merged_into = '')"
-    )
-
-
 def person_groups(db: str, by: Breakdown) -> str:
     """``(site_id, person_id, g)``: a person-level breakdown (temperature or manager)."""
     if by == "temperature":
+        # Only the columns it needs through argMax: the persons' maps are costly to carry.
         return (
-            f"(SELECT site_id, person_id, if(lead_temperature = '', '(not a lead)', "
-            f"lead_temperature) AS g FROM {current_persons(db)})"
+            "(SELECT site_id, person_id, argMax(lead_temperature, updated_at) AS t, "
+            "argMax(merged_into, updated_at) AS merged, "
+            "if(t = '', '(not a lead)', t) AS g "
+            f"FROM {db}.persons GROUP BY site_id, person_id HAVING merged = '')"
         )
     if by == "manager":
         return (

@@ -83,8 +83,7 @@ def _sales_cycle(store: Store, scope: ReportScope) -> list[tuple[object, ...]]:
     else:
         join = ""
         key = {"channel": "c.first_channel", "campaign": "c.first_campaign"}.get(scope.by or "")
-        period = scope.period_of("fromUnixTimestamp64Milli(c.paid, 'UTC')")
-        group = key or (f"toString({period})" if period else "''")
+        group = key or scope.period_group("fromUnixTimestamp64Milli(c.paid, 'UTC')")
     sql = (
         f"SELECT {group} AS g, count() AS persons, "
         f"quantileExact(0.5)(c.paid - c.first) {_HOURS} AS p50_hours, "
