@@ -528,6 +528,13 @@ def simulate(
 @channels_option
 @prefix_option
 @click.option("--partitions", default=4, show_default=True, help="Partitions of new topics.")
+@click.option(
+    "--allowed-hosts",
+    envvar="FUNNEL_ALLOWED_HOSTS",
+    default=None,
+    help="Host names the live page and report API answer to, comma-separated "
+    "(default: localhost,127.0.0.1,[::1]; * for any). Guards against DNS rebinding.",
+)
 def serve(
     host: str,
     port: int,
@@ -538,6 +545,7 @@ def serve(
     channels_file: Path | None,
     topic_prefix: str,
     partitions: int,
+    allowed_hosts: str | None,
 ) -> None:
     """Run the collector: embedded processing into the store, or produce to Kafka (--kafka).
 
@@ -559,10 +567,13 @@ def serve(
     )
     from producers.collector.serving import run
 
-    settings = CollectorSettings.from_env()
+    overrides: dict[str, object] = {}
+    if allowed_hosts:
+        overrides["allowed_hosts"] = allowed_hosts
+    settings = CollectorSettings.from_env(None, **overrides)
     if not settings.write_keys:
         key = secrets.token_urlsafe(18)
-        settings = CollectorSettings.from_env(write_keys={key: "demo"})
+        settings = CollectorSettings.from_env(None, write_keys={key: "demo"}, **overrides)
         err.print(f"[yellow]no write keys configured: using key {key} for site 'demo'[/]")
     delivery: Delivery
     db = None

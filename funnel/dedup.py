@@ -2,14 +2,18 @@
 
 :class:`RecentIds` is the value a stream keeps per key: the ids it has seen with their event
 times, pruned to the horizon behind the newest one. It serialises to JSON for a table.
+:class:`BoundedIds` is a set of the most recent ids, up to a count: the ids the sink landed,
+and the event ids the embedded runner applied, across persons.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-__all__ = ["RecentIds"]
+__all__ = ["BoundedIds", "RecentIds"]
 
 
 class RecentIds:
@@ -34,3 +38,32 @@ class RecentIds:
 
     def dump(self) -> bytes:
         return json.dumps(self.ids).encode()
+
+
+class BoundedIds:
+    """The ids added recently: a set that forgets its oldest ids beyond ``max_ids``."""
+
+    def __init__(self, max_ids: int = 2_000_000) -> None:
+        self.max_ids = max_ids
+        self._ids: dict[str, None] = {}  # insertion-ordered: the oldest first
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, item: str) -> bool:
+        """Remember ``item``; ``False`` if it is remembered already."""
+        if item in self._ids:
+            return False
+        self.add_all((item,))
+        return True
+
+    def add_all(self, items: Iterable[str]) -> None:
+        ids = self._ids
+        ids.update(dict.fromkeys(items))
+        excess = len(ids) - self.max_ids
+        if excess > 0:
+            for old in list(itertools.islice(ids, excess)):
+                del ids[old]

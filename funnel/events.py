@@ -6,12 +6,11 @@ storage rows) reads these typed fields; nothing re-parses the raw JSON.
 
 from __future__ import annotations
 
-import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Final, Self
 
 from pydantic import (
     AwareDatetime,
@@ -23,9 +22,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from funnel.currencies import ISO_4217
 
 __all__ = [
     "CLICK_ID_PARAMS",
+    "EARLIEST",
+    "LATEST",
+    "MAX_SEQ",
     "Context",
     "Event",
     "EventType",
@@ -60,10 +65,19 @@ CLICK_ID_PARAMS: tuple[str, ...] = (
 Id = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 ShortText = Annotated[str, StringConstraints(max_length=500)]
 LongText = Annotated[str, StringConstraints(max_length=4000)]
-Scalar = str | int | float | bool | None
+#: A property value: text, a number (finite: NaN and infinities are refused), a flag or null.
+Scalar = str | int | Annotated[float, Field(allow_inf_nan=False)] | bool | None
 
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
 _MAX_PROPERTIES = 50
+
+#: The times an event may carry (``occurred_at``, ``sent_at``): from 2000-01-01 to before
+#: 2100-01-01, UTC. What the store's time columns and buckets hold with room to spare
+#: (``DateTime`` ends in 2106); an ``occurred_at`` ahead of the collector's clock is clamped
+#: to the receipt time later (``future_bound``), so the upper end only keeps arithmetic sane.
+EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
+#: ``seq`` is stored as a 64-bit integer: at most 2^63 - 1.
+MAX_SEQ: Final = 2**63 - 1
 
 
 class _Strict(BaseModel):
@@ -103,9 +117,7 @@ class Context(_Strict):
 
 
 class LeadInfo(_Strict):
-    """What a lead asked for."""
-
-    model_config = ConfigDict(frozen=True, extra="allow")
+    """What a lead asked for (other fields belong in the event's ``properties``)."""
 
     form: ShortText | None = None
     intent: ShortText | None = None
@@ -122,7 +134,7 @@ class Event(_Strict):
     occurred_at: AwareDatetime
     sent_at: AwareDatetime | None = None
     received_at: AwareDatetime | None = None
-    seq: Annotated[int, Field(ge=0)] | None = None
+    seq: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
     context: Context = Field(default_factory=Context)
     order_id: Id | None = None
     revenue: Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)] | None = None
@@ -139,11 +151,24 @@ class Event(_Strict):
         except ValueError:
             raise ValueError("event_id must be a UUID string") from None
 
+    @field_validator("occurred_at", "sent_at")
+    @classmethod
+    def _sane_time(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not EARLIEST <= value < LATEST:
+            raise PydanticCustomError(
+                "time_out_of_range",
+                "must be from {earliest} to before {latest} (UTC)",
+                {"earliest": f"{EARLIEST:%Y-%m-%d}", "latest": f"{LATEST:%Y-%m-%d}"},
+            )
+        return value
+
     @field_validator("currency")
     @classmethod
     def _iso_currency(cls, value: str | None) -> str | None:
-        if value is not None and not _CURRENCY.match(value):
-            raise ValueError("currency must be an ISO 4217 code such as 'USD'")
+        if value is not None and value not in ISO_4217:
+            raise PydanticCustomError(
+                "currency_unknown", "currency must be an ISO 4217 code such as 'USD'"
+            )
         return value
 
     @field_validator("properties")

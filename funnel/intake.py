@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
 from funnel.enrichment import ClockCorrector, anonymise_ip, correct_clock, parse_user_agent
-from funnel.events import Event, InvalidEvent, parse_event
+from funnel.events import EARLIEST, LATEST, Event, InvalidEvent, parse_event
 
 __all__ = ["IntakeLimits", "IntakeResult", "Rejection", "take_batch"]
 
@@ -145,11 +145,13 @@ def take_batch(
 
 
 def _instant(value: object) -> datetime | None:
-    """``value`` as the tz-aware time :class:`Event` would make of it, or ``None``."""
+    """``value`` as the tz-aware time :class:`Event` would make of it, or ``None`` when it is
+    no time or outside the times an event may carry (validation then says why)."""
     try:
-        return _INSTANT.validate_python(value)
+        moment = _INSTANT.validate_python(value)
     except ValidationError:
         return None
+    return moment if EARLIEST <= moment < LATEST else None
 
 
 def _correct_before_validation(

@@ -30,6 +30,9 @@ Sink (``funnel sink``, ``--metrics-port``):
 * ``funnel_sink_batch_rows`` — histogram: rows per insert;
 * ``funnel_sink_insert_seconds`` — histogram: insert latency;
 * ``funnel_sink_retries_total`` — inserts retried after a store error;
+* ``funnel_sink_refused_rows_total{table}`` — rows the store refused on their own (a value
+  that passed validation but not the column or a constraint), dead-lettered to
+  ``rejected_events`` while the rest of the batch landed;
 * ``funnel_sink_store_up`` — 1 while the store accepts inserts, 0 while it is failing;
 * ``funnel_sink_paused`` — 1 while consumption is paused (backpressure);
 * ``funnel_sink_consumer_lag{topic,partition}`` — records behind the end of the partition;
@@ -65,6 +68,7 @@ SINK_DUPLICATES: Final = "funnel_sink_duplicates"
 SINK_BATCH_ROWS: Final = "funnel_sink_batch_rows"
 SINK_INSERT_SECONDS: Final = "funnel_sink_insert_seconds"
 SINK_RETRIES: Final = "funnel_sink_retries"
+SINK_REFUSED_ROWS: Final = "funnel_sink_refused_rows"
 SINK_STORE_UP: Final = "funnel_sink_store_up"
 SINK_PAUSED: Final = "funnel_sink_paused"
 SINK_CONSUMER_LAG: Final = "funnel_sink_consumer_lag"

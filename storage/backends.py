@@ -12,6 +12,13 @@ mappings of column name to plain Python or JSON values, and honour an
     StoreError
     └── StoreUnavailable   the store cannot be reached now; retrying later may succeed
 
+A write the engine refuses always raises (chDB's streaming insert, ``send_insert``, reports
+success for a block the engine refused, e.g. too many partitions: it is not used). A
+:class:`StoreError` whose :attr:`~StoreError.refuses_data` is true was refused for the rows it
+carried (a value out of range, a constraint, a block over a limit), not for the store's state:
+:func:`storage.poison.insert_isolating` splits such a batch to land everything but the rows
+refused on their own.
+
 Select a backend with :func:`open_store` and a URL: ``chdb:///path/to/dir`` (``chdb://`` or a
 bare path means ``./.funnel``) or ``clickhouse://user:pass@host:9000/database``.
 """
@@ -19,6 +26,7 @@ bare path means ``./.funnel``) or ``clickhouse://user:pass@host:9000/database``.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -29,7 +37,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from funnel.serialization import dumps_row
-from storage.arrow_rows import ColumnCache, arrow_block, ipc_bytes
+from storage.arrow_rows import ColumnCache, arrow_block
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -49,11 +57,44 @@ Row = Mapping[str, object]
 
 
 class StoreError(Exception):
-    """A store operation failed (bad SQL, schema mismatch, rejected data)."""
+    """A store operation failed (bad SQL, schema mismatch, rejected data).
+
+    ``code`` is ClickHouse's error code when one is known; ``refuses_data`` says the rows
+    themselves were refused (their values, or the block's shape), so the same rows would be
+    refused again while others would land.
+    """
+
+    def __init__(self, message: str, *, code: int | None = None, data: bool | None = None):
+        super().__init__(message)
+        self.code = code if code is not None else _code_in(message)
+        self.refuses_data = data if data is not None else _refuses_data(self.code, message)
+
+
+#: ClickHouse error codes that refuse an insert for the values it carries: CANNOT_PARSE_TEXT,
+#: CANNOT_PARSE_INPUT_ASSERTION_FAILED, CANNOT_PARSE_QUOTED_STRING, CANNOT_PARSE_DATE,
+#: CANNOT_PARSE_DATETIME, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE,
+#: CANNOT_PARSE_NUMBER, INCORRECT_DATA, TOO_LARGE_STRING_SIZE, VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE,
+#: DECIMAL_OVERFLOW, VIOLATED_CONSTRAINT, CANNOT_PARSE_UUID, CANNOT_PARSE_BOOL.
+DATA_ERROR_CODES = frozenset({6, 27, 26, 38, 41, 53, 69, 70, 72, 117, 131, 321, 407, 469, 376, 467})
+_TOO_MANY_PARTS = 252  # also the code of "too many partitions for a single INSERT block"
+
+
+def _code_in(message: str) -> int | None:
+    match = re.search(r"Code: (\d+)\.", message)
+    return int(match.group(1)) if match else None
+
+
+def _refuses_data(code: int | None, message: str) -> bool:
+    if code == _TOO_MANY_PARTS:
+        return "partitions for single insert" in message.lower()
+    return code in DATA_ERROR_CODES
 
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached now (connection refused, server restarting)."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message, code=code, data=False)
 
 
 class Store(Protocol):
@@ -159,28 +200,30 @@ class ChdbStore:
             self._run(sql, "CSV", None)
             return
         try:
-            self.insert_arrow_ipc(table, block.column_names, ipc_bytes(block), dedup_token=token)
+            self.insert_arrow(table, block, dedup_token=token)
         except StoreError:
             _COLUMNS.forget(key)  # the table may have changed under the cached columns
             raise
 
-    def insert_arrow_ipc(
-        self, table: str, names: Sequence[str], data: bytes, *, dedup_token: str
-    ) -> None:
-        """Insert an Arrow IPC stream whose columns are ``names`` (the fast path of
-        :meth:`insert`; also what the sink benchmark times on its own)."""
-        columns = ", ".join(f"`{name}`" for name in names)
+    def insert_arrow(self, table: str, block: Any, *, dedup_token: str) -> None:
+        """Insert an Arrow table whose column names are ``table``'s (the fast path of
+        :meth:`insert`; also what the sink benchmark times on its own).
+
+        ``INSERT … SELECT … FROM Python(block)``: chDB reads the Arrow columns in place, and,
+        unlike its streaming insert (``send_insert``), a refused block raises.
+        """
+        names = ", ".join(f"`{name}`" for name in block.column_names)
         dedup = f"insert_deduplication_token = '{_quote(dedup_token)}'"
+        sql = (
+            f"INSERT INTO {self.database}.{table} ({names}) SETTINGS {dedup} "
+            f"SELECT {names} FROM Python(block)"
+        )
         with self._lock:
             if self._session is None:
                 raise StoreError("store is closed")
             try:
-                with self._session.send_insert(
-                    f"INSERT INTO {self.database}.{table} ({columns}) SETTINGS {dedup}",
-                    "ArrowStream",
-                ) as stream:
-                    stream.append(data)
-                    stream.finish()
+                # Python() finds ``block`` by name in this frame.
+                self._session.query(sql, "CSV")
             except Exception as exc:
                 raise StoreError(str(exc).strip()) from exc
 
@@ -272,9 +315,10 @@ class ServerStore:
                         self._warn_no_dedup(info)
                 return self._client.execute(sql, arg, **kw)
             except errors.ServerException as exc:
-                if exc.code in self.UNAVAILABLE_CODES:
-                    raise StoreUnavailable(str(exc)) from exc
-                raise StoreError(str(exc)) from exc
+                error = StoreError(str(exc), code=exc.code)
+                if exc.code in self.UNAVAILABLE_CODES and not error.refuses_data:
+                    raise StoreUnavailable(str(exc), code=exc.code) from exc
+                raise error from exc
             except (
                 errors.NetworkError,
                 errors.SocketTimeoutError,
@@ -288,7 +332,7 @@ class ServerStore:
                 raise StoreError(str(exc)) from exc
             except (TypeError, ValueError, OverflowError, struct.error) as exc:
                 # A value the column cannot encode; the driver has dropped the connection.
-                raise StoreError(f"cannot encode a value: {exc}") from exc
+                raise StoreError(f"cannot encode a value: {exc}", data=True) from exc
 
     @staticmethod
     def _bind(sql: str, params: Mapping[str, object], context: Any) -> str:
@@ -349,7 +393,9 @@ class ServerStore:
         try:
             data = [[_to_type(row.get(name), kind) for row in rows] for name, kind in columns]
         except (TypeError, ValueError) as exc:
-            raise StoreError(f"a value does not fit its column in {table}: {exc}") from exc
+            raise StoreError(
+                f"a value does not fit its column in {table}: {exc}", data=True
+            ) from exc
         names = ", ".join(name for name, _ in columns)
         try:
             self._call(

@@ -23,9 +23,10 @@ Exactly once, and what covers what:
   ``persons``).
 * *Facts re-sent by the stream* (a worker replays what it had not committed) arrive at new
   offsets, so no token can recognise them: they carry the ``fact_id`` of their first copy,
-  and the sink drops a fact whose id it landed within its horizon (:class:`LandedIds`: the
-  ids landed by this process, plus those in the tables within ``dedup_horizon`` — reloaded on
-  start, so the sink's own crash is covered for every table, ``persons`` included).
+  and the sink drops a fact whose id it landed within its horizon
+  (:class:`~funnel.dedup.BoundedIds`: the ids landed by this process, plus those in the
+  tables within ``dedup_horizon`` — reloaded on start, so the sink's own crash is covered
+  for every table, ``persons`` included).
 * Rows without a ``fact_id`` are covered by the token only; ``persons`` rows without one
   by neither (its ReplacingMergeTree keeps the latest version per person anyway).
 
@@ -33,14 +34,17 @@ Failures: :class:`~storage.backends.StoreUnavailable` is backpressure: the sink 
 partition it holds (no more fetching, so memory stays within the buffered batches), keeps
 polling (the group keeps its member; ``max_poll_interval_ms`` is never exceeded), and
 retries the same planned batches after an exponential backoff, for as long as it takes;
-when an insert succeeds it resumes. Any other :class:`~storage.backends.StoreError` is retried
-the same way ``max_errors`` times in a row, then raised (the process ends; a restart
-replays from the committed offsets). Nothing is committed past a batch not landed.
+when an insert succeeds it resumes. Rows the store refuses for their values
+(:mod:`storage.poison`) are not retried: the rest of the batch lands, they go to
+``rejected_events`` with the store's reason (``funnel_sink_refused_rows_total``), and the
+offsets move on, so one bad fact never crash-loops the sink. Any other
+:class:`~storage.backends.StoreError` is retried the same way ``max_errors`` times in a
+row, then raised (the process ends; a restart replays from the committed offsets). Nothing
+is committed past a batch not landed.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import threading
@@ -55,12 +59,14 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from funnel.dedup import BoundedIds
 from storage.backends import Store, StoreError, StoreUnavailable
 from storage.batches import Cut, PartitionBatches
+from storage.poison import Refused, insert_isolating
 from storage.sink_metrics import SinkMetrics
 from stream_processors.topics import FACT_TABLES, TopicNames
 
-__all__ = ["DEFAULT_MAX_AGE_S", "DEFAULT_MAX_ROWS", "Backoff", "Backpressure", "LandedIds", "Sink"]
+__all__ = ["DEFAULT_MAX_AGE_S", "DEFAULT_MAX_ROWS", "Backoff", "Backpressure", "Sink"]
 
 log = logging.getLogger(__name__)
 
@@ -98,28 +104,6 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
-
-
-class LandedIds:
-    """The fact ids landed recently: a set that forgets its oldest ids beyond ``max_ids``."""
-
-    def __init__(self, max_ids: int = 2_000_000) -> None:
-        self.max_ids = max_ids
-        self._ids: dict[str, None] = {}  # insertion-ordered: the oldest first
-
-    def __contains__(self, fact_id: object) -> bool:
-        return fact_id in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def add_all(self, fact_ids: Iterable[str]) -> None:
-        ids = self._ids
-        ids.update(dict.fromkeys(fact_ids))
-        excess = len(ids) - self.max_ids
-        if excess > 0:
-            for old in list(itertools.islice(ids, excess)):
-                del ids[old]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
@@ -174,8 +158,10 @@ class Sink:
         self.inserts = 0
         self.refusals = 0
         """Inserts the store refused (each retried later)."""
+        self.refused_rows = 0
+        """Rows the store refused on their own (dead-lettered, not retried)."""
         self.rebalances = 0
-        self.landed = LandedIds(max_landed_ids)
+        self.landed = BoundedIds(max_landed_ids)
         self._load_landed(dedup_horizon)
         self._errors = 0
         self._retry_at: float | None = None
@@ -343,7 +329,9 @@ class Sink:
         if fresh:
             token = f"{tp.topic}:{tp.partition}:{cut.first}:{cut.last}"
             try:
-                self.store.insert(table, fresh, dedup_token=token)
+                refused = insert_isolating(self.store, table, fresh, dedup_token=token)
+                if refused:
+                    self._dead_letter(refused, token)
             except StoreError as exc:
                 self.refusals += 1
                 self.metrics.refused()
@@ -360,6 +348,18 @@ class Sink:
             table, fresh, len(rows) - len(fresh), time.perf_counter() - started, datetime.now(UTC)
         )
         return len(fresh)
+
+    def _dead_letter(self, refused: list[Refused], token: str) -> None:
+        """Rows the store refused on their own go to ``rejected_events`` (with the batch's
+        token, so a replay of the batch records them once), and the batch moves on."""
+        log.warning(
+            "the store refused %d %s row(s): %s", len(refused), refused[0].table, refused[0].reason
+        )
+        now = datetime.now(UTC)
+        rows = [r.dead_letter(now) for r in refused]
+        self.store.insert("rejected_events", rows, dedup_token=f"{token}/refused")
+        self.refused_rows += len(refused)
+        self.metrics.refused_rows(refused[0].table, len(refused))
 
     def _fresh(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
         """``rows`` without the facts already landed (or repeated within ``rows``), and the

@@ -42,6 +42,12 @@ class SinkMetrics:
             registry=r,
         )
         self.retries = Counter(names.SINK_RETRIES, "Inserts refused and retried", registry=r)
+        self.refused_rows_total = Counter(
+            names.SINK_REFUSED_ROWS,
+            "Rows the store refused on their own (dead-lettered)",
+            ["table"],
+            registry=r,
+        )
         self.store_up = Gauge(
             names.SINK_STORE_UP, "1 while the store accepts inserts, 0 while failing", registry=r
         )
@@ -66,6 +72,10 @@ class SinkMetrics:
         )
         self.store_up.set(1)
         self.paused.set(0)
+
+    def refused_rows(self, table: str, n: int) -> None:
+        """``n`` rows of ``table`` were refused by the store and dead-lettered."""
+        self.refused_rows_total.labels(table).inc(n)
 
     def landed(
         self,

@@ -29,7 +29,8 @@ rebalance, faust-streaming #323):
   the very outputs they produced the first time.
 * Every fact carries ``fact_id = "<partition>:<offset>:<n>"``: the person-events record that
   caused it and its place among that record's facts. A replayed fact has the id of its first
-  copy, and the sink drops it (:class:`storage.sink.Sink`).
+  copy, and the sink drops it (:class:`storage.sink.Sink`). An ``events`` row's id is
+  ``event:<site>:<event_id>`` instead, so an event id sent under two persons lands once.
 
 A batch that cannot complete (an output the broker did not acknowledge, a bug, a stop in the
 middle of it) ends the process with exit code 70 instead of going on: its offsets are then
@@ -58,7 +59,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from funnel import metrics as series
 from funnel.dedup import RecentIds
 from funnel.events import InvalidEvent, parse_event
-from funnel.facts import Fact, PersonRow
+from funnel.facts import EventRow, Fact, PersonRow
 from funnel.identity import person_id_of, resolve
 from funnel.intake import Rejection
 from funnel.processor import CoreConfig, PersonState, expire, merge, next_deadline, process
@@ -117,6 +118,10 @@ def register(
         person, so that compacting the persons topic keeps every person's latest row)."""
         if isinstance(fact, PersonRow):
             key = f"{fact.site_id}:{fact.person_id}".encode()
+        elif isinstance(fact, EventRow):
+            # An event is stored once per site and event id, whichever person it reached
+            # (the same id sent under two persons is one event: the sink drops the second).
+            fact_id = f"event:{fact.site_id}:{fact.event_id}"
         value = dumps_row({**fact.row(), "fact_id": fact_id}).encode()
         return facts[fact.table], key, value
 

@@ -6,24 +6,32 @@ Used by ``funnel demo`` and ``funnel serve``. It calls the same
 Contract: :meth:`EmbeddedPipeline.submit` takes each person's events in their order; facts
 are buffered per table and written when a buffer reaches ``batch_size`` or on
 :meth:`EmbeddedPipeline.flush`. After ``flush`` returns, every fact submitted so far is in the
-store. A write the store refuses raises and keeps its rows buffered: they go with the next
-write, so a :class:`~storage.backends.StoreError` loses nothing (the persons' states have seen
-those events already, so a client's retry could not bring their facts back).
+store. A write the store cannot take now raises and keeps its rows buffered: they go with
+the next write, so a :class:`~storage.backends.StoreError` loses nothing (the persons' states
+have seen those events already, so a client's retry could not bring their facts back). Rows
+the store refuses for their values (:mod:`storage.poison`) are not retried: the rest of their
+batch lands, they go to ``rejected_events`` with the store's reason, and :meth:`flush`
+returns them, so one bad value never blocks the next writes.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable
 
 from funnel.clock import Clock, SystemClock, to_millis
+from funnel.dedup import BoundedIds
 from funnel.events import Event
 from funnel.facts import Fact
 from funnel.identity import device_key, resolve
 from funnel.processor import CoreConfig, PersonState, expire, merge, next_deadline, process
-from storage.backends import Store
+from storage.backends import Store, StoreError
+from storage.poison import Refused, insert_isolating
 
 __all__ = ["EmbeddedPipeline"]
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddedPipeline:
@@ -36,6 +44,7 @@ class EmbeddedPipeline:
         *,
         batch_size: int = 20_000,
         clock: Clock | None = None,
+        max_event_ids: int = 1_000_000,
     ) -> None:
         self.store = store
         self.clock = clock or SystemClock()
@@ -45,14 +54,26 @@ class EmbeddedPipeline:
         self.aliases: dict[str, str] = {}
         """Device key → the customer key it is linked to."""
         self._buffers: dict[str, list[dict[str, object]]] = defaultdict(list)
+        self._refused: list[Refused] = []
+        self.applied = BoundedIds(max_event_ids)
+        """``site:event_id`` of the events applied, across persons (the newest ``max_event_ids``):
+        an event id sent again under another person is the same event, applied once."""
         self.processed = 0
+        self.duplicates = 0
+        """Events dropped because their site and id were applied before."""
+        self.refused_rows = 0
+        """Rows the store refused for their values (dead-lettered), since the start."""
 
     def submit(self, event: Event) -> None:
         """Apply one event and buffer its facts (a full buffer is written at once).
 
         Identity first: an event that links a device to a customer merges the device's
-        anonymous person into the customer's before the event itself is applied.
+        anonymous person into the customer's before the event itself is applied. An event
+        whose id this site applied already (under any person) is a duplicate: nothing.
         """
+        if not self.applied.add(f"{event.site_id}:{event.event_id}"):
+            self.duplicates += 1
+            return
         who = resolve(
             event,
             self.aliases.get(device_key(event.site_id, event.anonymous_id))
@@ -98,16 +119,34 @@ class EmbeddedPipeline:
         for event in events:
             self.submit(event)
 
-    def flush(self) -> None:
-        """Write every buffered fact; blocks until the store acknowledged them."""
+    def flush(self) -> list[Refused]:
+        """Write every buffered fact; blocks until the store acknowledged them. Returns the
+        rows the store refused for their values since the last flush (dead-lettered)."""
         for table in list(self._buffers):
             self._write(table)
+        refused, self._refused = self._refused, []
+        return refused
 
     def _write(self, table: str) -> None:
         # The rows leave the buffer only once the store took them: the persons' states
         # already count these events as seen, so a client's retry would not bring them back.
         # An insert that failed is tried again, with what came since, at the next write.
         rows = self._buffers.get(table)
-        if rows:
-            self.store.insert(table, rows)
-            del self._buffers[table]
+        if not rows:
+            return
+        refused = insert_isolating(self.store, table, rows)
+        del self._buffers[table]
+        if refused:
+            self._dead_letter(refused)
+
+    def _dead_letter(self, refused: list[Refused]) -> None:
+        self.refused_rows += len(refused)
+        self._refused.extend(refused)
+        log.warning(
+            "the store refused %d %s row(s): %s", len(refused), refused[0].table, refused[0].reason
+        )
+        now = self.clock.now()
+        try:
+            self.store.insert("rejected_events", [r.dead_letter(now) for r in refused])
+        except StoreError as exc:  # the rows are refused either way; the log keeps them
+            log.error("dead-letter write failed for %d refused rows: %s", len(refused), exc)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
 import json
 import logging
 import time
@@ -139,7 +140,8 @@ def create_app(
         return request.client.host if request.client else None
 
     async def read_body(request: Request) -> bytes:
-        kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        kind = request.headers.get("content-type", "application/json")
+        kind = kind.split(";")[0].strip().lower()  # media types are case-insensitive
         if kind not in ("application/json", "text/plain", ""):
             raise _Problem(415, "unsupported_media_type", "send application/json or text/plain")
         limit = settings.max_body_bytes
@@ -173,6 +175,10 @@ def create_app(
             return json.loads(body)
         except (UnicodeDecodeError, ValueError) as exc:
             raise _Problem(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise _Problem(
+                400, "json_too_deep", "the body nests arrays or objects too deeply"
+            ) from None
 
     async def handle(request: Request, route: str, items: list[Any], site: str) -> Response:
         """Take ``items`` (emptied once validated); answer once the accepted ones are durable.
@@ -209,18 +215,25 @@ def create_app(
                 metrics.dead_letter_failures.inc(len(result.rejected))
                 log.exception("dead-letter write failed for %d items", len(result.rejected))
         accepted = len(result.accepted)
+        rejected = [r.to_dict() for r in result.rejected]
         if accepted:
             started = time.perf_counter()
             events, result.accepted = result.accepted, []
+            ids = [event.event_id for event in events]
             delivered = delivery.deliver(events)  # the only reference left to the events
             del events
-            await delivered
+            refused = await delivered
             metrics.ack_seconds.observe(time.perf_counter() - started)
+            if refused:  # the store refused values that passed validation: dead-lettered
+                rejected = _store_refusals(rejected, ids, refused)
+                accepted -= len(refused)
+                metrics.events.labels("rejected").inc(len(refused))
+                metrics.rejections.labels("store_refused").inc(len(refused))
             metrics.events.labels("accepted").inc(accepted)
             if live is not None:
                 live.record(accepted)
-        body = {"accepted": accepted, "rejected": [r.to_dict() for r in result.rejected]}
-        status = 400 if result.rejected and not accepted else 200
+        body = {"accepted": accepted, "rejected": rejected}
+        status = 400 if rejected and not accepted else 200
         return JSONResponse(body, status_code=status, headers=_NO_STORE)
 
     def guarded(route: str, endpoint: Any) -> Any:
@@ -236,10 +249,30 @@ def create_app(
                     "unavailable",
                     "events were not stored; retry later",
                 ).response({"Retry-After": str(settings.retry_after_s), **_NO_STORE})
+            except Exception:  # a bug: answered, logged and counted, never an unhandled crash
+                log.exception("%s: unexpected error", route)
+                response = _Problem(
+                    500, "internal_error", "the request failed; it may not have been stored"
+                ).response(_NO_STORE)
             metrics.requests.labels(route, str(response.status_code)).inc()
             return response
 
         return wrapper
+
+    def host_checked(endpoint: Any) -> Any:
+        """``endpoint`` for the allowed host names only (the read side: DNS rebinding)."""
+
+        async def checked(request: Request) -> Response:
+            if not settings.host_allowed(request.headers.get("host")):
+                raise _Problem(
+                    400,
+                    "host_not_allowed",
+                    "this host name is not allowed here (FUNNEL_ALLOWED_HOSTS)",
+                )
+            response: Response = await endpoint(request)
+            return response
+
+        return checked
 
     async def batch(request: Request) -> Response:
         site = authorise(request)
@@ -311,7 +344,10 @@ def create_app(
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
-        *(live.routes() if live is not None else ()),
+        *(
+            Route(r.path, guarded(r.name, host_checked(r.endpoint)), methods=["GET"], name=r.name)
+            for r in (live.routes() if live is not None else ())
+        ),
     ]
     middleware = [
         Middleware(
@@ -327,3 +363,21 @@ def create_app(
     app.state.registry = registry
     app.state.delivery = delivery
     return app
+
+
+def _store_refusals(
+    rejected: list[dict[str, object]], ids: list[str], refused: dict[str, str]
+) -> list[dict[str, object]]:
+    """``rejected`` plus an entry for each accepted event the store refused, by its index in
+    the request (accepted events are the items not rejected, in order)."""
+    taken = {int(str(r["index"])) for r in rejected}
+    indices = (i for i in itertools.count() if i not in taken)
+    extra = [
+        {
+            "index": index,
+            "errors": [{"field": "$store", "reason": refused[event_id], "code": "store_refused"}],
+        }
+        for index, event_id in zip(indices, ids, strict=False)
+        if event_id in refused
+    ]
+    return sorted([*rejected, *extra], key=lambda r: int(str(r["index"])))

@@ -30,9 +30,13 @@ from producers.kafka_producer import EventProducer
 from storage.backends import StoreError
 from stream_processors.embedded import EmbeddedPipeline
 
-__all__ = ["Delivery", "EmbeddedDelivery", "KafkaDelivery", "Unavailable"]
+__all__ = ["Delivery", "EmbeddedDelivery", "KafkaDelivery", "Refusals", "Unavailable"]
 
 log = logging.getLogger(__name__)
+
+
+Refusals = dict[str, str]
+"""Event id → why the store refused the event (see :meth:`Delivery.deliver`)."""
 
 
 class Unavailable(Exception):
@@ -42,8 +46,12 @@ class Unavailable(Exception):
 class Delivery(Protocol):
     async def start(self) -> None: ...
 
-    async def deliver(self, events: list[Event]) -> None:
-        """Return once ``events`` are durable; raise :class:`Unavailable` otherwise."""
+    async def deliver(self, events: list[Event]) -> Refusals:
+        """Return once ``events`` are durable; raise :class:`Unavailable` otherwise.
+
+        Returns the events the store refused after validation (event id → the store's
+        reason; dead-lettered, not stored): empty unless a value slipped past the edge.
+        """
 
     async def dead_letter(self, rejections: list[Rejection], received_at: datetime) -> None:
         """Record rejected items with their reasons (best effort, may raise)."""
@@ -112,12 +120,13 @@ class KafkaDelivery:
         except TimeoutError:
             raise Unavailable("Kafka did not acknowledge in time") from None
 
-    async def deliver(self, events: list[Event]) -> None:
+    async def deliver(self, events: list[Event]) -> Refusals:
         records = [
             (event.partition_key.encode(), event.model_dump_json(exclude_none=True).encode())
             for event in events
         ]
         await self._send(self.events_topic, records)
+        return {}  # the sink dead-letters what the store refuses later (storage.poison)
 
     async def dead_letter(self, rejections: list[Rejection], received_at: datetime) -> None:
         at = received_at
@@ -144,7 +153,7 @@ class EmbeddedDelivery:
     def __init__(self, pipeline: EmbeddedPipeline, *, status_every_s: float = 30.0) -> None:
         self.pipeline = pipeline
         self.status_every_s = status_every_s
-        self._pending: list[tuple[list[Event], asyncio.Future[None]]] = []
+        self._pending: list[tuple[list[Event], asyncio.Future[Refusals]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
@@ -153,13 +162,13 @@ class EmbeddedDelivery:
         if self._task is None:
             self._task = asyncio.create_task(self._committer(), name="funnel-group-commit")
 
-    async def deliver(self, events: list[Event]) -> None:
+    async def deliver(self, events: list[Event]) -> Refusals:
         if self._task is None or self._task.done():
             raise Unavailable("the embedded committer is not running")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Refusals] = asyncio.get_running_loop().create_future()
         self._pending.append((events, future))
         self._wakeup.set()
-        await future
+        return await future
 
     async def _committer(self) -> None:
         while True:
@@ -176,7 +185,9 @@ class EmbeddedDelivery:
             if not group:
                 continue
             try:
-                await asyncio.to_thread(self._commit, [e for events, _ in group for e in events])
+                refused = await asyncio.to_thread(
+                    self._commit, [e for events, _ in group for e in events]
+                )
             except (StoreError, OSError) as exc:
                 log.warning("embedded commit failed: %s", exc)
                 for _, future in group:
@@ -184,13 +195,21 @@ class EmbeddedDelivery:
                         future.set_exception(Unavailable(f"store unavailable: {exc}"))
                 continue
             self.commits += 1
-            for _, future in group:
+            for events, future in group:
                 if not future.done():
-                    future.set_result(None)
+                    future.set_result(
+                        {e.event_id: refused[e.event_id] for e in events if e.event_id in refused}
+                        if refused
+                        else {}
+                    )
 
-    def _commit(self, events: list[Event]) -> None:
+    def _commit(self, events: list[Event]) -> Refusals:
         self.pipeline.submit_all(events)
-        self.pipeline.flush()
+        return {
+            str(r.row.get("event_id")): r.reason
+            for r in self.pipeline.flush()
+            if r.table == "events"
+        }
 
     def _expire(self) -> None:
         self.pipeline.expire()

@@ -37,12 +37,13 @@ from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 
 from funnel.clock import Clock
 from funnel.funnels import FunnelCatalog
 from funnel.processor import CoreConfig
 from storage.backends import Store
+from storage.poison import Refused
 from storage.reports.catalog import (
     ReportRequest,
     ReportRequestError,
@@ -101,9 +102,9 @@ class GatedPipeline(EmbeddedPipeline):
         super().__init__(store, config, batch_size=sys.maxsize, clock=clock)
         self.gate = gate
 
-    def flush(self) -> None:
+    def flush(self) -> list[Refused]:
         with self.gate.commit():
-            super().flush()
+            return super().flush()
 
 
 class EventRate:
@@ -184,13 +185,14 @@ class LiveReports:
     def close(self) -> None:
         self._reader.shutdown(wait=True, cancel_futures=True)
 
-    def routes(self) -> list[BaseRoute]:
+    def routes(self) -> list[Route]:
+        """The read side's routes, named (the collector counts requests by route name)."""
         return [
-            Route("/", self._page_route, methods=["GET"]),
-            Route("/api/reports/{name}", self._report_route, methods=["GET"]),
-            Route("/api/live", self._live_route, methods=["GET"]),
-            Route("/api/funnels", self._funnels_route, methods=["GET"]),
-            Route("/api/owner", self._owner_route, methods=["GET"]),
+            Route("/", self._page_route, methods=["GET"], name="page"),
+            Route("/api/reports/{name}", self._report_route, methods=["GET"], name="report"),
+            Route("/api/live", self._live_route, methods=["GET"], name="live"),
+            Route("/api/funnels", self._funnels_route, methods=["GET"], name="funnels"),
+            Route("/api/owner", self._owner_route, methods=["GET"], name="owner"),
         ]
 
     async def _read(self, work: Callable[[], T]) -> T:

@@ -30,6 +30,36 @@ class CollectorSettings(BaseModel):
     ack_timeout_s: float = Field(default=10.0, gt=0)
     retry_after_s: int = Field(default=5, ge=1)
     trust_forwarded_for: bool = False
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]")
+    """Host names the read side (live page, report API) answers to: a web page that rebinds
+    its own name to this machine's address (DNS rebinding) gets a 400, not the data.
+    ``*`` allows any; ``*.example.com`` any subdomain. Ingestion answers any host."""
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            hosts = tuple(str(h).strip().lower() for h in value if str(h).strip())
+            if not hosts:
+                raise ValueError("allowed_hosts needs at least one host name (or *)")
+            return hosts
+        return value
+
+    def host_allowed(self, host_header: str | None) -> bool:
+        """Whether a request with this ``Host`` header may use the read side."""
+        if "*" in self.allowed_hosts:
+            return True
+        host = (host_header or "").strip().lower()
+        if host.startswith("["):  # [::1]:8000
+            host = host[: host.find("]") + 1] if "]" in host else host
+        else:
+            host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        return any(
+            host == allowed or (allowed.startswith("*.") and host.endswith(allowed[1:]))
+            for allowed in self.allowed_hosts
+        )
 
     @field_validator("write_keys", mode="before")
     @classmethod
@@ -60,6 +90,8 @@ class CollectorSettings(BaseModel):
                 raise ValueError("FUNNEL_WRITE_KEYS must look like 'key:site,key2:site2'")
             keys[key] = site
         values: dict[str, object] = {"write_keys": keys}
+        if hosts := env.get("FUNNEL_ALLOWED_HOSTS"):
+            values["allowed_hosts"] = hosts
         if origins := env.get("FUNNEL_CORS_ORIGINS"):
             values["cors_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
         for name, var in (

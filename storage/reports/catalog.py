@@ -58,6 +58,8 @@ REPORTS: dict[str, dict[str, str | None]] = {
     "leads": {},
     "forecast": {"horizon_days": "30"},
 }
+#: The longest span a report option may give in days (lookback, churn, horizon): ten years.
+_MAX_DAYS = 3650
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -81,13 +83,24 @@ class ReportRequest:
             raise ReportRequestError(f"{option} is required")
         return value
 
-    def number(self, option: str, kind: Callable[[str], int | float] = int) -> int | float:
+    def number(
+        self,
+        option: str,
+        kind: Callable[[str], int | float] = int,
+        *,
+        low: float = 0,
+        high: float = _MAX_DAYS,
+    ) -> int | float:
+        """``option`` as a number from ``low`` to ``high``."""
         try:
-            return kind(self.text(option))
+            value = kind(self.text(option))
         except ValueError:
             raise ReportRequestError(
                 f"{option} must be a number, not {self.options[option]!r}"
             ) from None
+        if not low <= value <= high:  # also refuses NaN
+            raise ReportRequestError(f"{option} must be from {low:g} to {high:g}, not {value}")
+        return value
 
 
 def parse_request(name: str, params: Mapping[str, str | None]) -> ReportRequest:
@@ -119,9 +132,9 @@ def parse_request(name: str, params: Mapping[str, str | None]) -> ReportRequest:
     )
     for option in ("lookback_days", "churn_days", "horizon_days"):
         if option in own:
-            request.number(option)
+            request.number(option, low=1)
     if "target_cpl" in own and request.options["target_cpl"] is not None:
-        request.number("target_cpl", float)
+        request.number("target_cpl", float, high=1e15)
     if "split" in own:
         _flag(request, "split")
     return request

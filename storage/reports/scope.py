@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
+from funnel.events import EARLIEST, LATEST
+
 __all__ = ["BREAKDOWNS", "PURCHASES", "Breakdown", "ReportScope", "parse_when"]
 
 Breakdown = Literal["channel", "campaign", "day", "week", "month", "temperature", "manager"]
@@ -40,13 +42,24 @@ _PERIOD = {"day": "toDate({t})", "week": "toMonday({t})", "month": "toStartOfMon
 
 def parse_when(text: str, *, end: bool = False) -> datetime:
     """``2026-11-01`` or an ISO datetime, as UTC. A bare date given as a period's end means
-    the end of that day (``--to 2026-11-30`` includes the 30th)."""
-    if len(text) == 10:
-        day = date.fromisoformat(text)
-        moment = datetime.combine(day, time(), tzinfo=UTC)
-        return moment + timedelta(days=1) if end else moment
-    moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    the end of that day (``--to 2026-11-30`` includes the 30th). Raises ``ValueError`` for
+    anything else, and for a time outside the times events may carry (2000 to 2100)."""
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime.combine(day, time(), tzinfo=UTC)
+            moment = moment + timedelta(days=1) if end else moment
+        else:
+            moment = datetime.fromisoformat(text)
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+            moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{text!r} is not a date (YYYY-MM-DD) or an ISO 8601 time") from None
+    if not EARLIEST <= moment <= LATEST:
+        raise ValueError(
+            f"{text!r} is out of range: reports cover {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}"
+        )
+    return moment
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,9 @@ import uuid
 
 from kafka import KafkaProducer
 
+from funnel.dedup import BoundedIds
 from storage.backends import ChdbStore
-from storage.sink import LandedIds, Sink
+from storage.sink import Sink
 from stream_processors.topics import TopicNames, create_topics
 from tests.integration.test_kafka_pipeline import caught_up, sink_running, wait_until
 
@@ -64,7 +65,7 @@ def test_facts_resent_by_the_stream_land_once_across_sink_restarts(
 
 
 def test_landed_ids_forget_the_oldest_beyond_their_bound() -> None:
-    landed = LandedIds(max_ids=3)
+    landed = BoundedIds(max_ids=3)
     landed.add_all(["a", "b"])
     landed.add_all(["c", "d"])
     assert len(landed) == 3

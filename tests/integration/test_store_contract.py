@@ -16,6 +16,7 @@ import pytest
 
 from storage.backends import ChdbStore, ServerStore, Store, StoreError
 from storage.migrate import migrate, migrations
+from storage.poison import insert_isolating
 
 BACKENDS = ["chdb"] + (["server"] if os.environ.get("FUNNEL_TEST_CLICKHOUSE") else [])
 
@@ -125,3 +126,62 @@ def test_params_are_bound_not_spliced(any_store: Store) -> None:
 def test_bad_sql_is_a_store_error(any_store: Store) -> None:
     with pytest.raises(StoreError, match="nosuch"):
         any_store.query(f"SELECT nosuch FROM {any_store.database}.events")
+
+
+# Engine-side refusals (issue 11): a write the engine refuses raises, on every path, and
+# refuses nothing else; insert_isolating lands the rest and names the poison.
+
+
+def test_too_many_partitions_in_one_block_raises_and_lands_nothing(any_store: Store) -> None:
+    rows = []
+    for month in range(101):  # stage_reached is partitioned by month: 101 partitions
+        row = stage_row(f"p{month}")
+        row["reached_at"] = datetime(2010 + month // 12, 1 + month % 12, 1, tzinfo=UTC)
+        rows.append(row)
+    with pytest.raises(StoreError) as refused:
+        any_store.insert("stage_reached", rows)
+    assert refused.value.refuses_data
+    [count] = any_store.query(f"SELECT count() AS n FROM {any_store.database}.stage_reached")
+    assert count["n"] == 0
+    assert insert_isolating(any_store, "stage_reached", rows, dedup_token="t:0:0:100") == []
+    [count] = any_store.query(f"SELECT count() AS n FROM {any_store.database}.stage_reached")
+    assert count["n"] == 101
+
+
+def test_a_value_out_of_range_raises_on_the_text_path(any_store: Store) -> None:
+    row = stage_row("p1")
+    row["campaign"] = {"not": "text"}  # no Arrow mapping: the JSONEachRow path
+    row["step_index"] = "seven"
+    with pytest.raises(StoreError) as refused:
+        any_store.insert("stage_reached", [row])
+    assert refused.value.refuses_data
+
+
+def test_a_constraint_raises_and_the_poison_is_isolated(any_store: Store) -> None:
+    any_store.execute(
+        f"ALTER TABLE {any_store.database}.stage_reached "
+        "ADD CONSTRAINT no_poison CHECK person_id != 'poison'"
+    )
+    rows = [stage_row(f"p{i}") for i in range(9)]
+    rows.insert(6, stage_row("poison"))
+    with pytest.raises(StoreError) as refused:
+        any_store.insert("stage_reached", rows)
+    assert refused.value.refuses_data
+    token = "facts.stage:0:10:19"
+    for _ in range(2):  # a replay of the same batch lands nothing twice
+        [poison] = insert_isolating(any_store, "stage_reached", rows, dedup_token=token)
+        assert poison.row["person_id"] == "poison"
+        assert "no_poison" in poison.reason
+    landed = any_store.query(
+        f"SELECT person_id FROM {any_store.database}.stage_reached ORDER BY person_id"
+    )
+    assert [r["person_id"] for r in landed] == [f"p{i}" for i in range(9)]
+    dead = poison.dead_letter(datetime(2026, 10, 1, tzinfo=UTC))
+    assert dead["site_id"] == "s"
+    assert "store_refused" in str(dead["reason"])
+
+
+def test_a_broken_store_is_not_poison(any_store: Store) -> None:
+    with pytest.raises(StoreError) as failed:
+        insert_isolating(any_store, "no_such_table", [stage_row("p1"), stage_row("p2")])
+    assert not failed.value.refuses_data
