@@ -92,9 +92,7 @@ def find_binary() -> list[str]:
     single = shutil.which("clickhouse")
     if single:
         return [single, "server"]
-    raise ClickHouseServerError(
-        "no clickhouse-server binary: apt-get install clickhouse-server (.ci/run does)"
-    )
+    raise ClickHouseServerError("no clickhouse-server binary: sudo ./scripts/system-deps --install")
 
 
 class ClickHouseServer:

@@ -1,9 +1,9 @@
 """``docker-compose.yml``, checked the way CI can check it without a Docker engine.
 
-Debian's ``docker-compose`` 1.29 parses, interpolates and validates the file against the
-Compose schema (``docker-compose config``) without talking to an engine; ``.ci/run`` installs
-it. Its resolved output is then held to the rules the file's header states: pinned images,
-a health check and a restart policy on every long-running service, secrets only from the
+Debian's ``docker-compose`` 1.29 parses, interpolates and validates the file against the Compose
+schema (``docker-compose config``) without talking to an engine; ``scripts/system-deps``
+installs it. Its resolved output is then held to the rules the file's header states: pinned
+images, a health check and a restart policy on every long-running service, secrets only from the
 environment, a scalable ``worker``, the README's service list, mounted files that exist, and
 commands the ``funnel`` CLI accepts. What needs an engine (pulling, building, starting, the
 health checks passing) is not covered here.
@@ -46,7 +46,7 @@ def _compose(*args: str, env_file: Path = ENV_EXAMPLE) -> subprocess.CompletedPr
     # Variables of the calling shell would override the env file: pass none of them.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
     exe = shutil.which("docker-compose")
-    assert exe, "docker-compose is missing: .ci/run installs Debian's docker-compose package"
+    assert exe, "docker-compose is missing: sudo ./scripts/system-deps --install"
     return subprocess.run(
         [exe, "-f", str(COMPOSE), "--env-file", str(env_file), *args],
         cwd=ROOT,

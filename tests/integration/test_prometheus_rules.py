@@ -1,9 +1,9 @@
 """The Prometheus config and rules (``dashboards/prometheus``), checked by the real promtool.
 
-promtool comes with Debian's ``prometheus`` package, which ``.ci/run`` installs; a machine
-without it fails these tests rather than skipping them. Besides promtool's own checks and the
-rule unit tests (``dashboards/prometheus/tests/*.yml``), the rule files are held to the metric
-catalogue (``funnel.metrics``), to the recorded series they define and to the funnel
+promtool comes with Debian's ``prometheus`` package, which ``scripts/system-deps`` installs; a
+machine without it fails these tests rather than skipping them. Besides promtool's own checks
+and the rule unit tests (``dashboards/prometheus/tests/*.yml``), the rule files are held to the
+metric catalogue (``funnel.metrics``), to the recorded series they define and to the funnel
 definitions the step order is generated from.
 """
 
@@ -39,7 +39,7 @@ _FILE_NAME = re.compile(r"[\w./-]+\.ya?ml")
 def promtool(*args: str) -> str:
     """Run promtool in the rules directory; its output, or a failure showing it."""
     binary = shutil.which("promtool")
-    assert binary, "promtool is missing: install Debian's prometheus package (.ci/run does)"
+    assert binary, "promtool is missing: sudo ./scripts/system-deps --install"
     done = subprocess.run(
         [binary, *args], cwd=PROMETHEUS, capture_output=True, text=True, timeout=300
     )

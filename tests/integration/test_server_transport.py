@@ -1,7 +1,7 @@
 """The server backend's transport against a real ``clickhouse-server`` process.
 
 Why 18.16: it is the only ClickHouse server installable here (Debian 12's ``clickhouse-server``
-package); CI installs it (``.ci/run``) and the ``clickhouse_server`` fixture starts a private
+package); ``scripts/system-deps`` installs it and the ``clickhouse_server`` fixture starts a private
 one, so these tests always run. The project's schema needs a current server (DateTime64, Map,
 LowCardinality, deduplication tokens), so the store contract suite runs against a server only
 when ``FUNNEL_TEST_CLICKHOUSE`` names one; here a tiny schema 18.16 understands (MergeTree with
