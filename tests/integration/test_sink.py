@@ -92,3 +92,36 @@ def test_the_persons_topic_is_compacted_and_the_others_are_not(kafka_bootstrap: 
         admin.close()
     assert policies == {names.persons: "compact", names.leads: None, names.events: None}
     assert len(partitions) == 3
+
+
+def test_a_fact_the_store_refuses_is_dead_lettered_and_the_sink_moves_on(
+    kafka_bootstrap: str, store: ChdbStore
+) -> None:
+    """Issue 11: one bad fact never crash-loops the sink; the rest of its batch lands."""
+    store.execute(
+        f"ALTER TABLE {store.database}.lead_changes ADD CONSTRAINT no_poison "
+        "CHECK person_id != 'p13'"
+    )
+    names = TopicNames(f"poison{uuid.uuid4().hex[:8]}.")
+    group = f"sink-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_bootstrap, names, 1)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for n in range(40):
+        producer.send(names.facts("lead_changes"), json.dumps(lead_change(n)).encode())
+    producer.flush()
+    producer.close()
+    sink = Sink(
+        store, bootstrap_servers=kafka_bootstrap, group_id=group, topics=names, max_errors=1
+    )
+    run_until_caught_up(sink, kafka_bootstrap, group, names)
+    assert sink.refused_rows == 1
+    landed = store.query(f"SELECT person_id FROM {store.database}.lead_changes")
+    assert sorted(r["person_id"] for r in landed) == sorted(f"p{n}" for n in range(40) if n != 13)
+    [dead] = store.query(f"SELECT site_id, reason, payload FROM {store.database}.rejected_events")
+    assert dead["site_id"] == "s"
+    assert "no_poison" in dead["reason"]
+    assert '"person_id":"p13"' in dead["payload"].replace(" ", "")
+    metrics = sink.metrics.registry.get_sample_value(
+        "funnel_sink_refused_rows_total", {"table": "lead_changes"}
+    )
+    assert metrics == 1
