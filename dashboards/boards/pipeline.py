@@ -142,12 +142,18 @@ def pipeline() -> Dashboard:
             _quantiles("Sink batch size", m.SINK_BATCH_ROWS, "Rows per insert.", unit="short"),
             _quantiles("Sink insert latency", m.SINK_INSERT_SECONDS, "Insert latency."),
             _panel(
-                "Sink retries and rows committed",
-                "Inserts retried after a store error, and rows committed per table.",
+                "Sink retries, rows committed and refused",
+                "Inserts retried after a store error, rows committed per table, and rows the "
+                "store refused on their own (dead-lettered to rejected_events).",
                 (
                     PromQuery(f"sum(rate({m.SINK_RETRIES}_total{_RATE}))", "retries", "A"),
                     PromQuery(
                         f"sum by (table) (rate({m.SINK_ROWS}_total{_RATE}))", "rows {{table}}", "B"
+                    ),
+                    PromQuery(
+                        f"sum by (table) (rate({m.SINK_REFUSED_ROWS}_total{_RATE}))",
+                        "refused {{table}}",
+                        "C",
                     ),
                 ),
                 unit="reqps",

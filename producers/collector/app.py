@@ -225,10 +225,11 @@ def create_app(
             refused = await delivered
             metrics.ack_seconds.observe(time.perf_counter() - started)
             if refused:  # the store refused values that passed validation: dead-lettered
-                rejected = _store_refusals(rejected, ids, refused)
-                accepted -= len(refused)
-                metrics.events.labels("rejected").inc(len(refused))
-                metrics.rejections.labels("store_refused").inc(len(refused))
+                extra = _store_refusals(rejected, ids, refused)
+                rejected = sorted([*rejected, *extra], key=lambda r: int(str(r["index"])))
+                accepted -= len(extra)
+                metrics.events.labels("rejected").inc(len(extra))
+                metrics.rejections.labels("store_refused").inc(len(extra))
             metrics.events.labels("accepted").inc(accepted)
             if live is not None:
                 live.record(accepted)
@@ -368,11 +369,11 @@ def create_app(
 def _store_refusals(
     rejected: list[dict[str, object]], ids: list[str], refused: dict[str, str]
 ) -> list[dict[str, object]]:
-    """``rejected`` plus an entry for each accepted event the store refused, by its index in
-    the request (accepted events are the items not rejected, in order)."""
+    """An entry for each accepted item whose event the store refused, by its index in the
+    request (the accepted items are those not in ``rejected``, in order, with ``ids``)."""
     taken = {int(str(r["index"])) for r in rejected}
     indices = (i for i in itertools.count() if i not in taken)
-    extra = [
+    return [
         {
             "index": index,
             "errors": [{"field": "$store", "reason": refused[event_id], "code": "store_refused"}],
@@ -380,4 +381,3 @@ def _store_refusals(
         for index, event_id in zip(indices, ids, strict=False)
         if event_id in refused
     ]
-    return sorted([*rejected, *extra], key=lambda r: int(str(r["index"])))
