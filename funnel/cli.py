@@ -261,24 +261,35 @@ def spend() -> None:
 @spend.command("load")
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--site", default=None, help="The site of rows without a site_id column.")
+@channels_option
 @store_option
 @database_option
-def spend_load(csv_file: Path, site: str | None, store: str, database: str) -> None:
+def spend_load(
+    csv_file: Path, site: str | None, channels_file: Path | None, store: str, database: str
+) -> None:
     """Load spend from a CSV (date,site_id,channel,campaign,cost,currency); re-loading a
     day replaces it. Bad lines are skipped and listed (JSON lines on stderr); the exit code
-    is 1 when any line was rejected."""
-    from storage.spend import load_spend
+    is 1 when any line was rejected. A file that is not UTF-8 or mixes currencies within a
+    site is refused whole (exit 2); channels the rules never produce load with a warning."""
+    from storage.spend import SpendFileError, load_spend
 
+    rules = _config(None, channels_file).channels
     db = _open_store(store, database)
     try:
         with _progress() as progress:
             task = progress.add_task(f"loading {csv_file.name}", total=None)
-            result = load_spend(db, csv_file, site_id=site)
+            result = load_spend(db, csv_file, site_id=site, channels=rules)
             progress.update(task, total=result.loaded, completed=result.loaded)
+    except SpendFileError as exc:
+        refused = click.ClickException(str(exc))
+        refused.exit_code = 2  # a usage error: the file, not the store, is at fault
+        raise refused from exc
     finally:
         db.close()
     for rejection in result.rejected:
         click.echo(json.dumps(rejection), err=True)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     err.print(f"loaded {result.loaded:,} spend row(s), rejected {len(result.rejected):,}")
     if result.rejected:
         sys.exit(1)

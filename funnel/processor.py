@@ -307,8 +307,17 @@ def _trim(state: PersonState, config: CoreConfig) -> None:
 
 
 def _apply(profile: Profile, event: Event, config: CoreConfig) -> list[Fact]:
-    """Fold one event (in order) into ``profile``; return its facts."""
+    """Fold one event (in order) into ``profile``; return its facts.
+
+    An event flagged as a bot's (``context.is_bot``) is stored (its row) and changes nothing
+    else: no touch, stage, credit, temperature or person row, so every derived fact, report
+    and aggregate leaves bots out by construction (reports over ``events`` filter them).
+    """
     state = profile
+    if event.context.is_bot:
+        inherit = event.type not in _TOUCH_TYPES
+        touch = config.channels.touch_for(event.context, state.last_touch, inherit=inherit)
+        return [_event_row(event, state.person_id, touch)]
     at_ms = to_millis(event.occurred_at)
     state.first_seen_ms = min(state.first_seen_ms, at_ms)
     state.last_seen_ms = max(state.last_seen_ms, at_ms)

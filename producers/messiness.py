@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from funnel.enrichment import parse_user_agent
 from funnel.events import Event
 
 __all__ = ["Arrival", "Mess", "arrivals", "bot_events"]
@@ -70,7 +71,10 @@ class Arrival:
 def bot_events(
     rng: random.Random, site_id: str, count: int, start: datetime, days: int
 ) -> list[Event]:
-    """Crawler page views: impressions only, from a few bot devices."""
+    """Crawler page views: impressions only, from a few bot devices, flagged as the collector
+    flags them from their user agent (in process no collector sees them)."""
+    agent = parse_user_agent(BOT_USER_AGENT)
+    server = {"is_bot": agent.is_bot, "browser": agent.browser or None, "device": agent.device}
     events = []
     for n in range(count):
         at = start + timedelta(seconds=rng.uniform(0, days * 86_400))
@@ -83,7 +87,11 @@ def bot_events(
                     "anonymous_id": f"bot-{n % 5}",
                     "occurred_at": at,
                     "received_at": at,
-                    "context": {"url": "https://shop.example.com/", "user_agent": BOT_USER_AGENT},
+                    "context": {
+                        "url": "https://shop.example.com/",
+                        "user_agent": BOT_USER_AGENT,
+                        **server,
+                    },
                 }
             )
         )

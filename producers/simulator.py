@@ -178,10 +178,11 @@ class GroundTruth:
     persons: dict[str, PersonTruth] = field(default_factory=dict)
 
     def step_counts(self, funnel: str) -> list[int]:
-        """Number of persons who reached each step (level >= k) of ``funnel``."""
+        """Number of persons who reached each step (level >= k) of ``funnel``; bots are not
+        persons here, as in the reports (their events are stored and flagged, never counted)."""
         spec = self.funnels.get(funnel)
         return [
-            sum(1 for p in self.persons.values() if p.levels.get(funnel, 0) >= k)
+            sum(1 for p in self.persons.values() if not p.is_bot and p.levels.get(funnel, 0) >= k)
             for k in range(1, len(spec.steps) + 1)
         ]
 

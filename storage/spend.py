@@ -7,12 +7,26 @@ loaded; it is reported with its line number and a machine-readable reason, and c
 table is a ReplacingMergeTree keyed by site, date, channel and campaign: loading a day again
 replaces its cost instead of adding to it, so a corrected export can simply be re-loaded
 (reports read it with ``FINAL``).
+
+The file is read whole and checked before anything is inserted; two problems refuse it as a
+whole with a :class:`SpendFileError` (nothing is loaded):
+
+- ``not_utf8``: the file is not UTF-8 text (a UTF-8 byte order mark, as Excel writes, is fine).
+- ``currency_mix``: a site's rows are in more than one currency, or in another currency than
+  the spend already stored for that site. Reports sum ``cost``, so spend is in one currency
+  per site: convert before loading (to change a site's currency, delete its stored spend).
+
+A channel name the channel rules never produce (:func:`known_channels`: each rule's channel and
+the direct channel) still loads, since spend may be kept for channels no event is classified
+into, but the load lists it in ``unknown_channels`` and says so in ``warnings``: usually it is
+a typo, and its spend would not meet the leads and revenue of the channel it meant.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+import io
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -21,11 +35,23 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from funnel.channels import DIRECT, ChannelRules
 from storage.backends import Store
 
-__all__ = ["SpendLoad", "SpendRow", "load_spend", "read_spend"]
+__all__ = [
+    "SpendFileError",
+    "SpendLoad",
+    "SpendRow",
+    "known_channels",
+    "load_spend",
+    "read_spend",
+]
 
 COLUMNS = ("date", "site_id", "channel", "campaign", "cost", "currency")
+_FILE_ERRORS = {
+    "not_utf8": "spend file is not UTF-8 text",
+    "currency_mix": "spend is in one currency per site; convert before loading",
+}
 
 
 class SpendRow(BaseModel):
@@ -41,12 +67,32 @@ class SpendRow(BaseModel):
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
 
 
+class SpendFileError(ValueError):
+    """A spend file refused as a whole (nothing loaded); ``reason`` is machine-readable
+    (``not_utf8``, ``currency_mix``), ``detail`` says where or which."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{_FILE_ERRORS.get(reason, reason)}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
 @dataclass(slots=True)
 class SpendLoad:
-    """What a load did: rows loaded, and the rejected lines with their reasons."""
+    """What a load did: rows loaded, the rejected lines with their reasons, and the loaded
+    channel names the channel rules never produce (with a readable warning about them)."""
 
     loaded: int = 0
     rejected: list[dict[str, object]] = field(default_factory=list)
+    unknown_channels: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def known_channels(rules: ChannelRules) -> frozenset[str]:
+    """The channel names ``rules`` can classify a touch into: each rule's channel and the
+    direct channel (also the core's ``Direct``, which attribution credits a conversion with
+    no touch in its lookback)."""
+    return frozenset({r.channel for r in rules.rule} | {rules.direct, DIRECT})
 
 
 def read_spend(
@@ -78,22 +124,70 @@ def read_spend(
 
 
 def load_spend(
-    store: Store, path: Path, *, site_id: str | None = None, batch: int = 10_000
+    store: Store,
+    path: Path,
+    *,
+    site_id: str | None = None,
+    channels: ChannelRules | None = None,
+    batch: int = 10_000,
 ) -> SpendLoad:
-    """Load a spend CSV into ``spend``; bad lines are skipped and reported (module docstring)."""
+    """Load a spend CSV into ``spend``; bad lines are skipped and reported, a bad file is
+    refused whole with :class:`SpendFileError` (module docstring). ``channels`` are the rules
+    whose channel names are known (default: the shipped rules)."""
+    text = _decode(path.read_bytes())
     result = SpendLoad()
     rows: list[dict[str, object]] = []
-    with path.open(newline="", encoding="utf-8") as f:
-        for item in read_spend(f, site_id):
-            if isinstance(item, SpendRow):
-                rows.append(item.model_dump())
-            else:
-                result.rejected.append(item)
-            if len(rows) >= batch:
-                store.insert("spend", rows)
-                result.loaded += len(rows)
-                rows = []
-    if rows:
-        store.insert("spend", rows)
-        result.loaded += len(rows)
+    for item in read_spend(io.StringIO(text, newline=""), site_id):
+        if isinstance(item, SpendRow):
+            rows.append(item.model_dump())
+        else:
+            result.rejected.append(item)
+    _check_currencies(store, rows)
+    known = known_channels(channels or ChannelRules.default())
+    unknown = sorted({str(r["channel"]) for r in rows} - known)
+    if unknown:
+        result.unknown_channels = unknown
+        result.warnings.append(
+            f"channel(s) the channel rules never produce: {', '.join(unknown)} "
+            f"(loaded all the same; known: {', '.join(sorted(known))})"
+        )
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        store.insert("spend", chunk)
+        result.loaded += len(chunk)
     return result
+
+
+def _decode(data: bytes) -> str:
+    """The file's text: UTF-8, with or without a byte order mark, else ``not_utf8``."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SpendFileError(
+            "not_utf8",
+            f"line {line}: byte 0x{data[exc.start]:02x} ({exc.reason}); save it as UTF-8",
+        ) from exc
+
+
+def _check_currencies(store: Store, rows: Sequence[dict[str, object]]) -> None:
+    """Refuse (``currency_mix``) a site with rows in several currencies, or in another
+    currency than the spend already stored for that site."""
+    in_file: dict[str, set[str]] = {}
+    for r in rows:
+        in_file.setdefault(str(r["site_id"]), set()).add(str(r["currency"]))
+    if not in_file:
+        return
+    sql = f"SELECT DISTINCT currency FROM {store.database}.spend WHERE site_id = {{site:String}}"
+    problems = []
+    for site, currencies in sorted(in_file.items()):
+        stored = {str(r["currency"]) for r in store.query(sql, {"site": site})}
+        if len(currencies) > 1:
+            problems.append(f"site {site!r} has rows in {', '.join(sorted(currencies))}")
+        elif stored and stored != currencies:
+            problems.append(
+                f"site {site!r} has rows in {', '.join(sorted(currencies))} but its stored "
+                f"spend is in {', '.join(sorted(stored))}"
+            )
+    if problems:
+        raise SpendFileError("currency_mix", "; ".join(problems))

@@ -64,8 +64,9 @@ class EmbeddedPipeline:
         self.refused_rows = 0
         """Rows the store refused for their values (dead-lettered), since the start."""
 
-    def submit(self, event: Event) -> None:
-        """Apply one event and buffer its facts (a full buffer is written at once).
+    def submit(self, event: Event) -> bool:
+        """Apply one event and buffer its facts (a full buffer is written at once); ``False``
+        when it was a duplicate (nothing applied).
 
         Identity first: an event that links a device to a customer merges the device's
         anonymous person into the customer's before the event itself is applied. An event
@@ -73,7 +74,7 @@ class EmbeddedPipeline:
         """
         if not self.applied.add(f"{event.site_id}:{event.event_id}"):
             self.duplicates += 1
-            return
+            return False
         who = resolve(
             event,
             self.aliases.get(device_key(event.site_id, event.anonymous_id))
@@ -93,6 +94,10 @@ class EmbeddedPipeline:
         self.states[who.key] = state
         self._buffer(facts)
         self.processed += 1
+        if state.outcome == "duplicate":
+            self.duplicates += 1
+            return False
+        return True
 
     def _buffer(self, facts: list[Fact]) -> None:
         for fact in facts:

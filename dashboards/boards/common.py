@@ -22,6 +22,7 @@ __all__ = [
     "SITE",
     "campaign_filter",
     "channel_filter",
+    "quote",
     "series_options",
     "stat_options",
     "step_names",
@@ -82,13 +83,13 @@ def step_names(catalog: FunnelCatalog) -> str:
     dashboards were generated from (regenerate with ``--funnels`` for a custom catalog).
     """
     entries = ",\n        ".join(
-        f"{_quote(spec.name)}, [{', '.join(_quote(step.name) for step in spec.steps)}]"
+        f"{quote(spec.name)}, [{', '.join(quote(step.name) for step in spec.steps)}]"
         for spec in sorted(catalog.funnel, key=lambda s: s.name)
     )
     return f"map(\n        {entries}\n    )"
 
 
-def _quote(text: str) -> str:
+def quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 

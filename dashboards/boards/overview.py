@@ -1,17 +1,21 @@
 """Funnel overview: how many people reach each step, the conversion between steps, and where
 the people who stopped are (still in their window, or dropped).
 
-The period is funnel *entry* (``entered_at``, the start of the chain that reached a step), as
-in ``funnel report funnel``: the panels show the people who entered in the time range and how
-far they got, also after it. Step counts read ``agg_stage_hour`` (``sum(persons)``, exact under
-corrections), so the range is rounded to whole entry hours; the split into in window and
-dropped reads ``stage_reached`` (``sum(sign)`` per person and step) and the latest
+The time range selects funnel *entries*, with the semantics of ``funnel report funnel``
+(DESIGN §6 periods): a person counts through the chains whose step-1 event falls in the range,
+at the deepest step any of them reached within the funnel's window (also after the range), so
+step counts never increase from one step to the next. The panels compute those chains from
+``events`` with ``windowFunnel`` (:func:`storage.reports.funnels.chain_levels_sql`, the
+reports' own SQL, one branch per configured funnel; bots left out); the channel and campaign
+filters select the entry touch. The split into in window and dropped joins the latest
 ``persons`` row of each person (``argMax(…, updated_at)``), merged persons left out.
 """
 
 from __future__ import annotations
 
 from funnel.funnels import FunnelCatalog
+from storage.reports.funnels import chain_levels_sql
+from storage.reports.scope import resolved_events
 
 from .common import (
     CAMPAIGN,
@@ -21,6 +25,7 @@ from .common import (
     SITE,
     campaign_filter,
     channel_filter,
+    quote,
     series_options,
     stat_options,
     step_names,
@@ -34,6 +39,7 @@ UID = "funnel-overview"
 
 def overview(catalog: FunnelCatalog) -> Dashboard:
     names = step_names(catalog)
+    levels = _levels(catalog, "''")
     return Dashboard(
         uid=UID,
         title="Funnel overview",
@@ -42,42 +48,59 @@ def overview(catalog: FunnelCatalog) -> Dashboard:
         variables=(DB, SITE, FUNNEL, CHANNEL, CAMPAIGN),
         time_from="now-30d",
         panels=(
-            _entered(),
-            _overall(names),
-            _status(),
-            _steps(names),
-            _conversion(names),
-            _stopped(names),
-            _over_time(names),
+            _entered(levels),
+            _overall(names, levels),
+            _status(names, levels),
+            _steps(names, levels),
+            _conversion(names, levels),
+            _stopped(names, levels),
+            _over_time(names, _levels(catalog, "$__timeInterval(occurred_at)")),
         ),
     )
 
 
-def _counts() -> str:
+def _levels(catalog: FunnelCatalog, group: str) -> str:
+    """``(site_id, person_id, g, level)`` of the selected funnel over the time range: each
+    person's deepest chain entering in the range (per ``group`` value of the entry)."""
+    branches = [
+        chain_levels_sql(
+            spec,
+            events=resolved_events("${db}"),
+            where=f"site_id = ${{site:singlequote}} "
+            f"AND ${{funnel:singlequote}} = {quote(spec.name)}",
+            start="toInt64(toUnixTimestamp($__fromTime)) * 1000",
+            end="(toInt64(toUnixTimestamp($__toTime)) * 1000 + 1)",
+            group=group,
+            entry=f"{channel_filter()} AND {campaign_filter()}",
+        )
+        for spec in sorted(catalog.funnel, key=lambda s: s.name)
+    ]
+    return "(" + "\n    UNION ALL\n    ".join(f"SELECT * FROM {b}" for b in branches) + ")"
+
+
+def _counts(levels: str) -> str:
     return f"""
     counts AS (
-        SELECT step_index, sum(persons) AS persons
-        FROM ${{db}}.agg_stage_hour
-        WHERE site_id = ${{site:singlequote}} AND funnel = ${{funnel:singlequote}}
-          AND $__timeFilter(bucket)
-          AND {channel_filter()}
-          AND {campaign_filter()}
+        SELECT step_index, count() AS persons
+        FROM {levels}
+        ARRAY JOIN range(1, toUInt64(level) + 1) AS step_index
+        WHERE level > 0
         GROUP BY step_index
     )"""
 
 
-def _with_steps(names: str) -> str:
+def _with_steps(names: str, levels: str) -> str:
     """Every configured step of the funnel (zero when nobody reached it) and its count."""
     return f"""
 WITH
     {names}[${{funnel:singlequote}}] AS names,
     steps AS (
         SELECT arrayJoin(arrayEnumerate(names)) AS step_index, names[step_index] AS name
-    ),{_counts()}"""
+    ),{_counts(levels)}"""
 
 
-def _steps(names: str) -> Panel:
-    sql = f"""{_with_steps(names)}
+def _steps(names: str, levels: str) -> Panel:
+    sql = f"""{_with_steps(names, levels)}
 SELECT concat(toString(s.step_index), '. ', s.name) AS step, ifNull(c.persons, 0) AS persons
 FROM steps AS s
 LEFT JOIN counts AS c ON s.step_index = c.step_index
@@ -101,8 +124,8 @@ ORDER BY s.step_index
     )
 
 
-def _conversion(names: str) -> Panel:
-    sql = f"""{_with_steps(names)}
+def _conversion(names: str, levels: str) -> Panel:
+    sql = f"""{_with_steps(names, levels)}
 SELECT
     step,
     persons,
@@ -146,9 +169,9 @@ ORDER BY step_index
     )
 
 
-def _entered() -> Panel:
+def _entered(levels: str) -> Panel:
     sql = f"""
-WITH{_counts()}
+WITH{_counts(levels)}
 SELECT sumIf(persons, step_index = 1) AS entered
 FROM counts
 """
@@ -163,10 +186,10 @@ FROM counts
     )
 
 
-def _overall(names: str) -> Panel:
+def _overall(names: str, levels: str) -> Panel:
     sql = f"""
 WITH
-    length({names}[${{funnel:singlequote}}]) AS last_step,{_counts()}
+    length({names}[${{funnel:singlequote}}]) AS last_step,{_counts(levels)}
 SELECT sumIf(persons, step_index = last_step) / nullIf(sumIf(persons, step_index = 1), 0)
     AS overall_conversion
 FROM counts
@@ -184,26 +207,16 @@ FROM counts
     )
 
 
-def _stopped_people() -> str:
-    """Each person who entered in the range: the furthest step (net of corrections) and the
-    funnel status of their latest state."""
+def _stopped_people(names: str, levels: str) -> str:
+    """Each person who entered in the range: the deepest step of their chains entering in it,
+    and their status there: converted at the last step, else in window when their funnel
+    status (latest state) is, else dropped (as ``funnel report funnel`` splits them)."""
     return f"""
     stopped AS (
-        SELECT r.level AS level, p.status AS status
-        FROM (
-            SELECT site_id, person_id, max(step_index) AS level
-            FROM (
-                SELECT site_id, person_id, step_index, sum(sign) AS net
-                FROM ${{db}}.stage_reached
-                WHERE site_id = ${{site:singlequote}} AND funnel = ${{funnel:singlequote}}
-                  AND $__timeFilter(entered_at)
-                  AND {channel_filter("entry_channel")}
-                  AND {campaign_filter("entry_campaign")}
-                GROUP BY site_id, person_id, step_index
-                HAVING net > 0
-            )
-            GROUP BY site_id, person_id
-        ) AS r
+        SELECT r.level AS level,
+               multiIf(r.level >= length({names}[${{funnel:singlequote}}]), 'converted',
+                       p.status = 'in_window', 'in_window', 'dropped') AS status
+        FROM (SELECT * FROM {levels} WHERE level > 0) AS r
         INNER JOIN (
             SELECT site_id, person_id,
                    argMax(funnel_status[${{funnel:singlequote}}], updated_at) AS status,
@@ -216,10 +229,10 @@ def _stopped_people() -> str:
     )"""
 
 
-def _stopped(names: str) -> Panel:
+def _stopped(names: str, levels: str) -> Panel:
     sql = f"""
 WITH
-    {names}[${{funnel:singlequote}}] AS names,{_stopped_people()}
+    {names}[${{funnel:singlequote}}] AS names,{_stopped_people(names, levels)}
 SELECT
     concat(toString(level), '. ', names[level]) AS step,
     countIf(status = 'in_window') AS in_window,
@@ -247,9 +260,9 @@ ORDER BY level
     )
 
 
-def _status() -> Panel:
+def _status(names: str, levels: str) -> Panel:
     sql = f"""
-WITH{_stopped_people()}
+WITH{_stopped_people(names, levels)}
 SELECT status, count() AS persons
 FROM stopped
 GROUP BY status
@@ -270,19 +283,17 @@ ORDER BY status
     )
 
 
-def _over_time(names: str) -> Panel:
+def _over_time(names: str, levels: str) -> Panel:
     sql = f"""
 WITH
     {names}[${{funnel:singlequote}}] AS names
 SELECT
-    $__timeInterval(bucket) AS time,
+    g AS time,
     concat(toString(step_index), '. ', names[step_index]) AS step,
-    sum(persons) AS persons
-FROM ${{db}}.agg_stage_hour
-WHERE site_id = ${{site:singlequote}} AND funnel = ${{funnel:singlequote}}
-  AND $__timeFilter(bucket)
-  AND {channel_filter()}
-  AND {campaign_filter()}
+    count() AS persons
+FROM {levels}
+ARRAY JOIN range(1, toUInt64(level) + 1) AS step_index
+WHERE level > 0
 GROUP BY time, step_index
 ORDER BY time
 """

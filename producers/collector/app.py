@@ -222,17 +222,19 @@ def create_app(
             ids = [event.event_id for event in events]
             delivered = delivery.deliver(events)  # the only reference left to the events
             del events
-            refused = await delivered
+            receipt = await delivered
             metrics.ack_seconds.observe(time.perf_counter() - started)
-            if refused:  # the store refused values that passed validation: dead-lettered
-                extra = _store_refusals(rejected, ids, refused)
+            if receipt.refused:  # the store refused values that passed validation
+                extra = _store_refusals(rejected, ids, receipt.refused)
                 rejected = sorted([*rejected, *extra], key=lambda r: int(str(r["index"])))
                 accepted -= len(extra)
                 metrics.events.labels("rejected").inc(len(extra))
                 metrics.rejections.labels("store_refused").inc(len(extra))
             metrics.events.labels("accepted").inc(accepted)
-            if live is not None:
-                live.record(accepted)
+            if receipt.duplicates:
+                metrics.events.labels("duplicate").inc(receipt.duplicates)
+            if live is not None:  # the live rate counts what was stored, not re-sent copies
+                live.record(accepted - receipt.duplicates)
         body = {"accepted": accepted, "rejected": rejected}
         status = 400 if rejected and not accepted else 200
         return JSONResponse(body, status_code=status, headers=_NO_STORE)

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -30,13 +31,21 @@ from producers.kafka_producer import EventProducer
 from storage.backends import StoreError
 from stream_processors.embedded import EmbeddedPipeline
 
-__all__ = ["Delivery", "EmbeddedDelivery", "KafkaDelivery", "Refusals", "Unavailable"]
+__all__ = ["Delivery", "EmbeddedDelivery", "KafkaDelivery", "Receipt", "Unavailable"]
 
 log = logging.getLogger(__name__)
 
 
-Refusals = dict[str, str]
-"""Event id → why the store refused the event (see :meth:`Delivery.deliver`)."""
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What became of delivered events, beyond "durable" (see :meth:`Delivery.deliver`)."""
+
+    refused: dict[str, str] = field(default_factory=dict)
+    """Event id → why the store refused it after validation (dead-lettered, not stored):
+    empty unless a value slipped past the edge."""
+    duplicates: int = 0
+    """Events that were already stored (a retry, or the id under another person): taken,
+    stored once. Known in embedded mode; the stream drops them later in Kafka mode."""
 
 
 class Unavailable(Exception):
@@ -46,12 +55,8 @@ class Unavailable(Exception):
 class Delivery(Protocol):
     async def start(self) -> None: ...
 
-    async def deliver(self, events: list[Event]) -> Refusals:
-        """Return once ``events`` are durable; raise :class:`Unavailable` otherwise.
-
-        Returns the events the store refused after validation (event id → the store's
-        reason; dead-lettered, not stored): empty unless a value slipped past the edge.
-        """
+    async def deliver(self, events: list[Event]) -> Receipt:
+        """Return once ``events`` are durable; raise :class:`Unavailable` otherwise."""
 
     async def dead_letter(self, rejections: list[Rejection], received_at: datetime) -> None:
         """Record rejected items with their reasons (best effort, may raise)."""
@@ -120,13 +125,13 @@ class KafkaDelivery:
         except TimeoutError:
             raise Unavailable("Kafka did not acknowledge in time") from None
 
-    async def deliver(self, events: list[Event]) -> Refusals:
+    async def deliver(self, events: list[Event]) -> Receipt:
         records = [
             (event.partition_key.encode(), event.model_dump_json(exclude_none=True).encode())
             for event in events
         ]
         await self._send(self.events_topic, records)
-        return {}  # the sink dead-letters what the store refuses later (storage.poison)
+        return Receipt()  # the sink dead-letters what the store refuses (storage.poison)
 
     async def dead_letter(self, rejections: list[Rejection], received_at: datetime) -> None:
         at = received_at
@@ -153,7 +158,7 @@ class EmbeddedDelivery:
     def __init__(self, pipeline: EmbeddedPipeline, *, status_every_s: float = 30.0) -> None:
         self.pipeline = pipeline
         self.status_every_s = status_every_s
-        self._pending: list[tuple[list[Event], asyncio.Future[Refusals]]] = []
+        self._pending: list[tuple[list[Event], asyncio.Future[Receipt]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
@@ -162,10 +167,10 @@ class EmbeddedDelivery:
         if self._task is None:
             self._task = asyncio.create_task(self._committer(), name="funnel-group-commit")
 
-    async def deliver(self, events: list[Event]) -> Refusals:
+    async def deliver(self, events: list[Event]) -> Receipt:
         if self._task is None or self._task.done():
             raise Unavailable("the embedded committer is not running")
-        future: asyncio.Future[Refusals] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
         self._pending.append((events, future))
         self._wakeup.set()
         return await future
@@ -185,7 +190,7 @@ class EmbeddedDelivery:
             if not group:
                 continue
             try:
-                refused = await asyncio.to_thread(
+                applied, refused = await asyncio.to_thread(
                     self._commit, [e for events, _ in group for e in events]
                 )
             except (StoreError, OSError) as exc:
@@ -195,21 +200,34 @@ class EmbeddedDelivery:
                         future.set_exception(Unavailable(f"store unavailable: {exc}"))
                 continue
             self.commits += 1
+            at = 0
             for events, future in group:
+                mine = applied[at : at + len(events)]
+                at += len(events)
                 if not future.done():
                     future.set_result(
-                        {e.event_id: refused[e.event_id] for e in events if e.event_id in refused}
-                        if refused
-                        else {}
+                        Receipt(
+                            {
+                                e.event_id: refused[e.event_id]
+                                for e in events
+                                if e.event_id in refused
+                            }
+                            if refused
+                            else {},
+                            mine.count(False),
+                        )
                     )
 
-    def _commit(self, events: list[Event]) -> Refusals:
-        self.pipeline.submit_all(events)
-        return {
+    def _commit(self, events: list[Event]) -> tuple[list[bool], dict[str, str]]:
+        """Apply and flush ``events``: whether each was applied (not a duplicate), and the
+        events the store refused."""
+        applied = [self.pipeline.submit(event) for event in events]
+        refused = {
             str(r.row.get("event_id")): r.reason
             for r in self.pipeline.flush()
             if r.table == "events"
         }
+        return applied, refused
 
     def _expire(self) -> None:
         self.pipeline.expire()

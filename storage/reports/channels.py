@@ -1,6 +1,7 @@
 """The channels report: volume, cost and return per channel (or campaign).
 
-Per channel: impressions and clicks (the events' own touch, from ``agg_events_minute`` when the
+Per channel: impressions and clicks (the events' own touch, from ``events`` without bots'
+events; from ``agg_events_minute``, which counts every event, when bots are included and the
 period is on minute boundaries), and the leads, customers, payments and revenue credited to it
 under one attribution model (``model``, default ``last_non_direct``; from
 ``agg_attribution_day`` on day boundaries). Payments are purchases: ``payment`` and ``repeat``
@@ -84,7 +85,9 @@ def _round(value: float | None) -> float | None:
 
 def _touches(store: Store, scope: ReportScope, key: str) -> dict[tuple[str, str], dict[str, float]]:
     db = store.database
-    if scope.aligned_to(_MINUTE):
+    # agg_events_minute counts every event, bots' too: it answers only when they are asked for.
+    bots = "" if scope.include_bots else " AND NOT is_bot"
+    if scope.include_bots and scope.aligned_to(_MINUTE):
         sql = (
             f"SELECT {scope.period_group('bucket')} AS g, {key} AS k, "
             "sumIf(events, event_type = 'impression') AS impressions, "
@@ -99,7 +102,7 @@ def _touches(store: Store, scope: ReportScope, key: str) -> dict[tuple[str, str]
             "countIf(event_type = 'impression') AS impressions, "
             "countIf(event_type = 'click') AS clicks "
             f"FROM {db}.events WHERE {scope.site_filter()} "
-            f"AND {scope.period_filter('occurred_at')} GROUP BY g, k"
+            f"AND {scope.period_filter('occurred_at')}{bots} GROUP BY g, k"
         )
     return {
         (str(r["g"]), str(r["k"])): {

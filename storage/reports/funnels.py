@@ -1,11 +1,27 @@
 """Funnel and drop-off reports, and the raw ``windowFunnel`` oracle.
 
-Step counts come from the aggregates (``agg_stage_day`` / ``agg_stage_hour``, migration 0008)
-whenever they can answer: no person-level breakdown and a period on day (or hour) boundaries.
-Otherwise they are counted from ``stage_reached``; both give the same numbers (a test holds
-them equal). The period filters on ``entered_at``, when the chain that reached the step
-started: a report for November is the people who entered the funnel in November, and how far
-they got (also after November).
+Periods (DESIGN §6): a person counts in a period through the chains whose step-1 event falls
+in it, at the deepest step any of those chains reached within the window (even after the
+period's end), once per period or breakdown value. Step counts therefore never increase from
+one step to the next, in any period or breakdown.
+
+Two sources give these numbers:
+
+* **The stream's facts** (``stage_reached``, or its aggregates ``agg_stage_day`` /
+  ``agg_stage_hour``): a person's row per step reached, over all time. They answer the
+  all-time report, and its person-level breakdowns (temperature, manager), fast.
+* **Chains** (:func:`period_levels`): ``windowFunnel`` over the stored events of resolved
+  persons, with step 1 restricted to the events that enter the funnel in the period and, for a
+  breakdown, with that breakdown value (a day, week or month of the entry; its channel or
+  campaign: the entry touch). This answers periods, time buckets and touch breakdowns, which
+  the facts cannot: a step's row is dated by the chain that first reached it, so a person whose
+  November chain reached a step first reached in October would count in neither month right.
+  It also answers ``include_bots`` (the stream derives nothing from bots' events).
+
+Both agree where both answer (a test holds them equal). Any-order funnels have one window per
+person, opened by its first event of any step: the person counts in the period (and bucket)
+of that event. Strict funnels use ``windowFunnel``'s ``strict_order`` over the events from the
+period's start, step 1 restricted the same way.
 
 The split into converted / dropped / still in window reads each person's furthest step and
 status (``persons.funnel_status``): it scans the persons of the period, so it costs more than
@@ -25,7 +41,7 @@ from storage.reports.scope import ReportScope, person_groups, resolved_events
 
 __all__ = ["dropoff_report", "funnel_report", "raw_levels", "stage_counts", "step_counts"]
 
-Source = Literal["auto", "aggregates", "raw"]
+Source = Literal["auto", "aggregates", "raw", "chains"]
 _DAY, _HOUR = timedelta(days=1), timedelta(hours=1)
 
 
@@ -78,10 +94,24 @@ def dropoff_report(
     return [row for report in funnel_report(store, spec, scope) for row in dropoffs(report)]
 
 
+def needs_chains(scope: ReportScope) -> bool:
+    """Whether ``scope`` is answered from chains (see the module docstring), not the facts."""
+    return (
+        scope.start is not None
+        or scope.end is not None
+        or scope.by in ("day", "week", "month", "channel", "campaign")
+        or scope.include_bots
+    )
+
+
 def step_counts(
     store: Store, spec: FunnelSpec, scope: ReportScope, *, source: Source = "auto"
 ) -> dict[str, dict[int, int]]:
     """Breakdown value → step index (1-based) → persons who reached it."""
+    if source == "chains" or (source == "auto" and needs_chains(scope)):
+        return _chain_counts(store, spec, scope)
+    if needs_chains(scope):
+        raise ValueError("the stream's facts cannot answer a period or a touch breakdown")
     table = _aggregate_for(scope) if source != "raw" else None
     if source == "aggregates" and table is None:
         raise ValueError("the aggregates cannot answer this scope (person-level breakdown?)")
@@ -106,6 +136,119 @@ def step_counts(
         if int(row["n"]):
             out[str(row["g"])][int(row["step_index"])] = int(row["n"])
     return dict(out)
+
+
+def _chain_counts(store: Store, spec: FunnelSpec, scope: ReportScope) -> dict[str, dict[int, int]]:
+    params: dict[str, object] = {}
+    sql = (
+        f"SELECT g, level, count() AS n FROM {levels_sql(store.database, spec, scope, params)} "
+        "WHERE level > 0 GROUP BY g, level"
+    )
+    reached: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for row in store.query(sql, params):
+        for step in range(1, int(row["level"]) + 1):
+            reached[str(row["g"])][step] += int(row["n"])
+    return {g: dict(steps) for g, steps in reached.items()}
+
+
+def period_levels(
+    store: Store, spec: FunnelSpec, scope: ReportScope
+) -> dict[tuple[str, str, str], int]:
+    """``(site, person, breakdown value)`` → the deepest step of the person's chains that
+    enter the funnel in the period with that value (DESIGN §6 periods; persons resolved)."""
+    params: dict[str, object] = {}
+    sql = f"SELECT * FROM {levels_sql(store.database, spec, scope, params)} WHERE level > 0"
+    return {
+        (str(r["site_id"]), str(r["person_id"]), str(r["g"])): int(r["level"])
+        for r in store.query(sql, params)
+    }
+
+
+def _entry_group(scope: ReportScope) -> str:
+    """The breakdown value of an entry event (a column expression of ``events``)."""
+    if scope.by == "channel":
+        return "channel"
+    if scope.by == "campaign":
+        return "campaign"
+    return scope.period_group("occurred_at")
+
+
+def levels_sql(db: str, spec: FunnelSpec, scope: ReportScope, params: dict[str, object]) -> str:
+    """A subquery of ``(site_id, person_id, g, level)``: per person and breakdown value, the
+    deepest step of the chains entering in the period with that value (module docstring).
+    Person-level breakdowns (temperature, manager) join their value onto it. Fills
+    ``params``."""
+    params.update(scope.params())
+    person_level = scope.by in ("temperature", "manager")
+    sql = chain_levels_sql(
+        spec,
+        events=resolved_events(db, include_bots=scope.include_bots),
+        where=scope.site_filter(),
+        start="{start:Int64}",
+        end="{end:Int64}",
+        group="''" if person_level else _entry_group(scope),
+        params=params,
+    )
+    if not person_level:
+        return sql
+    assert scope.by is not None
+    return (
+        "(SELECT l.site_id AS site_id, l.person_id AS person_id, ifNull(p.g, '(unknown)') AS g, "
+        f"l.level AS level FROM {sql} AS l LEFT JOIN {person_groups(db, scope.by)} AS p "
+        "ON l.site_id = p.site_id AND l.person_id = p.person_id SETTINGS join_use_nulls = 1)"
+    )
+
+
+def chain_levels_sql(
+    spec: FunnelSpec,
+    *,
+    events: str,
+    where: str,
+    start: str,
+    end: str,
+    group: str,
+    entry: str = "1",
+    params: dict[str, object] | None = None,
+) -> str:
+    """``(site_id, person_id, g, level)`` of DESIGN §6 periods, as SQL for any caller (the
+    reports bind parameters; a dashboard passes its own macros).
+
+    ``events`` is the events' subquery (persons resolved), ``where`` filters them (the site),
+    ``start``/``end`` are the period's ends in epoch milliseconds (SQL expressions),
+    ``group`` is the breakdown value of an entry event (an expression over its columns) and
+    ``entry`` narrows which step-1 events may enter (e.g. a dashboard's channel filter). With
+    ``params`` the step conditions are bound parameters; without, quoted literals.
+    """
+    n = len(spec.steps)
+    steps = ", ".join(f"({_step_condition(spec, i, params)}) AS s{i}" for i in range(n))
+    ms = "toUnixTimestamp64Milli(occurred_at)"
+    window = str(spec.window_ms)
+    if spec.mode is FunnelMode.ANY:
+        step = "multiIf(" + ", ".join(f"s{i}, {i}" for i in range(n)) + ", -1)"
+        return (
+            f"(SELECT site_id, person_id, g, uniqExactIf(step, ts <= opened + {window}) "
+            "AS level FROM (SELECT site_id, person_id, ts, step, entry, "
+            "min(ts) OVER (PARTITION BY site_id, person_id) AS opened, "
+            "argMin(g0, ts) OVER (PARTITION BY site_id, person_id) AS g, "
+            "argMin(entry, ts) OVER (PARTITION BY site_id, person_id) AS opened_by_entry FROM ("
+            f"SELECT site_id, person_id, {ms} AS ts, {step} AS step, {group} AS g0, "
+            f"({entry}) AS entry FROM (SELECT *, {steps} FROM {events} WHERE {where}"
+            f") WHERE step >= 0)) WHERE opened >= {start} AND opened < {end} "
+            "AND opened_by_entry GROUP BY site_id, person_id, g)"
+        )
+    strict = ", 'strict_order'" if spec.mode is FunnelMode.STRICT else ""
+    later = "".join(f", s{i}" for i in range(1, n))
+    return (
+        f"(SELECT site_id, person_id, g, windowFunnel({window}{strict})("
+        f"toUInt64(ts), s0 AND entry AND g0 = g{later}) AS level "
+        "FROM (SELECT *, arrayJoin(gs) AS g FROM ("
+        "SELECT *, groupUniqArrayIf(g0, s0 AND entry) "
+        "OVER (PARTITION BY site_id, person_id) AS gs FROM ("
+        f"SELECT site_id, person_id, {ms} AS ts, ({ms} >= {start} AND {ms} < {end} "
+        f"AND ({entry})) AS entry, {group} AS g0, {steps} "
+        f"FROM {events} WHERE {where} AND {ms} >= {start} AND {ms} < {end} + {window}"
+        "))) GROUP BY site_id, person_id, g)"
+    )
 
 
 def _aggregate_for(scope: ReportScope) -> str | None:
@@ -149,16 +292,30 @@ def _stopped(
 ) -> dict[str, dict[int, tuple[int, int]]]:
     """Breakdown value → furthest step → (still in window, dropped) persons."""
     db = store.database
+    params: dict[str, object] = {**scope.params(), "funnel": spec.name}
+    if needs_chains(scope):
+        reached = f"(SELECT * FROM {levels_sql(db, spec, scope, params)} WHERE level > 0)"
+    else:
+        reached = (
+            "(SELECT site_id, person_id, max(step_index) AS level, argMin(g, step_index) AS g "
+            "FROM (SELECT site_id, person_id, step_index, g, sum(sign) AS net "
+            f"FROM {stage_rows(db, scope)} GROUP BY site_id, person_id, step_index, g "
+            "HAVING net > 0) GROUP BY site_id, person_id)"
+        )
+    # From chains, a person's furthest step in a period (or under an entry touch) can be
+    # short of their furthest overall: they stopped there unless they are still in window.
+    steps = len(spec.steps)
+    dropped = (
+        f"status != 'in_window' AND level < {steps}"
+        if needs_chains(scope)
+        else "status = 'dropped'"
+    )
     # Only the funnel's status is taken out of the persons' map before argMax: carrying whole
     # maps through the aggregation costs several times more.
     sql = (
         "SELECT g, level, countIf(status = 'in_window') AS in_window, "
-        "countIf(status = 'dropped') AS dropped FROM ("
-        "SELECT r.g AS g, r.level AS level, p.status AS status FROM ("
-        "SELECT site_id, person_id, max(step_index) AS level, argMin(g, step_index) AS g FROM ("
-        f"SELECT site_id, person_id, step_index, g, sum(sign) AS net FROM {stage_rows(db, scope)} "
-        "GROUP BY site_id, person_id, step_index, g HAVING net > 0"
-        ") GROUP BY site_id, person_id) AS r INNER JOIN ("
+        f"countIf({dropped}) AS dropped FROM ("
+        f"SELECT r.g AS g, r.level AS level, p.status AS status FROM {reached} AS r INNER JOIN ("
         "SELECT site_id, person_id, argMax(funnel_status[{funnel:String}], updated_at) AS status, "
         f"argMax(merged_into, updated_at) AS merged FROM {db}.persons WHERE {scope.site_filter()} "
         "GROUP BY site_id, person_id HAVING merged = ''"
@@ -166,7 +323,7 @@ def _stopped(
         ") GROUP BY g, level"
     )
     out: dict[str, dict[int, tuple[int, int]]] = defaultdict(dict)
-    for row in store.query(sql, {**scope.params(), "funnel": spec.name}):
+    for row in store.query(sql, params):
         out[str(row["g"])][int(row["level"])] = (int(row["in_window"]), int(row["dropped"]))
     return dict(out)
 
@@ -178,16 +335,22 @@ def stage_counts(store: Store, spec: FunnelSpec, site_id: str | None = None) -> 
     return [counts.get(i, 0) for i in range(1, len(spec.steps) + 1)]
 
 
-def _step_condition(spec: FunnelSpec, index: int, params: dict[str, object]) -> str:
+def _step_condition(spec: FunnelSpec, index: int, params: dict[str, object] | None) -> str:
+    """The SQL condition of step ``index``: values bound in ``params``, or (``None``) quoted."""
+
+    def value(name: str, text: str) -> str:
+        if params is None:
+            return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        params[name] = text
+        return f"{{{name}:String}}"
+
     step = spec.steps[index]
-    params[f"t{index}"] = step.type.value
-    parts = [f"event_type = {{t{index}:String}}"]
-    for j, (key, value) in enumerate(step.where.items()):
-        k, v = f"k{index}_{j}", f"v{index}_{j}"
-        params[k], params[v] = key, str(value)
-        condition = f"properties[{{{k}:String}}] = {{{v}:String}}"
+    parts = [f"event_type = {value(f't{index}', step.type.value)}"]
+    for j, (key, expected) in enumerate(step.where.items()):
+        k, v = value(f"k{index}_{j}", key), value(f"v{index}_{j}", str(expected))
+        condition = f"properties[{k}] = {v}"
         if key == "intent":  # lead.intent has a column of its own
-            condition += f" OR lead_intent = {{{v}:String}}"
+            condition += f" OR lead_intent = {v}"
         parts.append(f"({condition})")
     return " AND ".join(parts)
 

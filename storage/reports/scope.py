@@ -70,6 +70,8 @@ class ReportScope:
     end: datetime | None = None
     site: str | None = None
     by: Breakdown | None = None
+    include_bots: bool = False
+    """Count events flagged as bots (``events.is_bot``) too; by default they are left out."""
 
     def __post_init__(self) -> None:
         if self.by is not None and self.by not in BREAKDOWNS:
@@ -116,13 +118,15 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def resolved_events(db: str) -> str:
-    """``events`` with ``person_id`` resolved through merges (a subquery)."""
+def resolved_events(db: str, *, include_bots: bool = False) -> str:
+    """``events`` with ``person_id`` resolved through merges (a subquery); without the events
+    flagged as bots' unless ``include_bots``."""
+    bots = "" if include_bots else " WHERE NOT e.is_bot"
     return (
         f"(SELECT e.* EXCEPT person_id, if(m.merged_into != '', m.merged_into, e.person_id) "
         f"AS person_id FROM {db}.events AS e LEFT JOIN (SELECT site_id, person_id, "
         f"max(merged_into) AS merged_into FROM {db}.persons GROUP BY site_id, person_id) AS m "
-        "ON e.site_id = m.site_id AND e.person_id = m.person_id)"
+        f"ON e.site_id = m.site_id AND e.person_id = m.person_id{bots})"
     )
 
 

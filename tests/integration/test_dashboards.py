@@ -309,7 +309,7 @@ def _all_of(demo: Demo, uid: str, title: str) -> list[dict[str, Any]]:
 
 def test_funnel_panels_equal_the_funnel_report(demo: Demo) -> None:
     scope = ReportScope(start=demo.start, end=demo.end + timedelta(days=366), site=SITE)
-    (report,) = funnel_report(demo.store, CONFIG.funnels.get("sales"), scope, source="raw")
+    (report,) = funnel_report(demo.store, CONFIG.funnels.get("sales"), scope)
     steps = _all_of(demo, "funnel-overview", "Persons per step")
     assert [r["persons"] for r in steps] == [s.count for s in report.steps]
     assert [r["step"] for r in steps] == [f"{s.index}. {s.step}" for s in report.steps]
@@ -335,6 +335,21 @@ def test_funnel_panels_equal_the_funnel_report(demo: Demo) -> None:
     assert status["in_window"] == sum(s.stopped_in_window or 0 for s in report.steps)
     assert status["dropped"] == sum(s.stopped_dropped or 0 for s in report.steps)
     assert status["converted"] == report.steps[-1].count
+
+
+def test_funnel_panels_take_entries_in_the_range_like_the_report(demo: Demo) -> None:
+    """A range inside the data (DESIGN §6 periods): the panel counts the chains entering in
+    it, as the report does, and never more people at a step than at the one before."""
+    dashboard, target = _panel("funnel-overview", "Persons per step")
+    start, end = demo.start + timedelta(days=3), demo.start + timedelta(days=9)
+    ctx = _context(demo, dashboard)
+    ctx = QueryContext(start, end, ctx.interval, ctx.variables, ctx.all_selected)
+    steps = [r["persons"] for r in _run(demo, target, ctx)]
+    scope = ReportScope(start=start, end=end + timedelta(milliseconds=1), site=SITE)
+    (report,) = funnel_report(demo.store, CONFIG.funnels.get("sales"), scope)
+    assert steps == [s.count for s in report.steps]
+    assert steps == sorted(steps, reverse=True)
+    assert steps[1] > 0, "the range must hold chains that went on"
 
 
 def test_channel_economics_equal_the_channels_report(demo: Demo) -> None:

@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from funnel.events import Event
 from funnel.processor import CoreConfig
 from producers.collector import CollectorSettings, EmbeddedDelivery, create_app
-from producers.collector.delivery import Refusals
+from producers.collector.delivery import Receipt
 from producers.collector.live import CommitGate, GatedPipeline, LiveReports
 from storage.backends import ChdbStore
 from storage.migrate import migrate
@@ -174,7 +174,7 @@ class _Broken:
 
     async def start(self) -> None: ...
 
-    async def deliver(self, events: list[Event]) -> Refusals:
+    async def deliver(self, events: list[Event]) -> Receipt:
         raise RuntimeError("a bug")
 
     async def dead_letter(self, rejections: object, received_at: datetime) -> None: ...

@@ -71,8 +71,9 @@ def test_worked_funnel_examples_end_to_end(
 ) -> None:
     run_pipeline(store, people("w", counts))
     period = ReportScope(start=T0, end=T0 + DAY, site="w")
-    for source in ("aggregates", "raw"):
-        (report,) = funnel_report(store, AIDA, period, source=source)  # type: ignore[arg-type]
+    always = ReportScope(site="w")
+    for scope, source in ((period, "auto"), (always, "aggregates"), (always, "raw")):
+        (report,) = funnel_report(store, AIDA, scope, source=source)  # type: ignore[arg-type]
         assert [s.count for s in report.steps] == counts
         assert [s.step_conversion for s in report.steps[1:]] == pytest.approx(step_rates, abs=5e-4)
         assert report.overall_conversion == pytest.approx(overall)
@@ -119,20 +120,40 @@ def simulated(chdb_engine: ChdbStore, tmp_path_factory: pytest.TempPathFactory) 
 BREAKDOWNS = [None, "channel", "campaign", "day", "week", "month", "temperature", "manager"]
 
 
-@pytest.mark.parametrize("by", BREAKDOWNS)
-def test_aggregates_answer_like_the_raw_facts(simulated: ChdbStore, by: str | None) -> None:
+@pytest.mark.parametrize("by", [None, "temperature", "manager"])
+def test_facts_aggregates_and_chains_agree_over_all_time(
+    simulated: ChdbStore, by: str | None
+) -> None:
     corrections = simulated.query(
         f"SELECT count() AS n FROM {simulated.database}.stage_reached WHERE sign < 0"
     )
     assert int(corrections[0]["n"]) > 0, "the data must contain corrections to be a test"
+    scope = ReportScope(site="sim", by=by)  # type: ignore[arg-type]
+    raw = step_counts(simulated, SALES, scope, source="raw")
+    assert raw, "the scope must hold data"
+    assert step_counts(simulated, SALES, scope, source="chains") == raw
+    assert step_counts(simulated, SALES, scope) == raw
+    if by is None:
+        assert step_counts(simulated, SALES, scope, source="aggregates") == raw
+
+
+@pytest.mark.parametrize("by", BREAKDOWNS)
+def test_period_funnels_never_increase_from_step_to_step(
+    simulated: ChdbStore, by: str | None
+) -> None:
     for scope in (
         ReportScope(site="sim", by=by),  # type: ignore[arg-type]
         ReportScope(start=T0 + 3 * DAY, end=T0 + 17 * DAY, site="sim", by=by),  # type: ignore[arg-type]
         ReportScope(start=T0 + 3 * DAY + timedelta(hours=5), end=T0 + 9 * DAY, by=by),  # type: ignore[arg-type]
     ):
-        raw = step_counts(simulated, SALES, scope, source="raw")
-        assert raw, "the scope must hold data"
-        assert step_counts(simulated, SALES, scope) == raw
+        counts = step_counts(simulated, SALES, scope)
+        assert counts, "the scope must hold data"
+        for group, steps in counts.items():
+            series = [steps.get(i, 0) for i in range(1, len(SALES.steps) + 1)]
+            assert series == sorted(series, reverse=True), (scope, group, series)
+        if scope.start is not None or by in ("channel", "campaign", "day", "week", "month"):
+            with pytest.raises(ValueError, match="cannot answer"):
+                step_counts(simulated, SALES, scope, source="raw")
 
 
 def test_funnel_split_and_dropoff_add_up(simulated: ChdbStore) -> None:
