@@ -1,4 +1,4 @@
-"""``funnel report funnel`` from the aggregates against the raw ``windowFunnel`` query.
+"""``funnel report funnel``: a period (chains), all time (aggregates), and raw ``windowFunnel``.
 
     python benchmarks/bench_reports.py [--persons 1000000] [--events-per-person 10] [--runs 20]
 
@@ -10,17 +10,21 @@ person reaches a level of the 6-step sales funnel, the chain's events one hour a
 extra impressions after it. Generated in SQL so that the benchmark builds in seconds; the same
 rows the pipeline would write for such people.
 
-Then answers one question two ways, on the same store, in the same run: the sales funnel's
-step counts for a 60-day period broken down by entry channel —
+Then answers the funnel three ways, on the same store, in the same run:
 
-* ``aggregates`` — :func:`storage.reports.funnel_report` (``split=False``: step counts only),
-  the Python API that ``funnel report funnel --by channel --from … --to … --no-split`` calls;
-* ``raw`` — ``windowFunnel`` over the raw ``events`` of the period, per person, grouped by the
-  channel of the person's first impression;
+* ``period`` — the sales funnel's step counts for a 60-day period broken down by entry
+  channel: :func:`storage.reports.funnel_report` (``split=False``), what ``funnel report
+  funnel --by channel --from … --to … --no-split`` runs. Periods follow DESIGN §6 (the chains
+  entering in the period), computed with ``windowFunnel`` over the resolved events;
+* ``all_time`` — the same report without a period or breakdown: answered from the stream's
+  facts (the ``agg_stage_day`` aggregate);
+* ``raw`` — the baseline: a plain ``windowFunnel`` over the raw ``events`` of the period, per
+  person, grouped by the channel of the person's first impression (one chain per person in
+  this data, so it must give the period's answer);
 
-checks that both give the same counts, and reports p50/p90 milliseconds and the ratio. The
-report with the converted/dropped/in-window split (which scans the period's persons) is timed
-too. Results go to ``benchmarks/results/reports.jsonl``.
+checks that ``period`` and ``raw`` agree, and reports p50/p90 milliseconds and the ratios to
+``raw``. The report with the converted/dropped/in-window split (which scans the period's
+persons) is timed too. Results go to ``benchmarks/results/reports.jsonl``.
 """
 
 from __future__ import annotations
@@ -105,18 +109,23 @@ def build(store: object, persons: int, per_person: int) -> dict[str, float]:
 
 
 def raw_counts(store: object, start: datetime, end: datetime) -> dict[str, list[int]]:
+    """The period's funnel by hand: ``windowFunnel`` per person over the events from the
+    period's start, step 1 only for impressions in the period, grouped by the channel of the
+    first of them (every event of a person has one channel in this data)."""
     db = store.database  # type: ignore[attr-defined]
-    conditions = ", ".join(f"event_type = '{s}'" for s in STEPS)
+    entry = "occurred_at >= {start:DateTime64(3)} AND occurred_at < {end:DateTime64(3)}"
+    conditions = ", ".join(
+        f"event_type = '{s}'" + (f" AND {entry}" if i == 0 else "") for i, s in enumerate(STEPS)
+    )
     window = 30 * 86_400_000
     rows = store.query(  # type: ignore[attr-defined]
         "SELECT g, level, count() AS n FROM ("
-        "SELECT person_id, argMinIf(channel, occurred_at, event_type = 'impression') AS g, "
-        "minIf(occurred_at, event_type = 'impression') AS first, "
-        f"windowFunnel({window})(toUInt64(toUnixTimestamp64Milli(occurred_at)), {conditions}) "
-        f"AS level FROM {db}.events WHERE site_id = 'bench' "
-        "AND occurred_at < {end:DateTime64(3)} + INTERVAL 30 DAY GROUP BY person_id "
-        "HAVING first >= {start:DateTime64(3)} AND first < {end:DateTime64(3)}"
-        ") GROUP BY g, level",
+        f"SELECT person_id, argMinIf(channel, occurred_at, event_type = 'impression' AND {entry}) "
+        f"AS g, windowFunnel({window})(toUInt64(toUnixTimestamp64Milli(occurred_at)), "
+        f"{conditions}) AS level FROM {db}.events WHERE site_id = 'bench' AND NOT is_bot "
+        "AND occurred_at >= {start:DateTime64(3)} "
+        "AND occurred_at < {end:DateTime64(3)} + INTERVAL 30 DAY GROUP BY person_id"
+        ") WHERE level > 0 GROUP BY g, level",
         {"start": start.strftime("%Y-%m-%d %H:%M:%S"), "end": end.strftime("%Y-%m-%d %H:%M:%S")},
     )
     counts: dict[str, list[int]] = {}
@@ -161,16 +170,21 @@ def main() -> None:
         start, end = START + timedelta(days=15), START + timedelta(days=75)
         scope = ReportScope(start=start, end=end, site="bench", by="channel")
 
-        def aggregates() -> dict[str, list[int]]:
+        def period() -> dict[str, list[int]]:
             reports = funnel_report(store, spec, scope, split=False)
             return {r.group or "": [s.count for s in r.steps] for r in reports}
 
-        agg_ms, agg_answer = timed(args.runs, aggregates)
+        def all_time() -> object:
+            return funnel_report(store, spec, ReportScope(site="bench"), split=False)
+
+        period_ms, period_answer = timed(args.runs, period)
+        all_time_ms, _ = timed(args.runs, all_time)
         split_ms, _ = timed(max(3, args.runs // 4), lambda: funnel_report(store, spec, scope))
         raw_ms, raw_answer = timed(args.raw_runs, lambda: raw_counts(store, start, end))
         store.close()
-    same = agg_answer == raw_answer
-    p50 = statistics.median(agg_ms)
+    same = period_answer == raw_answer
+    p50 = statistics.median(period_ms)
+    all_time_p50 = statistics.median(all_time_ms)
     raw_p50 = statistics.median(raw_ms)
     result = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -188,23 +202,21 @@ def main() -> None:
         "build_s": {k: round(v, 1) for k, v in build_s.items()},
         "same_answer": same,
         "ms": {
-            "aggregates_p50": round(p50, 2),
-            "aggregates_p90": round(sorted(agg_ms)[int(0.9 * (len(agg_ms) - 1))], 2),
+            "period_chains_p50": round(p50, 2),
+            "period_chains_p90": round(sorted(period_ms)[int(0.9 * (len(period_ms) - 1))], 2),
+            "all_time_aggregates_p50": round(all_time_p50, 2),
             "with_status_split_p50": round(statistics.median(split_ms), 2),
             "raw_windowfunnel_p50": round(raw_p50, 2),
         },
-        "raw_over_aggregates": round(raw_p50 / p50, 1),
-        "goal": {
-            "aggregates_p50_at_most_50ms": p50 <= 50,
-            "at_least_20x_faster": raw_p50 / p50 >= 20,
-        },
+        "period_over_raw": round(p50 / raw_p50, 2),
+        "raw_over_all_time": round(raw_p50 / all_time_p50, 1),
     }
     RESULTS.parent.mkdir(exist_ok=True)
     with RESULTS.open("a", encoding="utf-8") as f:
         f.write(json.dumps(result) + "\n")
     print(json.dumps(result, indent=2))
     if not same:
-        raise SystemExit("the aggregates and windowFunnel disagree: the benchmark is void")
+        raise SystemExit("the period report and windowFunnel disagree: the benchmark is void")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,16 @@ these functions turn groups of them into the numbers the reports print:
   regular customers (>= 3 purchases), revenue per customer to date (LTV) and churn (customers
   whose last purchase is older than ``churn_days`` at ``as_of``);
 * :func:`lead_stats` — leads, those who paid after becoming a lead, conversion, touches before
-  the first sale, and lead → client time (p50 / p90, nearest rank like ``quantileExact``);
+  the first sale, and lead → client time (p50 / p90, nearest rank like ``quantileExact``); the
+  reports group leads by :meth:`PersonFacts.temperature_at_conversion` (the temperature in
+  effect at the first payment; the current one for a lead who has not paid), so a lead that
+  was hot when it paid and cooled afterwards counts as a hot conversion;
 * :func:`forecast` — expected payments and revenue in the next ``horizon`` from the leads open
   at ``as_of``, by temperature and age. The rate of a (temperature, age bucket) is historical:
   of the leads still open at that age with that temperature, the share that paid within the
   horizon; a bucket with less than :data:`MIN_HISTORY` leads falls back to the temperature's
   rate, then to the overall rate. Expected revenue = expected payments x the mean first payment
-  of that temperature (of all temperatures when it has none).
+  made at that temperature (of all temperatures when it has none).
 
 Times are milliseconds since the epoch.
 """
@@ -30,6 +33,7 @@ from funnel.report import ratio
 
 __all__ = [
     "AGE_BUCKETS",
+    "AT_CONVERSION",
     "DAY_MS",
     "MIN_HISTORY",
     "CohortStats",
@@ -48,6 +52,8 @@ AGE_BUCKETS: tuple[tuple[str, int], ...] = (("0-7d", 0), ("7-30d", 7), ("30-90d"
 #: Leads a rate needs before it is trusted over a coarser one.
 MIN_HISTORY = 20
 _TEMPERATURE_ORDER = {"hot": 0, "warm": 1, "cold": 2}
+#: What the temperature of a lead in the lead reports is.
+AT_CONVERSION = "temperature at conversion (current for open leads)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +75,35 @@ class PersonFacts:
     """The lead's temperature changes, ``(at_ms, temperature)`` in time order."""
 
     def temperature_at(self, at_ms: int) -> str:
-        """The temperature at ``at_ms`` (before the first change: the first one)."""
-        times = [t for t, _ in self.temperatures]
-        i = bisect.bisect_right(times, at_ms)
-        return (
-            self.temperatures[i - 1][1]
-            if i
-            else (self.temperatures[0][1] if self.temperatures else "cold")
-        )
+        """The temperature at ``at_ms``, changes at ``at_ms`` included (before the first
+        change: the first one)."""
+        return self._temperature(bisect.bisect_right(self._change_times, at_ms))
+
+    def temperature_before(self, at_ms: int) -> str:
+        """The temperature in effect when something happened at ``at_ms``: changes strictly
+        before it (a payment's own change, the order it closes, comes after it)."""
+        return self._temperature(bisect.bisect_left(self._change_times, at_ms))
+
+    @property
+    def is_client(self) -> bool:
+        """Paid after becoming a lead (or at the same moment)."""
+        return self.first_paid_ms is not None and self.first_paid_ms >= (self.lead_ms or 0)
+
+    def temperature_at_conversion(self) -> str:
+        """The temperature a lead is reported under: the one in effect at the first payment
+        for a client, the current one for an open lead (:data:`AT_CONVERSION`)."""
+        if self.is_client and self.first_paid_ms is not None:
+            return self.temperature_before(self.first_paid_ms)
+        return self.temperatures[-1][1] if self.temperatures else "cold"
+
+    @property
+    def _change_times(self) -> list[int]:
+        return [t for t, _ in self.temperatures]
+
+    def _temperature(self, changes_before: int) -> str:
+        if changes_before:
+            return self.temperatures[changes_before - 1][1]
+        return self.temperatures[0][1] if self.temperatures else "cold"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +144,7 @@ class LeadStats:
 
 
 def lead_stats(people: Sequence[PersonFacts]) -> LeadStats:
-    clients = [
-        p for p in people if p.first_paid_ms is not None and p.first_paid_ms >= (p.lead_ms or 0)
-    ]
+    clients = [p for p in people if p.is_client]
     hours = [((p.first_paid_ms or 0) - (p.lead_ms or 0)) / 3_600_000 for p in clients]
     return LeadStats(
         leads=len(people),
@@ -162,7 +187,7 @@ def forecast(people: Iterable[PersonFacts], as_of_ms: int, horizon_ms: int) -> l
             tried[key] += 1
             paid[key] += p.first_paid_ms is not None and p.first_paid_ms <= at + horizon_ms
         if p.first_paid_ms is not None and p.first_paid_ms <= as_of_ms:
-            first_payments[p.temperature_at(p.first_paid_ms)].append(p.first_payment)
+            first_payments[p.temperature_before(p.first_paid_ms)].append(p.first_payment)
     overall = ratio(sum(paid.values()), sum(tried.values())) or 0.0
     mean_payment = (
         statistics.fmean(v for vs in first_payments.values() for v in vs) if first_payments else 0.0

@@ -25,7 +25,7 @@ import bisect
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from funnel.corrections import corrections
 from funnel.events import Event, EventType
 from funnel.facts import AttributionRow, EventRow, Fact, LeadChange, PersonRow, StageReached
 from funnel.funnels import FunnelCatalog
-from funnel.leads import LeadRules, LeadSignals
+from funnel.leads import LeadRules, LeadSignals, Temperature
 from funnel.progression import IN_WINDOW, FunnelProgress, advance, deadline, status
 
 __all__ = [
@@ -79,9 +79,14 @@ class CoreConfig:
 
     @classmethod
     def from_files(
-        cls, funnels_file: Path | None = None, channels_file: Path | None = None
+        cls,
+        funnels_file: Path | None = None,
+        channels_file: Path | None = None,
+        *,
+        leads: LeadRules | None = None,
     ) -> CoreConfig:
-        """The shipped defaults, with funnels and/or channel rules from TOML files."""
+        """The shipped defaults, with funnels and/or channel rules from TOML files and lead
+        rules as loaded (:func:`funnel.leads.load_lead_rules`)."""
         return cls(
             channels=(
                 ChannelRules.from_file(channels_file) if channels_file else ChannelRules.default()
@@ -89,6 +94,7 @@ class CoreConfig:
             funnels=(
                 FunnelCatalog.from_file(funnels_file) if funnels_file else FunnelCatalog.default()
             ),
+            leads=leads if leads is not None else LeadRules.default(),
         )
 
 
@@ -243,31 +249,39 @@ def merge(
 
 
 def expire(state: PersonState, now_ms: int, config: CoreConfig) -> tuple[PersonState, list[Fact]]:
-    """The timer's step: the person's funnel statuses at ``now_ms`` (wall clock).
+    """The timer's step: the person's funnel statuses and lead temperature at ``now_ms``
+    (wall clock).
 
-    A funnel whose window expired before the next step turns ``dropped``; when a status
-    changed, the person's row is emitted again, versioned at the moment it changed (the
-    deadline), so replaying the same state at another time gives the same row.
+    A funnel whose window expired before the next step turns ``dropped``; a lead whose reason
+    lapsed cools, each change emitted at the moment it lapsed (as the person's next event
+    would have, see :func:`_temperature`). When a status or the temperature changed, the
+    person's row is emitted again, versioned at the moment it changed (the deadline), so
+    replaying the same state at another time gives the same row.
     """
+    cooled = _cooled(state.profile, now_ms, config)
     row = _person_row(state.profile, config, now_ms)
-    if row.funnel_status == state.statuses:
+    if row.funnel_status == state.statuses and not cooled:
         return state, []
     changed_at = max(
-        (due for _, due in _deadlines(state.profile, config) if due < now_ms),
+        (
+            *(due for _, due in _deadlines(state.profile, config) if due < now_ms),
+            *(to_millis(change.changed_at) for change in cooled),
+        ),
         default=state.profile.last_seen_ms,
     )
     row = replace(row, updated_at=from_millis(max(changed_at, state.profile.last_seen_ms)))
-    return state, _stamped(state, [row])
+    return state, [*cooled, *_stamped(state, [row])]
 
 
 def next_deadline(state: PersonState, config: CoreConfig) -> int | None:
     """When :func:`expire` next has something to say about this person (``None``: never)."""
     dues = [
-        due
+        due + 1
         for name, due in _deadlines(state.profile, config)
         if state.statuses.get(name) == IN_WINDOW
     ]
-    return min(dues) + 1 if dues else None
+    cooling = state.profile.lead.next_cooling_ms()
+    return min([*dues, cooling] if cooling is not None else dues, default=None)
 
 
 def _deadlines(profile: Profile, config: CoreConfig) -> Iterator[tuple[str, int]]:
@@ -455,31 +469,50 @@ def _credits(state: Profile, event: Event, at_ms: int, config: CoreConfig) -> li
 
 
 def _temperature(state: Profile, event: Event, at_ms: int, config: CoreConfig) -> list[Fact]:
+    """Re-evaluate the lead's temperature at the event. The changes the timer would have
+    emitted by now come first, at their own times (from the plan made at the previous event,
+    whose signals were those in force until now), so the facts do not depend on whether the
+    timer ran before this event."""
+    facts: list[Fact] = [*_cooled(state, at_ms, config)]
     signals = state.lead
-    if event.type in (EventType.LEAD, EventType.ORDER):
-        signals.is_lead = True
-    if event.lead is not None and event.lead.intent:
-        signals.intent = event.lead.intent
-    memory = config.leads.click_memory_ms
-    signals.click_times_ms = [t for t in signals.click_times_ms if t >= at_ms - memory]
+    signals.observe(event, at_ms, config.leads.click_memory_ms)
     if not signals.is_lead:
-        return []
-    now = config.leads.temperature(signals, at_ms)
-    if now.value == state.temperature:
-        return []
-    previous, state.temperature = state.temperature, now.value
+        return facts
+    now = config.leads.evaluate(signals, at_ms)
+    if now.value != state.temperature:
+        facts.append(_lead_change(state, now, event.occurred_at, config))
+    return facts
+
+
+def _cooled(state: Profile, now_ms: int, config: CoreConfig) -> list[LeadChange]:
+    """The lead's planned changes due by ``now_ms``: reasons that lapsed with no event since."""
     return [
-        LeadChange(
-            site_id=event.site_id,
-            person_id=state.person_id,
-            customer_id=event.customer_id or "",
-            temperature=now.value,
-            previous=previous,
-            queue=config.leads.queue(now),
-            changed_at=event.occurred_at,
-            manager_id=event.manager_id or "",
-        )
+        _lead_change(state, temperature, from_millis(at_ms), config)
+        for at_ms, temperature in state.lead.due(now_ms)
+        if temperature.value != state.temperature
     ]
+
+
+def _lead_change(
+    state: Profile, temperature: Temperature, at: datetime, config: CoreConfig
+) -> LeadChange:
+    """The change to ``temperature`` at ``at``, versioned after every change emitted before
+    (an event older than a change the timer emitted), so the latest is the current one."""
+    previous, state.temperature = state.temperature, temperature.value
+    last = state.lead.changed_at_ms
+    if last is not None and to_millis(at) <= last:
+        at = from_millis(last + 1)
+    state.lead.changed_at_ms = to_millis(at)
+    return LeadChange(
+        site_id=state.site_id,
+        person_id=state.person_id,
+        customer_id=state.lead.customer_id,
+        temperature=temperature.value,
+        previous=previous,
+        queue=config.leads.queue(temperature),
+        changed_at=at,
+        manager_id=state.lead.manager_id,
+    )
 
 
 def _person_row(state: Profile, config: CoreConfig, now_ms: int | None = None) -> PersonRow:

@@ -3,7 +3,9 @@ open leads by age with a simple 30-day forecast.
 
 A lead is a person with a ``lead`` event; persons are resolved through identity merges
 (``persons.merged_into``), as ``funnel report leads`` does. A lead's temperature and queue
-are those of its latest ``lead_changes`` row (no change recorded: cold). The forecast is
+are those of its latest ``lead_changes`` row (no change recorded: cold), except in the
+conversion panel, which, as ``funnel report leads``, takes a client's temperature when it
+converted (the last change before its first payment). The forecast is
 deliberately simple: open leads times the share of older leads of the same temperature that paid
 within 30 days of becoming a lead (``funnel report forecast`` refines it by age).
 """
@@ -61,7 +63,8 @@ WITH
     latest AS (
         SELECT
             person_id AS person,
-            argMaxIf(temperature, changed_at, changed_at <= $__toTime) AS temperature,
+            arraySort(x -> x.1, groupArrayIf((changed_at, temperature), changed_at <= $__toTime))
+                AS history,
             argMaxIf(queue, changed_at, changed_at <= $__toTime) AS queue
         FROM ${db}.lead_changes
         WHERE site_id = ${site:singlequote}
@@ -74,7 +77,11 @@ WITH
             p.paid AND p.paid_at >= p.lead_at AS client,
             p.paid_at AS paid_at,
             p.paid AND p.paid_at <= $__toTime AS paid_by_now,
-            ifNull(nullIf(l.temperature, ''), 'cold') AS temperature,
+            arrayFilter(x -> x.1 < p.paid_at, l.history) AS before,
+            if(client AND notEmpty(before), before[-1].2,
+               if(empty(l.history), '', if(client, l.history[1].2, l.history[-1].2)))
+                AS at_conversion,
+            ifNull(nullIf(at_conversion, ''), 'cold') AS temperature,
             ifNull(nullIf(l.queue, ''), 'nurture') AS queue
         FROM people AS p
         LEFT JOIN latest AS l ON l.person = p.person

@@ -8,7 +8,8 @@ the same for both store backends.
 * ``cohorts`` — people grouped by the period (``by``: day, week or month; default month) of
   their first touch (``cohort="first_touch"``) or first payment (``"first_payment"``); churn is
   counted at the end of the period, or now.
-* ``leads`` — by temperature (or ``by``), for the leads of the period.
+* ``leads`` — for the leads of the period, by temperature at conversion (the first payment;
+  current for open leads), or by ``by``.
 * ``forecast`` — from the leads open at the end of the period (or now).
 """
 
@@ -17,12 +18,34 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
-from funnel.customers import AGE_BUCKETS, DAY_MS, PersonFacts, cohort_stats, forecast, lead_stats
+from funnel.customers import (
+    AGE_BUCKETS,
+    AT_CONVERSION,
+    DAY_MS,
+    PersonFacts,
+    cohort_stats,
+    forecast,
+    lead_stats,
+)
 from funnel.report import Table
 from storage.backends import Store
 from storage.reports.scope import PURCHASES, ReportScope, person_groups, resolved_events
 
 __all__ = ["AGE_BUCKETS", "cohorts_report", "forecast_report", "leads_report", "person_facts"]
+
+
+_FACT_COLUMNS = (
+    "site_id",
+    "person_id",
+    "first_ms",
+    "lead_ms",
+    "first_paid_ms",
+    "last_paid_ms",
+    "purchases",
+    "paid_revenue",
+    "first_revenue",
+    "touch_times",
+)
 
 
 def person_facts(store: Store, scope: ReportScope) -> list[PersonFacts]:
@@ -43,8 +66,11 @@ def person_facts(store: Store, scope: ReportScope) -> list[PersonFacts]:
         group = {"channel": "f.first_channel", "campaign": "f.first_campaign"}.get(
             scope.by or "", "''"
         )
+    # Every column named: with a third table joined (the person-level breakdown) ClickHouse
+    # names the columns of ``f.*`` ``f.site_id``, ``f.person_id``, ... (issue 12).
+    columns = ", ".join(f"f.{c} AS {c}" for c in _FACT_COLUMNS)
     sql = (
-        f"SELECT f.*, {group} AS g, ifNull(l.changes, []) AS changes FROM ("
+        f"SELECT {columns}, {group} AS g, ifNull(l.changes, []) AS changes FROM ("
         f"SELECT site_id, person_id, min({ms}) AS first_ms, "
         f"minIf({ms}, event_type = 'lead') AS lead_ms, "
         f"minIf({ms}, event_type IN ({purchases})) AS first_paid_ms, "
@@ -148,13 +174,17 @@ def cohorts_report(
 
 
 def leads_report(store: Store, scope: ReportScope | None = None) -> Table:
+    """The leads of the period (their first ``lead`` event in it) by temperature (``by``
+    unset or ``temperature``) or by ``by``. A lead's temperature is the one in effect when it
+    converted (its first payment), the current one for an open lead: a lead that was hot when
+    it paid and cooled afterwards is a hot conversion (the title says so)."""
     scope = scope or ReportScope()
-    by_temperature = scope.by is None
+    by_temperature = scope.by in (None, "temperature")
     groups: dict[str, list[PersonFacts]] = defaultdict(list)
     for p in person_facts(store, scope if not by_temperature else ReportScope(site=scope.site)):
         if p.lead_ms is None or not _in(scope, p.lead_ms):
             continue
-        key = p.temperatures[-1][1] if by_temperature and p.temperatures else p.group
+        key = p.temperature_at_conversion() if by_temperature else p.group
         if scope.by in ("day", "week", "month"):
             key = _period(scope, p.lead_ms)
         groups[key or "cold"].append(p)
@@ -173,7 +203,7 @@ def leads_report(store: Store, scope: ReportScope | None = None) -> Table:
             )
         )
     return Table(
-        title="Leads" + (" by temperature" if by_temperature else f" by {scope.by}"),
+        title="Leads by " + (AT_CONVERSION if by_temperature else str(scope.by)),
         columns=(
             "temperature" if by_temperature else str(scope.by),
             "leads",
@@ -184,6 +214,7 @@ def leads_report(store: Store, scope: ReportScope | None = None) -> Table:
             "lead_to_client_p90_hours",
         ),
         rows=tuple(rows),
+        meta={"temperature": AT_CONVERSION} if by_temperature else {},
     )
 
 

@@ -93,7 +93,8 @@ def _sales_cycle(store: Store, scope: ReportScope) -> list[tuple[object, ...]]:
         "minIf(toUnixTimestamp64Milli(occurred_at), event_type = 'payment') AS paid, "
         "argMin(channel, occurred_at) AS first_channel, "
         "argMin(campaign, occurred_at) AS first_campaign "
-        f"FROM {resolved_events(db)} WHERE {scope.site_filter()} GROUP BY site_id, person_id "
+        f"FROM {resolved_events(db, include_bots=scope.include_bots)} "
+        f"WHERE {scope.site_filter()} GROUP BY site_id, person_id "
         "HAVING paid > 0 AND paid >= {start:Int64} AND paid < {end:Int64}) AS c "
         f"{join} GROUP BY g ORDER BY g SETTINGS join_use_nulls = 1"
     )
