@@ -1,7 +1,15 @@
-"""Funnel report arithmetic (DESIGN §6 rates): pure functions over step counts.
+"""Funnel report arithmetic (DESIGN §6 rates): pure functions over step counts, and the one
+number format of every report's output.
 
 Step conversion is step n / step n-1, overall conversion is step n / step 1, and ``1:N``
-says "one in N" of the people who entered the funnel got this far.
+says "one in N" of the people who entered the funnel got this far. With nobody at step 1 no
+step has a rate (0 / 0 is not 100 %).
+
+Numbers (:func:`column_kind`): JSON and CSV carry the same values — rates as fractions with
+4 decimals, money with 2, credited (fractional) conversions with 4, durations and other
+averages with 2, counts as integers; a table shows rates as percentages. ``canonical()``
+(of a :class:`Table` or a :class:`FunnelReport`) rounds a report once, so every output of it
+(JSON, CSV, table, the owner's API) starts from the same numbers.
 """
 
 from __future__ import annotations
@@ -10,8 +18,113 @@ import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
-__all__ = ["DropoffRow", "FunnelReport", "StepRow", "Table", "dropoffs", "one_in", "ratio"]
+__all__ = [
+    "DropoffRow",
+    "FunnelReport",
+    "Kind",
+    "StepRow",
+    "Table",
+    "cell_text",
+    "column_kind",
+    "csv_text",
+    "dropoffs",
+    "one_in",
+    "ratio",
+]
+
+Kind = Literal["auto", "count", "credit", "rate", "money", "decimal", "flag", "text"]
+"""How a column's numbers are rounded and shown: ``count`` (an integer), ``credit`` (credited,
+fractional conversions), ``rate`` (a fraction, a percentage in a table), ``money``,
+``decimal`` (durations, averages, multiples such as ROAS), ``flag`` (true/false), ``text``;
+``auto`` goes by the value (an int is a count, a float a credit)."""
+
+#: Decimal places a kind carries in JSON and CSV.
+PLACES: dict[str, int] = {"credit": 4, "rate": 4, "money": 2, "decimal": 2}
+
+_KINDS: dict[str, Kind] = {
+    **dict.fromkeys(
+        (
+            "step_conversion",
+            "overall_conversion",
+            "dropoff_rate",
+            "repeat_rate",
+            "churn_rate",
+            "conversion",
+            "rate",
+        ),
+        "rate",
+    ),
+    **dict.fromkeys(("revenue", "spend", "cpl", "cac", "aov", "ltv", "expected_revenue"), "money"),
+    **dict.fromkeys(("roas", "cpl_vs_target", "touches_before_sale"), "decimal"),
+    "expected_payments": "credit",
+    "biggest_leak": "flag",
+}
+
+
+def column_kind(column: str) -> Kind:
+    """The kind of a report column, by its name (the same name means the same kind in every
+    report): ``*_revenue`` is money, ``*_hours`` a decimal, anything else ``auto``."""
+    if column in _KINDS:
+        return _KINDS[column]
+    if column.endswith("_revenue"):
+        return "money"
+    if column.endswith("_hours"):
+        return "decimal"
+    return "auto"
+
+
+def _kind_of(kind: Kind, value: object) -> Kind:
+    if kind != "auto":
+        return kind
+    if isinstance(value, bool):
+        return "flag"
+    if isinstance(value, int):
+        return "count"
+    if isinstance(value, float):
+        return "credit"
+    return "text"
+
+
+def _rounded(kind: Kind, value: object) -> object:
+    """``value`` in the precision of ``kind`` (``None`` and text as they are)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    kind = _kind_of(kind, value)
+    if kind == "count":
+        return value if isinstance(value, int) else round(value)
+    if kind in PLACES:
+        return round(float(value), PLACES[kind])
+    return value
+
+
+def csv_text(kind: Kind, value: object) -> str:
+    """A value as a CSV cell: the number :func:`canonical` keeps, with all its places
+    (``2260.90``); ``true``/``false`` as in JSON; nothing for ``None``."""
+    if value is None:
+        return ""
+    kind = _kind_of(kind, value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if kind in PLACES and isinstance(value, int | float):
+        return f"{value:.{PLACES[kind]}f}"
+    return str(value)
+
+
+def cell_text(kind: Kind, value: object) -> str:
+    """A value as a table cell: rates as percentages, money and credits with 2 decimals,
+    counts with thousands separators, ``-`` for ``None``."""
+    if value is None:
+        return "-"
+    kind = _kind_of(kind, value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if kind == "rate":
+        return f"{value * 100:.1f}%"
+    if kind == "count":
+        return f"{int(value):,}"
+    return f"{value:,.2f}"
 
 
 def one_in(rate: float | None) -> str:
@@ -81,7 +194,8 @@ class FunnelReport:
                     index=i + 1,
                     step=name,
                     count=count,
-                    step_conversion=_ratio(count, previous) if previous is not None else 1.0,
+                    # Step 1's rate is 1 of itself: none when nobody entered (0 / 0).
+                    step_conversion=_ratio(count, count if previous is None else previous),
                     overall_conversion=_ratio(count, first),
                     dropped_from_previous=(previous - count) if previous is not None else 0,
                     stopped_in_window=stopped[i][0] if stopped is not None else None,
@@ -99,6 +213,28 @@ class FunnelReport:
     def overall_conversion(self) -> float | None:
         return self.steps[-1].overall_conversion if self.steps else None
 
+    def one_in_at(self, step: StepRow | None = None) -> str:
+        """``1:N`` of ``step`` (default: the last) from the counts, so it stays exact when the
+        rates are rounded (a rate of 0.00005 is 0.0001 with 4 decimals, but 1:20000)."""
+        step = step or (self.steps[-1] if self.steps else None)
+        if step is None:
+            return "-"
+        return one_in(_ratio(step.count, self.steps[0].count))
+
+    def canonical(self) -> FunnelReport:
+        """The report with its rates in the output precision (module docstring)."""
+        return replace(
+            self,
+            steps=tuple(
+                replace(
+                    s,
+                    step_conversion=_rate(s.step_conversion),
+                    overall_conversion=_rate(s.overall_conversion),
+                )
+                for s in self.steps
+            ),
+        )
+
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict (rates as fractions, plus ``one_in``)."""
         return {
@@ -109,7 +245,7 @@ class FunnelReport:
             "in_window": _total(s.stopped_in_window for s in self.steps[:-1]),
             "dropped": _total(s.stopped_dropped for s in self.steps[:-1]),
             "overall_conversion": self.overall_conversion,
-            "one_in": one_in(self.overall_conversion),
+            "one_in": self.one_in_at(),
             "steps": [
                 {
                     "index": s.index,
@@ -117,7 +253,7 @@ class FunnelReport:
                     "count": s.count,
                     "step_conversion": s.step_conversion,
                     "overall_conversion": s.overall_conversion,
-                    "one_in": s.one_in,
+                    "one_in": self.one_in_at(s),
                     "dropped_from_previous": s.dropped_from_previous,
                     "stopped_in_window": s.stopped_in_window,
                     "stopped_dropped": s.stopped_dropped,
@@ -129,6 +265,10 @@ class FunnelReport:
 
 def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
+
+
+def _rate(value: float | None) -> float | None:
+    return None if value is None else round(value, PLACES["rate"])
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -202,6 +342,19 @@ class Table:
     columns: tuple[str, ...]
     rows: tuple[tuple[object, ...], ...]
     meta: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def kinds(self) -> tuple[Kind, ...]:
+        """The kind of each column (:func:`column_kind`)."""
+        return tuple(column_kind(c) for c in self.columns)
+
+    def canonical(self) -> Table:
+        """The table with every number in its column's output precision (idempotent)."""
+        kinds = self.kinds
+        rows = tuple(
+            tuple(_rounded(k, v) for k, v in zip(kinds, row, strict=True)) for row in self.rows
+        )
+        return replace(self, rows=rows)
 
     def records(self) -> list[dict[str, object]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]

@@ -134,8 +134,11 @@ def send_inprocess(
     *,
     progress: Callable[[int], None] | None = None,
 ) -> Sent:
-    """Validate and enrich like the collector, each item received at its arrival time."""
+    """Validate and enrich like the collector, each item received at its arrival time; the
+    items refused land in ``rejected_events`` with their reasons, as the collector's do
+    (after the accepted events are flushed)."""
     sent = Sent()
+    refused: list[dict[str, object]] = []
     for arrival in arrivals:
         result = take_batch(
             [arrival.payload],
@@ -144,9 +147,12 @@ def send_inprocess(
             user_agent=arrival.user_agent,
         )
         pipeline.submit_all(result.accepted)
+        refused.extend(r.row(arrival.arrives_at) for r in result.rejected)
         sent.accepted += len(result.accepted)
         sent.rejected += len(result.rejected)
         if progress:
             progress(1)
     pipeline.flush()
+    if refused:
+        pipeline.store.insert("rejected_events", refused)
     return sent

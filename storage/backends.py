@@ -463,14 +463,55 @@ def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def open_store(url: str | None = None, database: str = DEFAULT_DATABASE) -> Store:
-    """Open the store a URL names (see the module docstring); ``None`` means the default."""
+def open_store(
+    url: str | None = None, database: str = DEFAULT_DATABASE, *, create: bool = True
+) -> Store:
+    """Open the store a URL names (see the module docstring); ``None`` means the default.
+
+    Raises :class:`ValueError` for a URL of another scheme, and :class:`StoreUnavailable` for
+    an embedded store another process has open (chDB: one process per directory; the
+    message names its pid). With ``create=False`` nothing is created: an embedded store
+    whose directory is not there, or holds no ``database``, raises :class:`FileNotFoundError`
+    (a server store is not checked).
+    """
     url = url or DEFAULT_STORE
     if url.startswith("clickhouse://"):
         return ServerStore(url)
     if url.startswith("chdb://"):
-        path = url[len("chdb://") :] or ".funnel"
-        return ChdbStore(path, database)
-    if "://" in url:
+        directory = Path(url[len("chdb://") :] or ".funnel")
+    elif "://" in url:
         raise ValueError(f"unknown store URL {url!r}: use chdb:///path or clickhouse://host")
-    return ChdbStore(url, database)
+    else:
+        directory = Path(url)
+    # ClickHouse keeps a database's definition in metadata/<name>.sql of its directory.
+    metadata = directory / "metadata"
+    if not create and not (metadata / f"{database}.sql").is_file():
+        import errno
+
+        where = directory.resolve()
+        held = sorted(p.stem for p in metadata.glob("*.sql")) if metadata.is_dir() else []
+        if held:
+            has = ", ".join(held)
+            problem = f"the store at {where} has no database {database!r} (it has {has})"
+        elif directory.exists():
+            problem = f"no store at {where} (the directory holds no ClickHouse data)"
+        else:
+            problem = f"no store at {where} (no such directory)"
+        raise FileNotFoundError(errno.ENOENT, problem, str(directory))
+    # The engine locks <directory>/status (flock) while it runs and writes its pid there:
+    # asked first, so a store in use is named as such (chDB's own error says neither).
+    status = directory / "status"
+    if status.is_file():
+        import fcntl
+
+        with status.open("rb") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = re.search(rb"PID: (\d+)", lock.read())
+                by = f" (pid {pid.group(1).decode()})" if pid else ""
+                raise StoreUnavailable(
+                    f"the store at {directory.resolve()} is open in another process{by}: "
+                    "chDB opens a store directory in one process at a time"
+                ) from None
+    return ChdbStore(directory, database)

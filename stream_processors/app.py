@@ -33,6 +33,7 @@ class WorkerSettings:
 
 def create_app(settings: WorkerSettings) -> faust.App:
     """A Faust App with the funnel agent registered."""
+    from funnel.leads import load_lead_rules
     from funnel.processor import CoreConfig
     from stream_processors.agents import register
 
@@ -56,7 +57,9 @@ def create_app(settings: WorkerSettings) -> faust.App:
         web_host="127.0.0.1",
         autodiscover=False,
     )
-    config = CoreConfig.from_files(settings.funnels_file, settings.channels_file)
+    config = CoreConfig.from_files(
+        settings.funnels_file, settings.channels_file, leads=load_lead_rules()
+    )  # the lead rules of FUNNEL_LEADS (`funnel --leads` sets it), else the defaults
     register(app, settings.topics, config, timer_interval_s=settings.status_timer_s)
     return app
 

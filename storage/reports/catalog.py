@@ -4,11 +4,16 @@ The one place that turns a request (``funnel report <name> --opt …`` or
 ``GET /api/reports/<name>?opt=…``) into a report and a report into its JSON payload, so the
 command and the HTTP API of the process that owns the embedded store answer the same:
 
-* :func:`parse_request` — a name and string parameters (``from``, ``to``, ``site``, ``by`` and
-  the report's own options) into a validated :class:`ReportRequest`; raises
-  :class:`ReportRequestError` for anything wrong (an unknown report, option or value).
+* :data:`REPORTS` — what each report takes (:class:`ReportSpec`): its own options, the
+  breakdowns it answers, and which of the scope parameters (``from``, ``to``, ``site``, ``by``,
+  ``include_bots``) apply to it. Anything else is refused, never ignored.
+* :func:`parse_request` — a name and string parameters into a validated
+  :class:`ReportRequest`; raises :class:`ReportRequestError` for anything wrong (an unknown
+  report, option or value, a breakdown or model the report cannot answer), with the choices.
 * :func:`compute` — run a request against a store: a :class:`~funnel.report.Table`, or for
-  ``funnel`` a list of :class:`~funnel.report.FunnelReport` (one per breakdown value).
+  ``funnel`` a list of :class:`~funnel.report.FunnelReport` (one per breakdown value), its
+  numbers in the output precision (:mod:`funnel.report`). A site with no stored events is
+  refused (with the sites that have some), not answered with zeros.
 * :func:`to_payload` / :func:`from_payload` — the JSON payload of a result and back. Tables
   carry their ``columns`` (so an empty table keeps its header); the funnel payload is one
   object without a breakdown, else a list. ``from_payload(to_payload(r))`` prints exactly as
@@ -24,16 +29,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
 
+from funnel.attribution import MODELS
 from funnel.funnels import FunnelCatalog, FunnelSpec
 from funnel.report import DropoffRow, FunnelReport, StepRow, Table
 from storage.backends import Store
+from storage.reports.attribution import DATA_DRIVEN
 from storage.reports.scope import BREAKDOWNS, Breakdown, ReportScope, parse_when
 
 __all__ = [
+    "CONVERSIONS",
     "REPORTS",
     "ReportRequest",
     "ReportRequestError",
     "ReportResult",
+    "ReportSpec",
     "compute",
     "from_payload",
     "parse_request",
@@ -44,19 +53,54 @@ __all__ = [
 ReportResult = Table | list[FunnelReport]
 Payload = dict[str, object] | list[dict[str, object]]
 
-_SCOPE = ("from", "to", "site", "by")
+#: The conversion types the stream credits (``CoreConfig.conversions``, DESIGN §7).
+CONVERSIONS = ("lead", "order", "payment", "repeat")
+_SCOPE = ("from", "to", "site", "by", "include_bots")
+_PERIODS = ("day", "week", "month")
+_TOUCHES = ("channel", "campaign")
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSpec:
+    """What a report takes. Values are strings, as on a command line or in a query string."""
+
+    options: Mapping[str, str | None]
+    """Its own options and their defaults (``None``: unset)."""
+    breakdowns: tuple[str, ...] = BREAKDOWNS
+    """The ``by`` values it answers (none: it takes no ``by``)."""
+    default_by: str | None = None
+    scope: tuple[str, ...] = _SCOPE
+    """The scope parameters that apply to it."""
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """Every parameter it takes: the scope's that apply, then its own options."""
+        scope = tuple(p for p in self.scope if p != "by" or self.breakdowns)
+        return scope + tuple(self.options)
+
+
 _FUNNEL = {"funnel": "sales"}
-#: Per report: its own options and their defaults (``None``: unset). Values are strings, as
-#: on a command line or in a query string.
-REPORTS: dict[str, dict[str, str | None]] = {
-    "funnel": {**_FUNNEL, "split": "true"},
-    "dropoff": dict(_FUNNEL),
-    "time-to-convert": dict(_FUNNEL),
-    "attribution": {"conversion": "payment", "lookback_days": "30"},
-    "channels": {"model": "last_non_direct", "target_cpl": None},
-    "cohorts": {"cohort": "first_touch", "churn_days": "90"},
-    "leads": {},
-    "forecast": {"horizon_days": "30"},
+#: Every report by name. Breakdowns are what each report's code answers: funnel counts,
+#: drop-off, time to convert, attribution and leads answer every one; channels break down by
+#: touch or period (a person-level value has no spend); cohorts are periods (of the cohort's
+#: start); the forecast is one answer as of ``to`` (no period start, no breakdown); ``sites``
+#: lists what the store holds.
+REPORTS: dict[str, ReportSpec] = {
+    "funnel": ReportSpec({**_FUNNEL, "split": "true"}),
+    "dropoff": ReportSpec(dict(_FUNNEL)),
+    "time-to-convert": ReportSpec(dict(_FUNNEL)),
+    "attribution": ReportSpec({"conversion": "payment", "lookback_days": "30"}),
+    "channels": ReportSpec(
+        {"model": "last_non_direct", "target_cpl": None}, breakdowns=_TOUCHES + _PERIODS
+    ),
+    "cohorts": ReportSpec(
+        {"cohort": "first_touch", "churn_days": "90"}, breakdowns=_PERIODS, default_by="month"
+    ),
+    "leads": ReportSpec({}),
+    "forecast": ReportSpec(
+        {"horizon_days": "30"}, breakdowns=(), scope=("to", "site", "include_bots")
+    ),
+    "sites": ReportSpec({}, breakdowns=(), scope=()),
 }
 #: The longest span a report option may give in days (lookback, churn, horizon): ten years.
 _MAX_DAYS = 3650
@@ -64,7 +108,15 @@ _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no"
 
 
 class ReportRequestError(ValueError):
-    """A request no report can answer: an unknown report, option, funnel or a bad value."""
+    """A request no report can answer: an unknown report, option, funnel, site or a bad value.
+
+    ``option`` names the parameter at fault when one is (``lookback_days``), for a command
+    line to name its flag.
+    """
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +132,7 @@ class ReportRequest:
     def text(self, option: str) -> str:
         value = self.options[option]
         if value is None:
-            raise ReportRequestError(f"{option} is required")
+            raise ReportRequestError(f"{option} is required", option=option)
         return value
 
     def number(
@@ -96,82 +148,149 @@ class ReportRequest:
             value = kind(self.text(option))
         except ValueError:
             raise ReportRequestError(
-                f"{option} must be a number, not {self.options[option]!r}"
+                f"{option} must be a number, not {self.options[option]!r}", option=option
             ) from None
         if not low <= value <= high:  # also refuses NaN
-            raise ReportRequestError(f"{option} must be from {low:g} to {high:g}, not {value}")
+            raise ReportRequestError(
+                f"{option} must be from {low:g} to {high:g}, not {value}", option=option
+            )
         return value
 
 
 def parse_request(name: str, params: Mapping[str, str | None]) -> ReportRequest:
     """Validate ``params`` (``None`` values are left out) for report ``name``.
 
-    Numbers and flags are checked here, so a bad request fails before any store is opened.
+    Numbers, flags, breakdowns, models and conversion types are checked here, so a bad
+    request fails before any store is opened.
     """
     if name not in REPORTS:
         raise ReportRequestError(f"unknown report {name!r}: one of {', '.join(REPORTS)}")
+    spec = REPORTS[name]
     given = {k: v for k, v in params.items() if v is not None}
-    own = REPORTS[name]
-    unknown = sorted(set(given) - set(_SCOPE) - set(own))
+    unknown = sorted(set(given) - set(spec.parameters))
     if unknown:
-        raise ReportRequestError(f"the {name} report takes no {', '.join(unknown)}")
-    by = given.get("by") or ("month" if name == "cohorts" else None)
-    if by is not None and by not in BREAKDOWNS:
-        raise ReportRequestError(f"unknown breakdown {by!r}: one of {', '.join(BREAKDOWNS)}")
+        takes = ", ".join(spec.parameters) or "no parameters"
+        raise ReportRequestError(
+            f"the {name} report takes no {', '.join(unknown)} (it takes {takes})",
+            option=unknown[0],
+        )
+    by = given.get("by") or spec.default_by
+    if by is not None and by not in spec.breakdowns:
+        what = "unknown breakdown" if by not in BREAKDOWNS else "breakdown"
+        raise ReportRequestError(
+            f"{what} {by!r}: the {name} report breaks down by {', '.join(spec.breakdowns)}",
+            option="by",
+        )
+    options = {**spec.options, **{k: given[k] for k in spec.options if k in given}}
+    include_bots = "include_bots" in given and _flag(given, "include_bots")
     try:
         scope = ReportScope(
             start=parse_when(given["from"]) if given.get("from") else None,
             end=parse_when(given["to"], end=True) if given.get("to") else None,
             site=given.get("site") or None,
             by=cast(Breakdown | None, by),
+            include_bots=include_bots,
         )
     except ValueError as exc:
         raise ReportRequestError(str(exc)) from exc
-    request = ReportRequest(
-        name, scope, {**own, **{k: given[k] for k in own if k in given}}, dict(given)
-    )
+    request = ReportRequest(name, scope, options, dict(given))
     for option in ("lookback_days", "churn_days", "horizon_days"):
-        if option in own:
+        if option in spec.options:
             request.number(option, low=1)
-    if "target_cpl" in own and request.options["target_cpl"] is not None:
+    if "target_cpl" in spec.options and request.options["target_cpl"] is not None:
         request.number("target_cpl", float, high=1e15)
-    if "split" in own:
-        _flag(request, "split")
+    if "split" in spec.options:
+        _flag(request.options, "split")
+    if "model" in spec.options:
+        _model(request.text("model"))
+    if "conversion" in spec.options:
+        _one_of(request, "conversion", CONVERSIONS, "conversion type")
+    if "cohort" in spec.options:
+        _one_of(request, "cohort", ("first_touch", "first_payment"), "cohort")
     return request
 
 
-def _flag(request: ReportRequest, option: str) -> bool:
-    value = request.text(option).lower()
+def _flag(values: Mapping[str, str | None], option: str) -> bool:
+    value = (values[option] or "").lower()
     if value not in _BOOLS:
-        raise ReportRequestError(f"{option} is true or false, not {value!r}")
+        raise ReportRequestError(f"{option} is true or false, not {value!r}", option=option)
     return _BOOLS[value]
+
+
+def _one_of(request: ReportRequest, option: str, choices: tuple[str, ...], what: str) -> None:
+    value = request.text(option)
+    if value not in choices:
+        raise ReportRequestError(
+            f"unknown {what} {value!r}: one of {', '.join(choices)}", option=option
+        )
+
+
+def _model(model: str) -> None:
+    """The channels report reads the rule-based models the stream credited; the data-driven
+    ones exist only at query time, in the attribution report."""
+    if model in DATA_DRIVEN:
+        raise ReportRequestError(
+            f"the channels report has the models credited in the stream "
+            f"({', '.join(MODELS)}); {model} is data-driven, computed at query time: see its "
+            f"column in `funnel report attribution` (or /api/reports/attribution)",
+            option="model",
+        )
+    if model not in MODELS:
+        raise ReportRequestError(
+            f"unknown model {model!r}: one of {', '.join(MODELS)} "
+            f"({', '.join(DATA_DRIVEN)}: in the attribution report)",
+            option="model",
+        )
 
 
 def _spec(request: ReportRequest, funnels: FunnelCatalog) -> FunnelSpec:
     try:
         return funnels.get(request.text("funnel"))
     except KeyError as exc:
-        raise ReportRequestError(str(exc.args[0])) from exc
+        raise ReportRequestError(str(exc.args[0]), option="funnel") from exc
 
 
 def compute(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> ReportResult:
-    """Run ``request`` against ``store`` (blocks for the report's queries).
+    """Run ``request`` against ``store`` (blocks for the report's queries); the result in
+    the output precision (``canonical()``).
 
-    Raises :class:`ReportRequestError` for a funnel that is not configured or an option a
-    report refuses (its ``ValueError``); store errors pass through.
+    Raises :class:`ReportRequestError` for a funnel that is not configured, a site with no
+    stored events, or an option a report refuses (its ``ValueError``); store errors pass
+    through.
     """
+    site = request.scope.site
+    if site is not None:
+        _known_site(store, site)
+    result = _run(store, request, funnels)
+    if isinstance(result, Table):
+        return result.canonical()
+    return [r.canonical() for r in result]
+
+
+def _known_site(store: Store, site: str) -> None:
+    """Refuse a site with no stored events: its report would be all zeros, as a typo's is."""
+    from storage.reports.sites import has_site, site_ids
+
+    if not has_site(store, site):
+        known = ", ".join(site_ids(store)) or "none yet"
+        raise ReportRequestError(f"no data for site {site!r} (sites: {known})", option="site")
+
+
+def _run(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> ReportResult:
     # Imported here: each report module pulls in its own SQL, only the one asked for loads.
     from storage.reports.attribution import attribution_report
     from storage.reports.channels import channels_report
     from storage.reports.customers import cohorts_report, forecast_report, leads_report
     from storage.reports.funnels import dropoff_report, funnel_report
+    from storage.reports.sites import sites_report
     from storage.reports.timing import time_to_convert_report
 
     r, scope = request, request.scope
     try:
         match r.name:
             case "funnel":
-                return funnel_report(store, _spec(r, funnels), scope, split=_flag(r, "split"))
+                split = _flag(r.options, "split")
+                return funnel_report(store, _spec(r, funnels), scope, split=split)
             case "dropoff":
                 spec = _spec(r, funnels)
                 rows = dropoff_report(store, spec, scope)
@@ -202,8 +321,10 @@ def compute(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> Rep
                 )
             case "leads":
                 return leads_report(store, scope)
-            case _:
+            case "forecast":
                 return forecast_report(store, scope, horizon_days=int(r.number("horizon_days")))
+            case _:
+                return sites_report(store, funnels)
     except ReportRequestError:
         raise
     except ValueError as exc:  # a report's own refusal (a breakdown or option it cannot do)
@@ -244,14 +365,15 @@ def dropoff_table(funnel: str, rows: list[DropoffRow], *, grouped: bool) -> Tabl
 
 
 def to_payload(result: ReportResult) -> Payload:
-    """The JSON-ready payload of a result (see the module docstring)."""
+    """The JSON-ready payload of a result (see the module docstring), in the output
+    precision."""
     if isinstance(result, Table):
-        body = result.to_dict()
+        body = result.canonical().to_dict()
         rows = body.pop("rows")
         return {**body, "columns": list(result.columns), "rows": rows}
     if len(result) == 1 and result[0].group is None:
-        return result[0].to_dict()
-    return [r.to_dict() for r in result]
+        return result[0].canonical().to_dict()
+    return [r.canonical().to_dict() for r in result]
 
 
 def payload_text(result: ReportResult) -> str:

@@ -1,10 +1,16 @@
 """``funnel report …``: every report as a command, printed as a table, JSON or CSV.
 
-Each command takes ``--from/--to`` (a date or an ISO datetime, UTC; a bare ``--to`` date
-includes that day), ``--site``, ``--by`` and ``--format``. They call the same functions as the
-Python API (:mod:`storage.reports`), through :mod:`storage.reports.catalog`, which the HTTP API
-of ``funnel serve`` uses too. When ``funnel serve`` owns the embedded store, the commands ask
-it (:mod:`storage.reports.owner`) instead of opening the store, and print the same.
+Each command takes what its report takes (:data:`~storage.reports.catalog.REPORTS`):
+``--from/--to`` (a date or an ISO datetime, UTC; a bare ``--to`` date includes that day),
+``--site``, ``--by`` with the breakdowns that report answers, ``--include-bots`` and
+``--format``. They call the same functions as the Python API (:mod:`storage.reports`), through
+:mod:`storage.reports.catalog`, which the HTTP API of ``funnel serve`` uses too. When
+``funnel serve`` owns the embedded store, the commands ask it (:mod:`storage.reports.owner`)
+instead of opening the store, and print the same. A request the catalog refuses is a usage
+error (exit code 2) naming the flag at fault and the choices.
+
+Numbers print in one format (:mod:`funnel.report`): JSON and CSV carry the same values, a
+table shows rates as percentages.
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ import click
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from funnel.report import FunnelReport, Table, one_in
+from funnel.attribution import MODELS
+from funnel.report import FunnelReport, Kind, Table, cell_text, column_kind, csv_text
 from storage.reports.catalog import (
+    CONVERSIONS,
+    REPORTS,
     ReportRequest,
     ReportRequestError,
     ReportResult,
@@ -31,9 +40,15 @@ from storage.reports.catalog import (
     payload_text,
 )
 from storage.reports.owner import OwnerError, fetch_report, store_directory
-from storage.reports.scope import BREAKDOWNS
 
-__all__ = ["ReportOptions", "print_funnels", "print_result", "print_table", "register"]
+__all__ = [
+    "ReportOptions",
+    "print_funnels",
+    "print_result",
+    "print_table",
+    "register",
+    "sites_command",
+]
 
 # Reports are wide: use the terminal's width, or 160 columns when piped (rich would use 80).
 out = Console(width=shutil.get_terminal_size((160, 24)).columns)
@@ -43,7 +58,11 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 @dataclass(frozen=True)
 class ReportOptions:
-    """The shared options and helpers the root command owns (``funnel.cli``)."""
+    """The shared options and helpers the root command owns (``funnel.cli``).
+
+    ``open_store(url, database)`` opens an existing store and never creates one (a report of
+    a store that is not there is a mistake, not an empty answer).
+    """
 
     store: Decorator
     database: Decorator
@@ -53,144 +72,217 @@ class ReportOptions:
     funnel_catalog: Callable[[Any], Any]
 
 
-def _scope_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(
-        (
-            click.option("--from", "start", default=None, help="Period start (date or ISO time)."),
-            click.option("--to", "end", default=None, help="Period end (a date includes it)."),
-            click.option("--site", default=None, help="Only this site."),
-            click.option("--by", type=click.Choice(BREAKDOWNS), default=None, help="Breakdown."),
-        )
-    ):
-        command = option(command)
-    return command
+def _scope_options(name: str) -> Decorator:
+    """The scope options report ``name`` takes (its :class:`ReportSpec`), nothing more."""
+    spec = REPORTS[name]
+    options = {
+        "from": click.option(
+            "--from", "start", default=None, help="Period start (date or ISO time)."
+        ),
+        "to": click.option("--to", "end", default=None, help="Period end (a date includes it)."),
+        "site": click.option("--site", default=None, help="Only this site."),
+        "by": click.option(
+            "--by",
+            type=click.Choice(spec.breakdowns),
+            default=spec.default_by,
+            show_default=spec.default_by is not None,
+            help="Breakdown.",
+        ),
+        "include_bots": click.option(
+            "--include-bots",
+            is_flag=True,
+            default=False,
+            help="Count the events flagged as bots' too (left out by default).",
+        ),
+    }
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for parameter in reversed(spec.parameters):
+            if parameter in options:
+                command = options[parameter](command)
+        return command
+
+    return decorate
+
+
+def _flag_of(option: str) -> str:
+    """The command-line flag of a request parameter (``lookback_days`` → ``--lookback-days``)."""
+    return "--" + option.replace("_", "-")
+
+
+def _refused(exc: ReportRequestError) -> click.BadParameter:
+    """A refused request as a usage error (exit code 2) naming the flag at fault."""
+    hint = _flag_of(exc.option) if exc.option else None
+    return click.BadParameter(str(exc), param_hint=hint)
 
 
 def _request(name: str, **params: object) -> ReportRequest:
-    """The request of a command's options (validated here, before any store is opened)."""
+    """The request of a command's options (validated here, before any store is opened).
+    ``None`` and ``False`` are left out: unset, as in a query string without them."""
     text = {
-        key: ("true" if value else "false") if isinstance(value, bool) else str(value)
+        key: "true" if value is True else str(value)
         for key, value in params.items()
-        if value is not None
+        if value is not None and value is not False
     }
     try:
         return parse_request(name, text)
     except ReportRequestError as exc:
-        raise click.BadParameter(str(exc)) from exc
+        raise _refused(exc) from exc
+
+
+def _answer(o: ReportOptions, request: ReportRequest, kw: dict[str, Any]) -> None:
+    """Answer ``request`` and print it in ``--format``.
+
+    From the owner of an embedded store when one is running (``funnel serve``: chDB lets
+    one process open a store, DESIGN §11), else from the store opened here. Either way the
+    result goes through the same types, so it prints the same.
+    """
+    store, database, funnels_file = kw["store"], kw["database"], kw.get("funnels_file")
+    result: ReportResult | None = None
+    directory = store_directory(store)
+    try:
+        if directory is not None:
+            payload = fetch_report(directory, database, request)
+            if payload is not None:
+                if funnels_file is not None:
+                    err.print(
+                        "[yellow]the store's owner answered with its own funnel "
+                        "definitions; --funnels is not used[/]"
+                    )
+                result = from_payload(request.name, payload)
+        if result is None:
+            db = o.open_store(store, database)
+            try:
+                result = compute(db, request, o.funnel_catalog(funnels_file))
+            finally:
+                db.close()
+    except ReportRequestError as exc:
+        raise _refused(exc) from exc
+    except OwnerError as exc:
+        raise click.ClickException(str(exc)) from exc
+    print_result(result, kw["fmt"])
 
 
 def register(group: click.Group, o: ReportOptions) -> None:
     """Add the report commands to ``group`` (``funnel report``)."""
 
-    def common(command: Callable[..., Any]) -> Callable[..., Any]:
-        return o.store(o.database(o.fmt(_scope_options(command))))
+    def common(name: str) -> Decorator:
+        def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+            return o.store(o.database(o.fmt(_scope_options(name)(command))))
 
-    def run(request: ReportRequest, kw: dict[str, Any]) -> None:
-        """Answer ``request`` and print it in ``--format``.
-
-        From the owner of an embedded store when one is running (``funnel serve``: chDB
-        lets one process open a store, DESIGN §11), else from the store opened here. Either
-        way the result goes through the same types, so it prints the same.
-        """
-        store, database, funnels_file = kw["store"], kw["database"], kw.get("funnels_file")
-        result: ReportResult | None = None
-        directory = store_directory(store)
-        try:
-            if directory is not None:
-                payload = fetch_report(directory, database, request)
-                if payload is not None:
-                    if funnels_file is not None:
-                        err.print(
-                            "[yellow]the store's owner answered with its own funnel "
-                            "definitions; --funnels is not used[/]"
-                        )
-                    result = from_payload(request.name, payload)
-            if result is None:
-                db = o.open_store(store, database)
-                try:
-                    result = compute(db, request, o.funnel_catalog(funnels_file))
-                finally:
-                    db.close()
-        except ReportRequestError as exc:
-            raise click.BadParameter(str(exc)) from exc
-        except OwnerError as exc:
-            raise click.ClickException(str(exc)) from exc
-        print_result(result, kw["fmt"])
+        return decorate
 
     def scope(kw: dict[str, Any]) -> dict[str, object]:
-        return {key: kw.pop(name) for key, name in _SCOPE_OPTIONS}
+        return {key: kw.pop(name) for key, name in _SCOPE_OPTIONS if name in kw}
 
     @group.command("funnel")
     @click.option("--funnel", "funnel_name", default="sales", show_default=True)
     @click.option("--split/--no-split", default=True, help="Split by converted/dropped/in window.")
     @o.funnels
-    @common
+    @common("funnel")
     def funnel_cmd(funnel_name: str, split: bool, **kw: Any) -> None:
         """Step counts, step and overall conversion and 1:N, split by status."""
-        run(_request("funnel", funnel=funnel_name, split=split, **scope(kw)), kw)
+        flag = "true" if split else "false"
+        _answer(o, _request("funnel", funnel=funnel_name, split=flag, **scope(kw)), kw)
 
     @group.command("dropoff")
     @click.option("--funnel", "funnel_name", default="sales", show_default=True)
     @o.funnels
-    @common
+    @common("dropoff")
     def dropoff_cmd(funnel_name: str, **kw: Any) -> None:
         """Where people leave the funnel, by step; the biggest leak is flagged."""
-        run(_request("dropoff", funnel=funnel_name, **scope(kw)), kw)
+        _answer(o, _request("dropoff", funnel=funnel_name, **scope(kw)), kw)
 
     @group.command("time-to-convert")
     @click.option("--funnel", "funnel_name", default="sales", show_default=True)
     @o.funnels
-    @common
+    @common("time-to-convert")
     def time_cmd(funnel_name: str, **kw: Any) -> None:
         """p50/p90 time between steps, and from first touch to payment (the sales cycle)."""
-        run(_request("time-to-convert", funnel=funnel_name, **scope(kw)), kw)
+        _answer(o, _request("time-to-convert", funnel=funnel_name, **scope(kw)), kw)
 
     @group.command("attribution")
     @click.option(
-        "--conversion", default="payment", show_default=True, help="lead, order, payment, repeat"
+        "--conversion",
+        type=click.Choice(CONVERSIONS),
+        default="payment",
+        show_default=True,
+        help="The conversions credited.",
     )
     @click.option("--lookback-days", default=30, show_default=True)
-    @common
+    @common("attribution")
     def attribution_cmd(conversion: str, lookback_days: int, **kw: Any) -> None:
         """Credits and revenue per channel under every model, markov and shapley included."""
         request = _request(
             "attribution", conversion=conversion, lookback_days=lookback_days, **scope(kw)
         )
-        run(request, kw)
+        _answer(o, request, kw)
 
     @group.command("channels")
-    @click.option("--model", default="last_non_direct", show_default=True)
+    @click.option(
+        "--model",
+        default="last_non_direct",
+        show_default=True,
+        help=f"A model credited in the stream: {', '.join(MODELS)} (markov and shapley are "
+        "data-driven: see the attribution report).",
+    )
     @click.option("--target-cpl", type=float, default=None, help="Flag channels over this CPL.")
-    @common
+    @common("channels")
     def channels_cmd(model: str, target_cpl: float | None, **kw: Any) -> None:
         """Impressions to revenue per channel, with spend, CPL, CAC, ROAS and AOV."""
-        run(_request("channels", model=model, target_cpl=target_cpl, **scope(kw)), kw)
+        _answer(o, _request("channels", model=model, target_cpl=target_cpl, **scope(kw)), kw)
 
     @group.command("cohorts")
     @click.option(
         "--cohort", type=click.Choice(["first_touch", "first_payment"]), default="first_touch"
     )
     @click.option("--churn-days", default=90, show_default=True)
-    @common
+    @common("cohorts")
     def cohorts_cmd(cohort: str, churn_days: int, **kw: Any) -> None:
         """Cohorts by period: repeat rate, regular customers, LTV to date and churn."""
-        run(_request("cohorts", cohort=cohort, churn_days=churn_days, **scope(kw)), kw)
+        _answer(o, _request("cohorts", cohort=cohort, churn_days=churn_days, **scope(kw)), kw)
 
     @group.command("leads")
-    @common
+    @common("leads")
     def leads_cmd(**kw: Any) -> None:
         """Leads by temperature: conversion to payment, touches before the sale, lead → client."""
-        run(_request("leads", **scope(kw)), kw)
+        _answer(o, _request("leads", **scope(kw)), kw)
 
     @group.command("forecast")
     @click.option("--horizon-days", default=30, show_default=True)
-    @common
+    @common("forecast")
     def forecast_cmd(horizon_days: int, **kw: Any) -> None:
-        """Expected payments and revenue from the open leads (as of --to, default now)."""
-        run(_request("forecast", horizon_days=horizon_days, **scope(kw)), kw)
+        """Expected payments and revenue from the leads open at --to (default now)."""
+        _answer(o, _request("forecast", horizon_days=horizon_days, **scope(kw)), kw)
 
 
-_SCOPE_OPTIONS = (("from", "start"), ("to", "end"), ("site", "site"), ("by", "by"))
+def sites_command(o: ReportOptions) -> click.Command:
+    """``funnel sites``: the sites of a store (the ``sites`` report of the catalog)."""
+
+    @click.command("sites")
+    @o.funnels
+    @o.store
+    @o.database
+    @o.fmt
+    def sites(**kw: Any) -> None:
+        """The sites of a store: their funnels with data, first and last event, events and
+        bots' events.
+
+        Asks `funnel serve` when it owns the embedded store (its funnel definitions then),
+        else opens the store (never creating one).
+        """
+        _answer(o, _request("sites"), kw)
+
+    return sites
+
+
+_SCOPE_OPTIONS = (
+    ("from", "start"),
+    ("to", "end"),
+    ("site", "site"),
+    ("by", "by"),
+    ("include_bots", "include_bots"),
+)
 
 
 def print_result(result: ReportResult, fmt: str) -> None:
@@ -202,40 +294,46 @@ def print_result(result: ReportResult, fmt: str) -> None:
 
 
 def print_table(table: Table, fmt: str) -> None:
-    """Print a report table as a rich table, JSON or CSV (stdout)."""
+    """Print a report table as a rich table, JSON or CSV (stdout), numbers in their column's
+    format (:func:`~funnel.report.column_kind`)."""
+    table = table.canonical()
     if fmt == "json":
         click.echo(payload_text(table))
         return
+    kinds = table.kinds
     if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(table.columns)
-        writer.writerows(["" if v is None else v for v in row] for row in table.rows)
-        click.echo(buffer.getvalue(), nl=False)
+        _print_csv(table.columns, kinds, table.rows)
         return
     rich = RichTable(title=table.title)
     for i, column in enumerate(table.columns):
-        numeric = any(isinstance(row[i], int | float) for row in table.rows)
+        numeric = any(
+            isinstance(row[i], int | float) and not isinstance(row[i], bool) for row in table.rows
+        )
         rich.add_column(column, justify="right" if numeric else "left")
     for row in table.rows:
-        rich.add_row(*(_cell(v) for v in row))
+        rich.add_row(*(_cell(kind, v) for kind, v in zip(kinds, row, strict=True)))
     out.print(rich)
 
 
-def _cell(value: object) -> str:
-    if value is None:
-        return "-"
+def _print_csv(
+    columns: tuple[str, ...], kinds: tuple[Kind, ...], rows: tuple[tuple[object, ...], ...]
+) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([csv_text(k, v) for k, v in zip(kinds, row, strict=True)] for row in rows)
+    click.echo(buffer.getvalue(), nl=False)
+
+
+def _cell(kind: Kind, value: object) -> str:
     if isinstance(value, bool):
         return "◀ biggest leak" if value else ""
-    if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.4g}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
+    return cell_text(kind, value)
 
 
 def print_funnels(reports: list[FunnelReport], fmt: str) -> None:
     """Print funnel reports (one per breakdown value)."""
+    reports = [r.canonical() for r in reports]
     if fmt == "json":
         click.echo(payload_text(reports))
         return
@@ -252,7 +350,7 @@ def print_funnels(reports: list[FunnelReport], fmt: str) -> None:
         "stopped_dropped",
     )
     if fmt == "csv":
-        rows = [
+        rows = tuple(
             ((r.group,) if grouped else ())
             + (
                 s.index,
@@ -260,14 +358,14 @@ def print_funnels(reports: list[FunnelReport], fmt: str) -> None:
                 s.count,
                 s.step_conversion,
                 s.overall_conversion,
-                s.one_in,
+                r.one_in_at(s),
                 s.stopped_in_window,
                 s.stopped_dropped,
             )
             for r in reports
             for s in r.steps
-        ]
-        print_table(Table("funnel", columns, tuple(rows)), "csv")
+        )
+        _print_csv(columns, tuple(column_kind(c) for c in columns), rows)
         return
     for r in reports:
         title = (
@@ -286,23 +384,21 @@ def print_funnels(reports: list[FunnelReport], fmt: str) -> None:
             cells = [
                 str(s.index),
                 s.step,
-                f"{s.count:,}",
-                _pct(s.step_conversion),
-                _pct(s.overall_conversion),
-                s.one_in,
-                f"{s.dropped_from_previous:,}" if s.index > 1 else "",
+                cell_text("count", s.count),
+                cell_text("rate", s.step_conversion),
+                cell_text("rate", s.overall_conversion),
+                r.one_in_at(s),
+                cell_text("count", s.dropped_from_previous) if s.index > 1 else "",
             ]
             if split:
                 last = s.index == len(r.steps)
                 cells += [
-                    "" if last else f"{s.stopped_in_window:,}",
-                    "" if last else f"{s.stopped_dropped:,}",
+                    "" if last else cell_text("count", s.stopped_in_window),
+                    "" if last else cell_text("count", s.stopped_dropped),
                 ]
             rich.add_row(*cells)
         out.print(rich)
-        summary = (
-            f"Overall conversion {_pct(r.overall_conversion)} ({one_in(r.overall_conversion)})"
-        )
+        summary = f"Overall conversion {cell_text('rate', r.overall_conversion)} ({r.one_in_at()})"
         if split:
             d = r.to_dict()
             summary += (
@@ -310,7 +406,3 @@ def print_funnels(reports: list[FunnelReport], fmt: str) -> None:
                 f"still in window {d['in_window']:,}"
             )
         out.print(summary)
-
-
-def _pct(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate * 100:.1f}%"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Browser
 
 from funnel.processor import CoreConfig
@@ -21,7 +22,18 @@ PAGE = Path(__file__).with_name("tracker_page.html")
 KEY = "browser-key"
 
 
-def test_tracked_visit_lands_in_the_store(browser: Browser, store: ChdbStore) -> None:
+DESKTOP_CHROME = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+
+
+@pytest.mark.parametrize("user_agent", [DESKTOP_CHROME, None], ids=["person", "headless"])
+def test_tracked_visit_lands_in_the_store(
+    browser: Browser, store: ChdbStore, user_agent: str | None
+) -> None:
+    """A visit as a person's browser presents itself, and as headless Chromium (flagged as
+    a bot: stored, but the stream derives nothing from it)."""
     with tempfile.TemporaryDirectory() as site_dir:
         page_port = free_port()
         page_origin = f"http://127.0.0.1:{page_port}"
@@ -42,7 +54,7 @@ def test_tracked_visit_lands_in_the_store(browser: Browser, store: ChdbStore) ->
             Path(site_dir, "index.html").write_text(html, "utf-8")
             with serve_directory(Path(site_dir), port=page_port) as origin:
                 assert origin == page_origin
-                page = browser.new_page()
+                page = browser.new_page(user_agent=user_agent)
                 page.goto(
                     f"{origin}/index.html?utm_source=google&utm_medium=cpc"
                     "&utm_campaign=brand_search&gclid=TeSt123"
@@ -68,15 +80,13 @@ def test_tracked_visit_lands_in_the_store(browser: Browser, store: ChdbStore) ->
     assert len({r["anonymous_id"] for r in rows}) == 1  # one device...
     assert rows[2]["customer_id"] == "cust-42"  # ...linked to the customer at the lead
     assert rows[2]["lead_intent"] == "purchase"
-    assert all(r["is_bot"] for r in rows)  # headless Chromium is flagged, not dropped
+    bot = user_agent is None
+    assert all(r["is_bot"] == bot for r in rows)  # headless Chromium is flagged, not dropped
     # The lead identified the visitor: the device's stages moved to the customer's person.
     stages = store.query(
         f"SELECT person_id, step FROM {store.database}.stage_reached "
         "WHERE site_id = 'browser-shop' AND funnel = 'sales' "
         "GROUP BY person_id, step, step_index HAVING sum(sign) > 0 ORDER BY step_index"
     )
-    assert [(s["person_id"], s["step"]) for s in stages] == [
-        ("cust-42", "impression"),
-        ("cust-42", "click"),
-        ("cust-42", "lead"),
-    ]
+    expected = [("cust-42", "impression"), ("cust-42", "click"), ("cust-42", "lead")]
+    assert [(s["person_id"], s["step"]) for s in stages] == ([] if bot else expected)

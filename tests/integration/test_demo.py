@@ -27,8 +27,9 @@ def test_demo_json_report_matches_ground_truth_and_reruns_identically(tmp_path: 
     assert [s["count"] for s in report["steps"]] == truth
     assert [s["step"] for s in report["steps"]][:3] == ["impression", "click", "lead"]
     click = report["steps"][1]
-    assert click["step_conversion"] == truth[1] / truth[0]
-    assert report["overall_conversion"] == truth[-1] / truth[0]
+    # Rates print as fractions with 4 decimals (one number format for every output).
+    assert click["step_conversion"] == round(truth[1] / truth[0], 4)
+    assert report["overall_conversion"] == round(truth[-1] / truth[0], 4)
     assert "processing" in first.stderr  # progress is shown, on stderr
 
     again = run_demo(tmp_path / "store", "--persons", "1500", "--seed", "5", "--format", "json")

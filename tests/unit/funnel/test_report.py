@@ -31,7 +31,7 @@ def test_one_in_eighty() -> None:
 
 def test_empty_steps_have_no_rate() -> None:
     report = FunnelReport.from_counts("s", None, ["a", "b", "c"], [0, 0, 0])
-    assert [s.step_conversion for s in report.steps] == [1.0, None, None]
+    assert [s.step_conversion for s in report.steps] == [None, None, None]  # 0 / 0 at step 1 too
     assert report.steps[-1].one_in == "-"
     assert report.to_dict()["one_in"] == "-"
 

@@ -8,8 +8,13 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from funnel.attribution import MODELS
+from funnel.processor import CoreConfig
 from funnel.report import FunnelReport, Table
+from storage.reports.attribution import DATA_DRIVEN
 from storage.reports.catalog import (
+    CONVERSIONS,
+    REPORTS,
     ReportRequestError,
     from_payload,
     parse_request,
@@ -17,6 +22,7 @@ from storage.reports.catalog import (
     to_payload,
 )
 from storage.reports.commands import print_result
+from storage.reports.scope import BREAKDOWNS
 
 
 def test_defaults_fill_in_and_params_keep_only_what_was_given() -> None:
@@ -96,3 +102,83 @@ def test_tables_carry_their_columns_and_meta() -> None:
     assert payload["rows"] == [dict(zip(TABLE.columns, row, strict=True)) for row in TABLE.rows]
     assert isinstance(to_payload(FUNNELS[:1]), dict)  # one funnel without a breakdown: an object
     assert isinstance(to_payload(FUNNELS), list)
+
+
+#: What each report's code answers (issue 12): nothing else is offered or accepted.
+ANSWERED = {
+    "funnel": BREAKDOWNS,
+    "dropoff": BREAKDOWNS,
+    "time-to-convert": BREAKDOWNS,
+    "attribution": BREAKDOWNS,
+    "leads": BREAKDOWNS,
+    "channels": ("channel", "campaign", "day", "week", "month"),
+    "cohorts": ("day", "week", "month"),
+    "forecast": (),
+    "sites": (),
+}
+
+
+def test_every_report_offers_the_breakdowns_it_answers() -> None:
+    assert {name: spec.breakdowns for name, spec in REPORTS.items()} == ANSWERED
+
+
+@pytest.mark.parametrize(("name", "by"), [("forecast", "channel"), ("sites", "day")])
+def test_a_report_without_breakdowns_refuses_by(name: str, by: str) -> None:
+    with pytest.raises(ReportRequestError, match=f"the {name} report takes no by") as refused:
+        parse_request(name, {"by": by})
+    assert refused.value.option == "by"
+
+
+@pytest.mark.parametrize(
+    ("name", "by"), [("channels", "temperature"), ("cohorts", "manager"), ("cohorts", "channel")]
+)
+def test_a_breakdown_a_report_cannot_answer_is_refused_with_the_choices(name: str, by: str) -> None:
+    choices = ", ".join(ANSWERED[name])
+    with pytest.raises(ReportRequestError, match=f"breaks down by {choices}"):
+        parse_request(name, {"by": by})
+
+
+def test_the_forecast_is_as_of_its_end_and_takes_no_start() -> None:
+    with pytest.raises(ReportRequestError, match="takes no from"):
+        parse_request("forecast", {"from": "2026-10-01"})
+    assert parse_request("forecast", {"to": "2026-10-01"}).scope.end is not None
+
+
+@pytest.mark.parametrize("model", ["markov", "shapley"])
+def test_channels_send_data_driven_models_to_the_attribution_report(model: str) -> None:
+    with pytest.raises(ReportRequestError, match="report attribution") as refused:
+        parse_request("channels", {"model": model})
+    assert refused.value.option == "model"
+
+
+def test_channels_refuse_an_unknown_model_listing_the_models() -> None:
+    with pytest.raises(ReportRequestError, match=", ".join(MODELS)):
+        parse_request("channels", {"model": "bogus"})
+    for model in MODELS:
+        assert parse_request("channels", {"model": model}).options["model"] == model
+
+
+def test_attribution_refuses_a_conversion_the_stream_does_not_credit() -> None:
+    with pytest.raises(ReportRequestError, match="lead, order, payment, repeat"):
+        parse_request("attribution", {"conversion": "purchase"})
+    assert {t.value for t in CoreConfig.default().conversions} == set(CONVERSIONS)
+    assert set(DATA_DRIVEN) == {"markov", "shapley"}
+
+
+def test_lookback_days_out_of_bounds_names_the_option() -> None:
+    with pytest.raises(ReportRequestError, match="from 1 to 3650, not -5") as refused:
+        parse_request("attribution", {"lookback_days": "-5"})
+    assert refused.value.option == "lookback_days"
+
+
+def test_include_bots_reaches_the_scope() -> None:
+    for name in ("funnel", "dropoff", "time-to-convert", "attribution", "channels"):
+        assert parse_request(name, {"include_bots": "true"}).scope.include_bots
+    for name in ("cohorts", "leads", "forecast"):
+        assert parse_request(name, {"include_bots": "yes"}).scope.include_bots
+    assert not parse_request("leads", {"include_bots": "false"}).scope.include_bots
+    assert not parse_request("leads", {}).scope.include_bots
+    with pytest.raises(ReportRequestError, match="true or false"):
+        parse_request("leads", {"include_bots": "maybe"})
+    with pytest.raises(ReportRequestError, match="takes no include_bots"):
+        parse_request("sites", {"include_bots": "true"})
