@@ -154,7 +154,7 @@ def _free_port() -> int:
 
 def drain_worker(bootstrap: str, prefix: str, partitions: int, work: Path) -> dict[str, float]:
     """``funnel worker`` from a fresh group; timed from its first commit to the end."""
-    from stream_processors.topics import TopicNames
+    from funnel.topics import TopicNames
 
     names = TopicNames(prefix)
     group = f"bench-worker-{uuid.uuid4().hex[:8]}"
@@ -234,8 +234,9 @@ def main() -> None:
         faust_count_app(args.bootstrap, args.topic, args.events, args.out)
         return
 
+    from funnel.topics import TopicNames
     from stream_processors.kafka_broker import KafkaBroker
-    from stream_processors.topics import TopicNames, create_topics
+    from stream_processors.topics import create_topics
 
     targets = [t for t in args.targets.split(",") if t]
     runs: dict[str, dict[str, float]] = {}

@@ -102,8 +102,6 @@ def _expected(exc: Exception) -> str | None:
     Imports happen here, on the error path only: an exception of an adapter's type means
     its module is loaded already.
     """
-    from kafka.errors import KafkaConnectionError, KafkaTimeoutError
-
     from storage.backends import StoreUnavailable
 
     if isinstance(exc, StoreUnavailable):
@@ -111,8 +109,11 @@ def _expected(exc: Exception) -> str | None:
     if isinstance(exc, FileNotFoundError) and exc.strerror:
         named = exc.filename is not None and str(exc.filename) not in exc.strerror
         return _one_line(exc.strerror + (f": {exc.filename}" if named else ""))
-    if isinstance(exc, KafkaTimeoutError | KafkaConnectionError):
-        return _one_line(f"Kafka unavailable: {exc}")
+    if "kafka.errors" in sys.modules:  # never load the Kafka client to look at an error
+        from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+        if isinstance(exc, KafkaTimeoutError | KafkaConnectionError):
+            return _one_line(f"Kafka unavailable: {exc}")
     return None
 
 
@@ -126,7 +127,7 @@ class _Root(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except click.ClickException:
+        except (click.ClickException, click.exceptions.Exit):
             raise
         except Exception as exc:
             message = _expected(exc)
@@ -504,8 +505,9 @@ def worker(
     topic_prefix: str,
 ) -> None:
     """Run a Faust stream worker: events topic in, facts topics out."""
+    from funnel.topics import TopicNames
     from stream_processors.app import WorkerSettings, run_worker
-    from stream_processors.topics import TopicNames, create_topics
+    from stream_processors.topics import create_topics
 
     names = TopicNames(topic_prefix)
     create_topics(kafka, names, partitions)
@@ -556,9 +558,9 @@ def sink(
     """Land the facts topics in ClickHouse, exactly once per offset range."""
     from prometheus_client import start_http_server
 
+    from funnel.topics import TopicNames
     from storage.sink import Sink
     from storage.sink_metrics import SinkMetrics
-    from stream_processors.topics import TopicNames
 
     metrics = SinkMetrics()
     if metrics_port is not None:
@@ -667,7 +669,8 @@ def simulate(
             progress.advance(task, n)
 
         if target == "kafka":
-            from stream_processors.topics import TopicNames, create_topics
+            from funnel.topics import TopicNames
+            from stream_processors.topics import create_topics
 
             names = TopicNames(topic_prefix)
             create_topics(kafka, names, partitions)
@@ -761,7 +764,8 @@ def serve(
     live = None
     owner_of = None
     if kafka:
-        from stream_processors.topics import TopicNames, create_topics
+        from funnel.topics import TopicNames
+        from stream_processors.topics import create_topics
 
         names = TopicNames(topic_prefix)
         create_topics(kafka, names, partitions)

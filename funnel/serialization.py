@@ -10,14 +10,23 @@ import json
 from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cache
+from typing import TYPE_CHECKING
 
 from pydantic import TypeAdapter
 
-from funnel.processor import PersonState
+if TYPE_CHECKING:
+    from funnel.processor import PersonState
 
 __all__ = ["dumps_row", "state_from_json", "state_to_json"]
 
-_STATE = TypeAdapter(PersonState)
+
+@cache
+def _state() -> TypeAdapter[PersonState]:
+    # Built on first use: a store that only writes rows (dumps_row) never loads the processor.
+    from funnel.processor import PersonState
+
+    return TypeAdapter(PersonState)
 
 
 def _default(value: object) -> object:
@@ -34,8 +43,8 @@ def dumps_row(row: Mapping[str, object]) -> str:
 
 
 def state_to_json(state: PersonState) -> bytes:
-    return _STATE.dump_json(state)
+    return _state().dump_json(state)
 
 
 def state_from_json(data: bytes | str) -> PersonState:
-    return _STATE.validate_json(data)
+    return _state().validate_json(data)

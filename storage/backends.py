@@ -33,11 +33,13 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from funnel.serialization import dumps_row
-from storage.arrow_rows import ColumnCache, arrow_block
+
+if TYPE_CHECKING:
+    from storage.arrow_rows import ColumnCache
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -125,7 +127,7 @@ def encode_rows(rows: Sequence[Row]) -> str:
     return "\n".join(dumps_row(row) for row in rows)
 
 
-_COLUMNS = ColumnCache()
+_COLUMNS: ColumnCache | None = None  # made on the first insert (pyarrow loads only then)
 """The embedded tables' columns, for the Arrow path (one engine per process: one cache)."""
 
 
@@ -189,6 +191,11 @@ class ChdbStore:
         token = dedup_token if dedup_token is not None else _unique_token()
         dedup = f"insert_deduplication_token = '{_quote(token)}'"
         key = (str(self.path), self.database, table)
+        global _COLUMNS  # one cache per process, made when first needed
+        from storage.arrow_rows import ColumnCache, arrow_block  # pyarrow: only to insert
+
+        if _COLUMNS is None:
+            _COLUMNS = ColumnCache()
         columns = _COLUMNS.get(key, list(rows[0]), lambda: self._describe(table))
         block = arrow_block(rows, columns)
         if block is None:

@@ -3,7 +3,7 @@
 One consumer (kafka-python) reads every facts topic; records are batched per topic-partition
 (:class:`storage.batches.PartitionBatches`: ``max_rows`` records, or what waited
 ``max_age_s``) and each batch is one insert into the table the topic names
-(:meth:`stream_processors.topics.TopicNames.table_of`), through :class:`storage.backends.Store`
+(:meth:`funnel.topics.TopicNames.table_of`), through :class:`storage.backends.Store`
 (the same code for the embedded and the server store).
 
 Per batch ``first..last`` of a topic-partition, in this order:
@@ -60,11 +60,11 @@ from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from funnel.dedup import BoundedIds
+from funnel.topics import FACT_TABLES, TopicNames
 from storage.backends import Store, StoreError, StoreUnavailable
 from storage.batches import Cut, PartitionBatches
 from storage.poison import Refused, insert_isolating
 from storage.sink_metrics import SinkMetrics
-from stream_processors.topics import FACT_TABLES, TopicNames
 
 __all__ = ["DEFAULT_MAX_AGE_S", "DEFAULT_MAX_ROWS", "Backoff", "Backpressure", "Sink"]
 

@@ -64,7 +64,8 @@ from funnel.identity import person_id_of, resolve
 from funnel.intake import Rejection
 from funnel.processor import CoreConfig, PersonState, expire, merge, next_deadline, process
 from funnel.serialization import dumps_row, state_from_json, state_to_json
-from stream_processors.topics import FACT_TABLES, TopicNames, partition_of
+from funnel.topics import FACT_TABLES, TopicNames
+from stream_processors.topics import partition_of
 
 __all__ = ["register"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import faust
 
-from stream_processors.topics import TopicNames
+from funnel.topics import TopicNames
 
 __all__ = ["WorkerSettings", "create_app", "run_worker"]
 

@@ -1,74 +1,19 @@
-"""Topic names: the events topic in, one facts topic per ClickHouse table out.
+"""Kafka's side of the topics: creating them, and the partition a key lands on.
 
-Names are configurable by prefix (``--topic-prefix`` / ``FUNNEL_TOPIC_PREFIX``); the facts
-topic of a table is ``<prefix>facts.<table>``, so the sink can tell a record's table from its
-topic alone. The outputs other systems read:
-
-* ``<prefix>facts.stage_reached``, ``<prefix>facts.attributions`` — funnel and credit facts;
-* ``<prefix>facts.lead_changes`` — the **leads** topic: every temperature change with its
-  routing queue, keyed by person, for a CRM;
-* ``<prefix>facts.persons`` — every person's current row, keyed by person and **compacted**
-  (the latest row per person is kept);
-* ``<prefix>rejected`` — rejected events with their reasons.
-
-Partition counts are set when the topics are created (``--partitions``).
+The names themselves are pure and live in the core (:mod:`funnel.topics`). Partition counts
+are set when the topics are created (``--partitions``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from functools import lru_cache
 
 from kafka.partitioner.default import murmur2
 
-from funnel.facts import FACT_TABLES
+from funnel.topics import TopicNames
 
-__all__ = ["FACT_TABLES", "TopicNames", "create_topics", "partition_of"]
-
-
-@dataclass(frozen=True, slots=True)
-class TopicNames:
-    """Every topic the pipeline uses, derived from one prefix."""
-
-    prefix: str = "funnel."
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}events"
-
-    @property
-    def rejected(self) -> str:
-        return f"{self.prefix}rejected"
-
-    @property
-    def person_events(self) -> str:
-        """Internal: events and identity commands, keyed by person (the repartition topic)."""
-        return f"{self.prefix}person-events"
-
-    def facts(self, table: str) -> str:
-        return f"{self.prefix}facts.{table}"
-
-    @property
-    def leads(self) -> str:
-        """Lead temperature changes with their routing queue (the ``lead_changes`` facts)."""
-        return self.facts("lead_changes")
-
-    @property
-    def persons(self) -> str:
-        """Every person's latest row, compacted by person."""
-        return self.facts("persons")
-
-    def table_of(self, topic: str) -> str:
-        """The table a facts topic feeds (inverse of :meth:`facts`)."""
-        marker = f"{self.prefix}facts."
-        if not topic.startswith(marker):
-            raise ValueError(f"{topic!r} is not a facts topic")
-        return topic[len(marker) :]
-
-    @property
-    def all_facts(self) -> list[str]:
-        return [self.facts(t) for t in FACT_TABLES]
+__all__ = ["create_topics", "partition_of"]
 
 
 @lru_cache(maxsize=65_536)

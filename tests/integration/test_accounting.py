@@ -21,12 +21,13 @@ from hypothesis import HealthCheck, given, settings
 from starlette.testclient import TestClient
 
 from funnel.processor import CoreConfig
+from funnel.topics import TopicNames
 from producers.collector import CollectorSettings, EmbeddedDelivery, KafkaDelivery, create_app
 from producers.collector.delivery import Delivery
 from storage.backends import ChdbStore
 from storage.sink import Sink
 from stream_processors.embedded import EmbeddedPipeline
-from stream_processors.topics import TopicNames, create_topics
+from stream_processors.topics import create_topics
 from tests.accounting import (
     SITES,
     Ledger,

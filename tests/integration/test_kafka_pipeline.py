@@ -25,13 +25,14 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from funnel.funnels import FunnelCatalog
+from funnel.topics import TopicNames
 from producers.kafka_producer import EventProducer
 from producers.messiness import Arrival, Mess, arrivals
 from producers.simulator import Simulation, simulate
 from storage.backends import ChdbStore
 from storage.reports import raw_levels, stage_counts
 from storage.sink import Sink
-from stream_processors.topics import TopicNames, create_topics
+from stream_processors.topics import create_topics
 from tests.servers import free_port
 
 PARTITIONS = 4

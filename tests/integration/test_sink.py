@@ -8,9 +8,10 @@ import uuid
 from kafka import KafkaProducer
 
 from funnel.dedup import BoundedIds
+from funnel.topics import TopicNames
 from storage.backends import ChdbStore
 from storage.sink import Sink
-from stream_processors.topics import TopicNames, create_topics
+from stream_processors.topics import create_topics
 from tests.integration.test_kafka_pipeline import caught_up, sink_running, wait_until
 
 

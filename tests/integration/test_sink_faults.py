@@ -29,9 +29,10 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
+from funnel.topics import TopicNames
 from storage.backends import ChdbStore, Row, StoreUnavailable
 from storage.sink import Backoff, Sink
-from stream_processors.topics import TopicNames, create_topics
+from stream_processors.topics import create_topics
 from tests.fact_traffic import FactRecord, fact_stream
 
 PARTITIONS = 4
