@@ -28,6 +28,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from funnel.logs import FORMATS
 from funnel.logs import configure as configure_logging
 from funnel.processor import CoreConfig
+from funnel.settings import (
+    DEFAULT_DATABASE,
+    DEFAULT_KAFKA,
+    DEFAULT_PARTITIONS,
+    DEFAULT_STORE,
+    DEFAULT_TOPIC_PREFIX,
+)
 from storage.reports.commands import ReportOptions, sites_command
 from storage.reports.commands import register as register_reports
 
@@ -44,17 +51,17 @@ out = Console()
 store_option = click.option(
     "--store",
     envvar="FUNNEL_STORE",
-    default="chdb://./.funnel",
+    default=DEFAULT_STORE,
     show_default=True,
     help="chdb:///path (embedded) or clickhouse://user:pass@host:9000/db (server).",
 )
 database_option = click.option(
-    "--database", envvar="FUNNEL_DATABASE", default="funnel", show_default=True
+    "--database", envvar="FUNNEL_DATABASE", default=DEFAULT_DATABASE, show_default=True
 )
 kafka_option = click.option(
     "--kafka",
     envvar="FUNNEL_KAFKA",
-    default="127.0.0.1:9092",
+    default=DEFAULT_KAFKA,
     show_default=True,
     help="Kafka bootstrap servers.",
 )
@@ -77,7 +84,7 @@ channels_option = click.option(
 prefix_option = click.option(
     "--topic-prefix",
     envvar="FUNNEL_TOPIC_PREFIX",
-    default="funnel.",
+    default=DEFAULT_TOPIC_PREFIX,
     show_default=True,
     help="Prefix of every topic name.",
 )
@@ -354,7 +361,7 @@ def demo(
     )
     print_funnels(reports, fmt)
     if fmt == "table":
-        where = "" if store == "chdb://./.funnel" else f" --store {store}"
+        where = "" if store == DEFAULT_STORE else f" --store {store}"
         err.print(
             f"Next: funnel report dropoff{where} · funnel report attribution{where} · "
             f"funnel report channels{where} · funnel serve{where} (the live page)"
@@ -468,7 +475,9 @@ def spend_load(
 @kafka_option
 @funnels_option
 @channels_option
-@click.option("--partitions", default=4, show_default=True, help="Partitions of new topics.")
+@click.option(
+    "--partitions", default=DEFAULT_PARTITIONS, show_default=True, help="Partitions of new topics."
+)
 @click.option("--web-port", default=6066, show_default=True, help="Faust's web port.")
 @click.option(
     "--data-dir",
@@ -589,7 +598,7 @@ def sink(
     show_default=True,
     help="Where the events go.",
 )
-@click.option("--kafka", envvar="FUNNEL_KAFKA", default="127.0.0.1:9092", show_default=True)
+@click.option("--kafka", envvar="FUNNEL_KAFKA", default=DEFAULT_KAFKA, show_default=True)
 @click.option(
     "--endpoint",
     envvar="FUNNEL_ENDPOINT",
@@ -630,7 +639,9 @@ def sink(
     default=None,
     help="Write the simulated ad spend (CSV) here.",
 )
-@click.option("--partitions", default=4, show_default=True, help="Partitions of new topics.")
+@click.option(
+    "--partitions", default=DEFAULT_PARTITIONS, show_default=True, help="Partitions of new topics."
+)
 @prefix_option
 def simulate(
     target: str,
@@ -711,7 +722,9 @@ def simulate(
 @funnels_option
 @channels_option
 @prefix_option
-@click.option("--partitions", default=4, show_default=True, help="Partitions of new topics.")
+@click.option(
+    "--partitions", default=DEFAULT_PARTITIONS, show_default=True, help="Partitions of new topics."
+)
 @click.option(
     "--allowed-hosts",
     envvar="FUNNEL_ALLOWED_HOSTS",

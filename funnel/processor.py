@@ -38,6 +38,7 @@ from funnel.facts import AttributionRow, EventRow, Fact, LeadChange, PersonRow, 
 from funnel.funnels import FunnelCatalog
 from funnel.leads import LeadRules, LeadSignals, Temperature
 from funnel.progression import IN_WINDOW, FunnelProgress, advance, deadline, status
+from funnel.settings import DEDUP_HORIZON
 
 __all__ = [
     "REGULAR_PAYMENTS",
@@ -68,7 +69,7 @@ class CoreConfig:
     conversions: frozenset[EventType] = frozenset(
         {EventType.LEAD, EventType.ORDER, EventType.PAYMENT, EventType.REPEAT}
     )
-    dedup_horizon: timedelta = timedelta(days=7)
+    dedup_horizon: timedelta = DEDUP_HORIZON
     lateness: timedelta = timedelta(hours=24)
     max_touches: int = 200
     max_log: int = 200

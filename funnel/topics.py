@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from funnel.facts import FACT_TABLES
+from funnel.settings import DEFAULT_TOPIC_PREFIX
 
 __all__ = ["DEFAULT_PREFIX", "FACT_TABLES", "TopicNames"]
 
-DEFAULT_PREFIX: Final = "funnel."
+DEFAULT_PREFIX: Final = DEFAULT_TOPIC_PREFIX
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from funnel.serialization import dumps_row
+from funnel.settings import DEFAULT_DATABASE, DEFAULT_STORE
 
 if TYPE_CHECKING:
     from storage.arrow_rows import ColumnCache
@@ -52,8 +53,6 @@ __all__ = [
     "open_store",
 ]
 
-DEFAULT_STORE = "chdb://./.funnel"
-DEFAULT_DATABASE = "funnel"
 
 Row = Mapping[str, object]
 

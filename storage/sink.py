@@ -60,6 +60,7 @@ from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from funnel.dedup import BoundedIds
+from funnel.settings import DEDUP_HORIZON
 from funnel.topics import FACT_TABLES, TopicNames
 from storage.backends import Store, StoreError, StoreUnavailable
 from storage.batches import Cut, PartitionBatches
@@ -136,7 +137,7 @@ class Sink:
         max_rows: int = DEFAULT_MAX_ROWS,
         max_age_s: float = DEFAULT_MAX_AGE_S,
         poll_timeout_ms: int = 500,
-        dedup_horizon: timedelta = timedelta(hours=24),
+        dedup_horizon: timedelta = DEDUP_HORIZON,
         max_landed_ids: int = 2_000_000,
         backoff: Backoff | None = None,
         max_errors: int = 5,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import faust
 
+from funnel.settings import DEFAULT_PARTITIONS
 from funnel.topics import TopicNames
 
 __all__ = ["WorkerSettings", "create_app", "run_worker"]
@@ -20,7 +21,7 @@ class WorkerSettings:
     """How a worker connects and what it reads (CLI flags / ``FUNNEL_*`` env)."""
 
     kafka: str
-    partitions: int = 4
+    partitions: int = DEFAULT_PARTITIONS
     web_port: int = 6066
     data_dir: Path = Path(".funnel-worker")
     funnels_file: Path | None = None
