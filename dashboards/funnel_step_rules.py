@@ -52,7 +52,7 @@ def render(catalog: FunnelCatalog, source: str) -> str:
         "  - name: funnel-step-order",
         "    rules:",
     ]
-    for spec in catalog.funnel:
+    for spec in catalog.specs:
         names = [step.name for step in spec.steps]
         lines.append(f"      # {spec.name}: {' -> '.join(names)}")
         for previous, step in pairwise(names):

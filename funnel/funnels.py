@@ -120,13 +120,14 @@ class FunnelSpec(BaseModel):
 class FunnelCatalog(BaseModel):
     """All configured funnels, by name."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    funnel: tuple[FunnelSpec, ...]
+    specs: tuple[FunnelSpec, ...] = Field(alias="funnel")
+    """The funnels, in their configured order (``[[funnel]]`` tables in TOML)."""
 
     @model_validator(mode="after")
     def _unique(self) -> FunnelCatalog:
-        names = [f.name for f in self.funnel]
+        names = [f.name for f in self.specs]
         if len(set(names)) != len(names):
             raise ValueError("funnel names must be unique")
         return self
@@ -142,8 +143,8 @@ class FunnelCatalog(BaseModel):
         return cls.model_validate(tomllib.loads(path.read_text("utf-8")))
 
     def get(self, name: str) -> FunnelSpec:
-        for spec in self.funnel:
+        for spec in self.specs:
             if spec.name == name:
                 return spec
-        known = ", ".join(f.name for f in self.funnel)
+        known = ", ".join(f.name for f in self.specs)
         raise KeyError(f"unknown funnel {name!r} (configured: {known})")

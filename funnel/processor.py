@@ -190,14 +190,14 @@ def process(
 
 
 @dataclass(slots=True)
-class _Folded:
+class _Derived:
     profile: Profile
     facts: list[Fact]
 
 
 def _fold(
     base: Profile | None, log: list[Event], config: CoreConfig, site_id: str, person_id: str
-) -> _Folded:
+) -> _Derived:
     """The profile and every fact of ``log`` folded onto a copy of ``base``."""
     profile = copy.deepcopy(base) if base is not None else None
     facts: list[Fact] = []
@@ -207,7 +207,7 @@ def _fold(
             profile = Profile(site_id, person_id, at_ms, at_ms)
         facts.extend(_apply(profile, event, config))
     assert profile is not None, "a person always has at least one event"
-    return _Folded(profile, facts)
+    return _Derived(profile, facts)
 
 
 def merge(
@@ -287,7 +287,7 @@ def next_deadline(state: PersonState, config: CoreConfig) -> int | None:
 
 def _deadlines(profile: Profile, config: CoreConfig) -> Iterator[tuple[str, int]]:
     """Per funnel the person entered and can still advance in: its deadline (epoch ms)."""
-    for spec in config.funnels.funnel:
+    for spec in config.funnels.specs:
         progress = profile.funnels.get(spec.name)
         if progress is not None:
             due = deadline(progress, len(spec.steps), spec.window_ms)
@@ -400,7 +400,7 @@ def _stages(
     state: Profile, event: Event, at_ms: int, touch: Touch, config: CoreConfig, repeat: bool
 ) -> list[Fact]:
     facts: list[Fact] = []
-    for spec in config.funnels.funnel:
+    for spec in config.funnels.specs:
         steps = spec.matching_steps(event, also_repeat=repeat)
         progress = state.funnels.get(spec.name)
         if progress is None:
@@ -521,7 +521,7 @@ def _person_row(state: Profile, config: CoreConfig, now_ms: int | None = None) -
     now = state.last_seen_ms if now_ms is None else now_ms
     statuses = {
         spec.name: status(progress, len(spec.steps), spec.window_ms, now)
-        for spec in config.funnels.funnel
+        for spec in config.funnels.specs
         if (progress := state.funnels.get(spec.name)) is not None
     }
     return PersonRow(

@@ -197,7 +197,7 @@ class GroundTruth:
         with path.open("w", encoding="utf-8") as out:
             for p in self.persons.values():
                 stages = {}
-                for spec in self.funnels.funnel:
+                for spec in self.funnels.specs:
                     reached = {}
                     for step in spec.steps[: p.levels.get(spec.name, 0)]:
                         first = next(e for e in p.events if step.matches(e))
@@ -391,7 +391,7 @@ def simulate(
             customer_id=person.customer_id,
             touch_channels=person.touch_channels,
         )
-        record.levels = {spec.name: reference_level(person.events, spec) for spec in catalog.funnel}
+        record.levels = {spec.name: reference_level(person.events, spec) for spec in catalog.specs}
         truth.persons[record.person_id] = record
     if bots:
         crawl = bot_events(random.Random(seed + 1), site_id, bots, start, days)
@@ -402,7 +402,7 @@ def simulate(
             truth.persons[device].events.append(event)
         for record in truth.persons.values():
             if record.is_bot:
-                record.levels = {s.name: reference_level(record.events, s) for s in catalog.funnel}
+                record.levels = {s.name: reference_level(record.events, s) for s in catalog.specs}
     events = sorted(
         (e for p in truth.persons.values() for e in p.events),
         key=lambda e: (e.occurred_at, e.anonymous_id or "", e.seq or 0),

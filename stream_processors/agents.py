@@ -129,11 +129,11 @@ def register(
     async def route(stream: faust.StreamT[bytes]) -> None:
         async for batch in _batches(stream):
             with metrics.batch_seconds.labels("route").time():
-                await _whole(route_batch(stream, batch))
+                await _complete_or_exit(route_batch(stream, batch))
 
     async def route_batch(stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]]) -> None:
         sent: list[Awaitable[Any]] = []
-        writes = _Writes(stream)
+        writes = _TableTransaction(stream)
         for item in batch:
             key, payload = cast(bytes, item.key), cast(bytes, item.value)
             try:
@@ -170,16 +170,16 @@ def register(
             }
             sent.append(await send_person(who.key, message))
         await _acknowledged(sent)
-        writes.apply()
+        writes.commit()
 
-    async def apply(stream: faust.StreamT[bytes]) -> None:
+    async def advance_persons(stream: faust.StreamT[bytes]) -> None:
         async for batch in _batches(stream):
             with metrics.batch_seconds.labels("persons").time():
-                await _whole(apply_batch(stream, batch))
+                await _complete_or_exit(advance_batch(stream, batch))
 
-    async def apply_batch(stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]]) -> None:
+    async def advance_batch(stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]]) -> None:
         sent: list[Awaitable[Any]] = []
-        writes = _Writes(stream)
+        writes = _TableTransaction(stream)
 
         def load(key: bytes, item: EventT[bytes]) -> PersonState | bytes | None:
             """The person's state (parsed once per batch), or its forwarding marker."""
@@ -253,7 +253,7 @@ def register(
             keep(key, state, item)
             await send_facts(key, out, origin, 0)
         await _acknowledged(sent)
-        writes.apply()
+        writes.commit()
 
     async def tick() -> None:
         """Ask each partition this worker owns to expire what is due (a ``tick`` record)."""
@@ -292,7 +292,7 @@ def register(
             metrics.state_persons.set(len(persons))
 
     app.agent(events, name="funnel.route")(route)
-    app.agent(person_events, name="funnel.persons")(apply)
+    app.agent(person_events, name="funnel.persons")(advance_persons)
     app.timer(timer_interval_s, name="funnel.expire")(tick)
     app.timer(_REPORT_EVERY_S, name="funnel.metrics")(report)
 
@@ -300,9 +300,9 @@ def register(
 _Value = bytes | PersonState | None
 
 
-class _Writes:
+class _TableTransaction:
     """A batch's table reads and writes; the writes are kept until the batch's outputs are
-    acknowledged (:meth:`apply`).
+    acknowledged (:meth:`commit`).
 
     Reads see the batch's own writes first. Every table access happens while the input
     record it is for is Faust's current event, as it would inside the iteration of that
@@ -340,7 +340,7 @@ class _Writes:
         batch's outputs are acknowledged."""
         self._pending[(id(table), key)] = (table, value, item)
 
-    def apply(self) -> None:
+    def commit(self) -> None:
         for (_, key), (table, value, item) in self._pending.items():
             if isinstance(value, PersonState):
                 value = state_to_json(value)
@@ -413,7 +413,7 @@ async def _acknowledged(sent: list[Awaitable[Any]]) -> None:
     await asyncio.gather(*sent)
 
 
-async def _whole(work: Awaitable[None]) -> None:
+async def _complete_or_exit(work: Awaitable[None]) -> None:
     """Run one batch to its end, or end the process.
 
     Faust acknowledges a batch's offsets once its iteration ends, however it ends: a batch

@@ -84,7 +84,7 @@ def step_names(catalog: FunnelCatalog) -> str:
     """
     entries = ",\n        ".join(
         f"{quote(spec.name)}, [{', '.join(quote(step.name) for step in spec.steps)}]"
-        for spec in sorted(catalog.funnel, key=lambda s: s.name)
+        for spec in sorted(catalog.specs, key=lambda s: s.name)
     )
     return f"map(\n        {entries}\n    )"
 

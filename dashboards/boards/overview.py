@@ -73,7 +73,7 @@ def _levels(catalog: FunnelCatalog, group: str) -> str:
             group=group,
             entry=f"{channel_filter()} AND {campaign_filter()}",
         )
-        for spec in sorted(catalog.funnel, key=lambda s: s.name)
+        for spec in sorted(catalog.specs, key=lambda s: s.name)
     ]
     return "(" + "\n    UNION ALL\n    ".join(f"SELECT * FROM {b}" for b in branches) + ")"
 

@@ -254,7 +254,7 @@ class LiveReports:
     async def _funnels_route(self, request: Request) -> Response:
         body = [
             {"name": spec.name, "steps": [step.name for step in spec.steps]}
-            for spec in self.funnels.funnel
+            for spec in self.funnels.specs
         ]
         return JSONResponse(body, headers=self._headers)
 

@@ -43,7 +43,7 @@ def sites_report(store: Store, funnels: FunnelCatalog) -> Table:
         "HAVING sum(sign) > 0"
     ):
         reached[str(r["site_id"])].add(str(r["funnel"]))
-    configured = [f.name for f in funnels.funnel]
+    configured = [f.name for f in funnels.specs]
     rows = []
     for r in store.query(
         "SELECT site_id, min(occurred_at) AS first, max(occurred_at) AS last, "

@@ -32,7 +32,7 @@ def test_expired_windows_turn_dropped_and_converted_people_stay_converted(
         f"argMax(payments, updated_at) AS payments FROM {store.database}.persons "
         "WHERE site_id = 'status' GROUP BY person_id HAVING argMax(merged_into, updated_at) = ''"
     )
-    steps = {spec.name: len(spec.steps) for spec in config.funnels.funnel}
+    steps = {spec.name: len(spec.steps) for spec in config.funnels.specs}
     statuses = set()
     for person in current:
         for name, level in person["levels"].items():

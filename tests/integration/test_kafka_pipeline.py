@@ -194,7 +194,7 @@ def assert_landed_exactly(store: ChdbStore, sim: Simulation, site: str) -> None:
     )
     assert events == {"n": len(sim.events), "u": len(sim.events)}
     assert stage_counts(store, SALES, site) == sim.truth.step_counts("sales")
-    for spec in FunnelCatalog.default().funnel:  # each stage once net, none twice
+    for spec in FunnelCatalog.default().specs:  # each stage once net, none twice
         [stages] = store.query(
             f"SELECT sum(net) AS n, max(net) AS high, min(net) AS low FROM (SELECT person_id, "
             f"step_index, sum(sign) AS net FROM {store.database}.stage_reached "
@@ -291,7 +291,7 @@ def test_simulated_traffic_lands_exactly(
         f"{store.database}.persons GROUP BY person_id "
         "HAVING argMax(merged_into, updated_at) = ''"
     )
-    steps = {spec.name: len(spec.steps) for spec in FunnelCatalog.default().funnel}
+    steps = {spec.name: len(spec.steps) for spec in FunnelCatalog.default().specs}
     assert len(current) == len(truth)
     for person in current:
         assert set(person["status"]) == set(person["levels"])

@@ -127,5 +127,5 @@ def test_step_order_is_generated_from_the_default_funnels() -> None:
     committed = (PROMETHEUS / "funnel_steps.yml").read_text("utf-8")
     regenerate = "python -m dashboards.funnel_step_rules > dashboards/prometheus/funnel_steps.yml"
     assert committed == render(FunnelCatalog.default(), "funnel/defaults/funnels.toml"), regenerate
-    pairs = sum(len(spec.steps) - 1 for spec in FunnelCatalog.default().funnel)
+    pairs = sum(len(spec.steps) - 1 for spec in FunnelCatalog.default().specs)
     assert committed.count("record: funnel_step:funnel_stage_previous:info") == pairs

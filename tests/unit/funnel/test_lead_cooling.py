@@ -21,7 +21,7 @@ DAY = 86_400_000
 HOUR = 3_600_000
 START = to_millis(T0)
 #: The shipped lead rules (cool after 30 days) and no funnels: only the leads set deadlines.
-LEADS_ONLY = CoreConfig(channels=ChannelRules.default(), funnels=FunnelCatalog(funnel=()))
+LEADS_ONLY = CoreConfig(channels=ChannelRules.default(), funnels=FunnelCatalog(specs=()))
 MONEY = {"revenue": "10", "currency": "EUR"}
 
 Change = tuple[str, str, int, str]

@@ -66,7 +66,7 @@ events_strategy = st.lists(
 def test_streaming_level_equals_the_definition(history: list[tuple[EventType, int]]) -> None:
     events = [make_event(kind, at) for kind, at in history]
     config = CoreConfig(
-        channels=CoreConfig.default().channels, funnels=FunnelCatalog(funnel=(SPEC,))
+        channels=CoreConfig.default().channels, funnels=FunnelCatalog(specs=(SPEC,))
     )
     state = None
     for event in sorted(events, key=lambda e: e.order_key):

@@ -1,4 +1,5 @@
-"""Regressions found by review: each test failed before its fix.
+"""Replays and report boundaries: a refused write keeps its rows, a replayed insert counts once
+in the aggregates, time between steps, journeys of a period. Each test failed before its fix.
 
 * the embedded runner dropped a table's buffered rows when the store refused them (the
   persons' states had already seen the events, so a client's retry could not restore them);
