@@ -1,0 +1,138 @@
+"""``funnel serve``: the collector, embedded or into Kafka."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from funnel.cli.root import (
+    _config,
+    _open_store,
+    channels_option,
+    database_option,
+    err,
+    funnels_option,
+    main,
+    prefix_option,
+    store_option,
+)
+from funnel.settings import (
+    DEFAULT_PARTITIONS,
+)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, help="0: a free port (printed).")
+@click.option(
+    "--kafka",
+    "kafka",
+    envvar="FUNNEL_KAFKA",
+    default=None,
+    help="Produce to this Kafka instead of processing in-process.",
+)
+@store_option
+@database_option
+@funnels_option
+@channels_option
+@prefix_option
+@click.option(
+    "--partitions", default=DEFAULT_PARTITIONS, show_default=True, help="Partitions of new topics."
+)
+@click.option(
+    "--allowed-hosts",
+    envvar="FUNNEL_ALLOWED_HOSTS",
+    default=None,
+    help="Host names the live page and report API answer to, comma-separated "
+    "(default: localhost,127.0.0.1,[::1]; * for any). Guards against DNS rebinding.",
+)
+def serve(
+    host: str,
+    port: int,
+    kafka: str | None,
+    store: str,
+    database: str,
+    funnels_file: Path | None,
+    channels_file: Path | None,
+    topic_prefix: str,
+    partitions: int,
+    allowed_hosts: str | None,
+) -> None:
+    """Run the collector: embedded processing into the store, or produce to Kafka (--kafka).
+
+    Write keys come from FUNNEL_WRITE_KEYS ("key:site,...") or FUNNEL_WRITE_KEYS_FILE; with
+    none configured, a one-off key for site "demo" is made up and printed.
+
+    Embedded, it also serves the live page (GET /) and the report API (GET /api/reports/…)
+    of its store, unauthenticated: keep --host on loopback or behind a proxy that guards
+    them. `funnel report` asks this process while it runs (it owns the store).
+    """
+    import secrets
+
+    from producers.collector import (
+        CollectorSettings,
+        Delivery,
+        EmbeddedDelivery,
+        KafkaDelivery,
+        create_app,
+    )
+    from producers.collector.serving import run
+
+    overrides: dict[str, object] = {}
+    if allowed_hosts:
+        overrides["allowed_hosts"] = allowed_hosts
+    settings = CollectorSettings.from_env(None, **overrides)
+    if not settings.write_keys:
+        key = secrets.token_urlsafe(18)
+        settings = CollectorSettings.from_env(None, write_keys={key: "demo"}, **overrides)
+        err.print(f"[yellow]no write keys configured: using key {key} for site 'demo'[/]")
+    delivery: Delivery
+    db = None
+    live = None
+    owner_of = None
+    if kafka:
+        from funnel.topics import TopicNames
+        from stream_processors.topics import create_topics
+
+        names = TopicNames(topic_prefix)
+        create_topics(kafka, names, partitions)
+        delivery = KafkaDelivery(
+            kafka,
+            events_topic=names.events,
+            rejected_topic=names.rejected,
+            ack_timeout_s=settings.ack_timeout_s,
+        )
+        err.print(f"collector → Kafka {kafka} ({names.events})")
+    else:
+        from producers.collector.live import CommitGate, GatedPipeline, LiveReports
+        from storage.reports.owner import store_directory
+
+        config = _config(funnels_file, channels_file)
+        db = _open_store(store, database)
+        gate = CommitGate()
+        delivery = EmbeddedDelivery(GatedPipeline(db, config, gate))
+        # This process owns the store (chDB: one process per directory), so it answers
+        # reports for everyone: the API, the live page, and `funnel report` through them.
+        live = LiveReports(db, config.funnels, gate)
+        owner_of = store_directory(store)
+        err.print(f"collector → embedded store {store}")
+
+    def listening(url: str) -> None:
+        if live is not None:
+            err.print(f"live page and report API on {url}/")
+        else:
+            err.print(f"collector on {url}")
+
+    try:
+        run(
+            create_app(settings, delivery, live=live),
+            host,
+            port,
+            owner_of=owner_of,
+            database=database,
+            on_listen=listening,
+        )
+    finally:
+        if db is not None:
+            db.close()
