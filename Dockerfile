@@ -19,6 +19,7 @@ COPY producers ./producers
 COPY stream_processors ./stream_processors
 COPY storage ./storage
 COPY dashboards ./dashboards
+COPY devtools ./devtools
 RUN pip install /src && rm -rf /src
 
 # An unprivileged user whose home is the working directory: the worker's data dir and the

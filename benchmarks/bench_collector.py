@@ -2,7 +2,7 @@
 
     python benchmarks/bench_collector.py [--seconds 10] [--concurrency 32] [--rounds 1]
 
-Starts one Apache Kafka broker (:class:`~stream_processors.kafka_broker.KafkaBroker`), then for
+Starts one Apache Kafka broker (:class:`~devtools.kafka_broker.KafkaBroker`), then for
 each target runs ONE uvicorn server process (single worker) and, in another process, a load
 generator that keeps ``--concurrency`` keep-alive connections busy with ``POST /v1/batch``
 requests of ``--batch`` events for ``--warmup`` + ``--seconds`` seconds:
@@ -571,7 +571,7 @@ def _run_producer_floor(args: argparse.Namespace, bootstrap: str) -> dict[str, A
 
 
 def _orchestrate(args: argparse.Namespace) -> None:
-    from stream_processors.kafka_broker import KafkaBroker
+    from devtools.kafka_broker import KafkaBroker
 
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}

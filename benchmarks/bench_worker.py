@@ -234,8 +234,8 @@ def main() -> None:
         faust_count_app(args.bootstrap, args.topic, args.events, args.out)
         return
 
+    from devtools.kafka_broker import KafkaBroker
     from funnel.topics import TopicNames
-    from stream_processors.kafka_broker import KafkaBroker
     from stream_processors.topics import create_topics
 
     targets = [t for t in args.targets.split(",") if t]

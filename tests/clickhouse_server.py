@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from stream_processors.kafka_broker import stop_group
+from devtools.kafka_broker import stop_group
 from tests.servers import free_port
 
 __all__ = ["ClickHouseServer", "ClickHouseServerError", "find_binary"]

@@ -26,6 +26,6 @@ def dev() -> None:
 )
 def dev_kafka(port: int | None, data_dir: Path | None) -> None:
     """Start a single-node Apache Kafka broker (KRaft) from its Maven jars; Ctrl-C stops it."""
-    from stream_processors.kafka_broker import serve_forever
+    from devtools.kafka_broker import serve_forever
 
     serve_forever(port, data_dir)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stream_processors.kafka_broker import KafkaBroker
+from devtools.kafka_broker import KafkaBroker
 from tests.clickhouse_server import ClickHouseServer
 
 KAFKA_ENV = "FUNNEL_TEST_KAFKA"

@@ -12,9 +12,9 @@ from pathlib import Path
 from kafka import KafkaConsumer
 from starlette.testclient import TestClient
 
+from devtools.kafka_broker import KafkaBroker
 from funnel.topics import TopicNames
 from producers.collector import CollectorSettings, KafkaDelivery, create_app
-from stream_processors.kafka_broker import KafkaBroker
 from stream_processors.topics import create_topics
 from tests.servers import free_port
 

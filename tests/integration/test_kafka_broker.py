@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from stream_processors.kafka_broker import (
+from devtools.kafka_broker import (
     KAFKA_VERSION,
     MARKER_NAME,
     KafkaBroker,

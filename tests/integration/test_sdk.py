@@ -22,13 +22,13 @@ from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 from starlette.applications import Starlette
 
+from devtools.kafka_broker import KafkaBroker
 from funnel.events import parse_event
 from funnel.processor import CoreConfig
 from producers.collector import CollectorSettings, EmbeddedDelivery, create_app
 from producers.sdk import EventFields, FlushResult, FunnelClient, event_id_for
 from storage.backends import ChdbStore
 from stream_processors.embedded import EmbeddedPipeline
-from stream_processors.kafka_broker import KafkaBroker
 from tests.servers import free_port, serve_asgi
 
 KEY = "sdk-integration-key"

@@ -84,7 +84,7 @@ STOP_TIMEOUT_S: Final = 20.0
 _PORT_RETRIES: Final = 3
 
 _LOG4J2_PROPERTIES: Final = """\
-# Written by stream_processors/kafka_broker.py: everything to stdout, which goes to the log file.
+# Written by devtools/kafka_broker: everything to stdout, which goes to the log file.
 status = warn
 # Kafka logs its own shutdown; log4j's hook would stop the logging halfway through it.
 shutdownHook = disable
@@ -283,7 +283,7 @@ def server_properties(
 
 def _write_properties(path: Path, props: dict[str, str]) -> None:
     body = "".join(f"{k}={v}\n" for k, v in props.items())
-    path.write_text("# Written by stream_processors/kafka_broker.py\n" + body, encoding="utf-8")
+    path.write_text("# Written by devtools/kafka_broker\n" + body, encoding="utf-8")
 
 
 def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child after fork
@@ -758,7 +758,7 @@ def serve_forever(port: int | None, data_dir: Path | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m stream_processors.kafka_broker [--port N] [--data-dir DIR] [--fetch-only]``."""
+    """``python -m devtools.kafka_broker [--port N] [--data-dir DIR] [--fetch-only]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--data-dir", type=Path, default=None)
@@ -773,7 +773,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """KRaft cluster ids the storage tool accepts."""
 
-from stream_processors.kafka_broker import _cluster_id
+from devtools.kafka_broker import _cluster_id
 
 
 def test_cluster_ids_never_look_like_options() -> None:
