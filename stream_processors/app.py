@@ -42,7 +42,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka.split(",")],
         # Tables in memory, restored from their changelogs. Faust's RocksDB store was tried:
-        # one two-worker run of tests/integration/test_kafka_pipeline.py miscounted a person.
+        # one two-worker run of tests/integration/stream_processors/test_kafka_pipeline.py
+        # miscounted a person.
         store="memory://",
         datadir=str(settings.data_dir),
         key_serializer="raw",

@@ -5,7 +5,8 @@ a real collector; :class:`Ledger` keeps, from the answers alone, which events we
 acknowledged; :func:`assert_accounted` then checks the store: every acknowledged event is in
 ``events`` exactly once, nothing else is, and no request got a 5xx.
 
-Used by ``tests/integration/test_accounting.py`` (embedded store, and Kafka → worker → sink).
+Used by ``tests/integration/producers/test_accounting.py`` (embedded store, and Kafka → worker
+→ sink).
 Sizes: ``FUNNEL_ACCOUNTING_REQUESTS`` requests (default :data:`CI_REQUESTS`); the nightly size is
 10,000 or more (see the README's testing section).
 """

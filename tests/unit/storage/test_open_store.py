@@ -1,7 +1,7 @@
 """``open_store``: a URL of another scheme is refused, and a store to read is never created.
 
 These refusals happen before the engine starts (a store another process holds is
-``tests/integration/test_cli_errors.py``: it needs a second process).
+``tests/integration/cli/test_cli_errors.py``: it needs a second process).
 """
 
 from __future__ import annotations

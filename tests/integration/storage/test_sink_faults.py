@@ -112,7 +112,7 @@ def read_tables(store_dir: Path) -> dict[str, list[list[str]]]:
         capture_output=True,
         check=True,
         timeout=120,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
     )
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 

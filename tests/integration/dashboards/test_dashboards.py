@@ -51,7 +51,7 @@ from stream_processors.embedded import EmbeddedPipeline
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PROVISIONING = ROOT / "dashboards" / "grafana" / "provisioning"
 CONFIG = CoreConfig.default()
 DASHBOARDS = build_all(FunnelCatalog.default())

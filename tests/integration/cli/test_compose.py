@@ -26,7 +26,7 @@ from click.testing import CliRunner
 
 from funnel.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 README_SECTION = "## Production-like: docker compose"

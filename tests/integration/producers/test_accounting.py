@@ -5,7 +5,7 @@ collector; every event acknowledged with a 2xx must be in ``events`` exactly onc
 else may be, and no request may get a 5xx. Embedded (chDB behind the collector) at
 ``FUNNEL_ACCOUNTING_REQUESTS`` requests, and through Kafka, the worker and the sink at a fifth
 of that. The nightly size: ``FUNNEL_ACCOUNTING_REQUESTS=10000 pytest
-tests/integration/test_accounting.py``.
+tests/integration/producers/test_accounting.py``.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from tests.accounting import (
     request_count,
     requests,
 )
-from tests.integration import test_kafka_pipeline
-from tests.integration.test_kafka_pipeline import (
+from tests.integration.stream_processors import test_kafka_pipeline
+from tests.integration.stream_processors.test_kafka_pipeline import (
     PARTITIONS,
     drained,
     sink_running,

@@ -12,7 +12,11 @@ from funnel.topics import TopicNames
 from storage.backends import ChdbStore
 from storage.sink import Sink
 from stream_processors.topics import create_topics
-from tests.integration.test_kafka_pipeline import caught_up, sink_running, wait_until
+from tests.integration.stream_processors.test_kafka_pipeline import (
+    caught_up,
+    sink_running,
+    wait_until,
+)
 
 
 def lead_change(n: int) -> dict[str, object]:

@@ -22,7 +22,7 @@ from funnel.funnels import FunnelCatalog
 
 pytestmark = pytest.mark.integration
 
-PROMETHEUS = Path(__file__).resolve().parents[2] / "dashboards" / "prometheus"
+PROMETHEUS = Path(__file__).resolve().parents[3] / "dashboards" / "prometheus"
 RULE_FILES = ("funnel_steps.yml", "rules.yml", "alerts.yml")
 UNIT_TESTS = sorted(path.name for path in (PROMETHEUS / "tests").glob("*.yml"))
 
