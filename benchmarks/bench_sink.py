@@ -16,8 +16,8 @@ sink does. Timed, per batch size, each into a fresh database:
 * baseline ``native``: the engine inserting the same rows from a pre-built block in memory
   (``INSERT … SELECT`` from a Memory table): the ceiling for any client;
 * baseline ``prebuilt_arrow`` (and ``prebuilt_arrow_no_views``): the rows converted to Arrow
-  before the clock starts, then only chDB's ``ArrowStream`` insert timed, with the aggregates'
-  materialized views (and with them dropped): the ceiling of the store path;
+  before the clock starts, then only chDB's insert of the block (``Python()``) timed, with the
+  aggregates' materialized views (and with them dropped): the ceiling of the store path;
 * baseline ``decode``: ``json.loads`` of the batches alone (not included in the others).
 
 Reported: rows/s of each and ``store`` as a share of ``native``. Appends one JSON line to
@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fact_traffic
 
-from storage.arrow_rows import arrow_block, ipc_bytes
+from storage.arrow_rows import arrow_block
 from storage.backends import ChdbStore, encode_rows
 from storage.migrate import migrate
 from tests.fact_traffic import fact_stream
@@ -135,7 +135,7 @@ def main() -> None:
         result["native_rows_per_s"] = round(rows / (time.perf_counter() - start))
 
         # The store's own path with the Python work taken out of the clock: the rows turned
-        # into Arrow IPC first, then only chDB's ArrowStream insert is timed (with the
+        # into Arrow first, then only chDB's insert of the Arrow block is timed (with the
         # aggregates' materialized views, and without them). The distance to ``store`` is
         # what converting decoded rows costs; these are the ceiling for any Python client.
         for views in (True, False):
@@ -152,10 +152,10 @@ def main() -> None:
             for table, values in batches:
                 block = arrow_block(decode(values), prebuilt._describe(table))
                 assert block is not None
-                blocks.append((table, block.column_names, ipc_bytes(block)))
+                blocks.append((table, block))
             start = time.perf_counter()
-            for n, (table, names, data) in enumerate(blocks):
-                prebuilt.insert_arrow_ipc(table, names, data, dedup_token=f"{table}:0:{n}")
+            for n, (table, block) in enumerate(blocks):
+                prebuilt.insert_arrow(table, block, dedup_token=f"{table}:0:{n}")
             key = "prebuilt_arrow_rows_per_s" if views else "prebuilt_arrow_no_views_rows_per_s"
             result[key] = round(rows / (time.perf_counter() - start))
 

@@ -2,7 +2,7 @@
 
 :func:`arrow_block` turns rows (mappings of column name to plain Python or JSON values) into
 a :class:`pyarrow.Table` typed after the table's ClickHouse columns, which chDB reads without
-parsing text (``INSERT … FORMAT ArrowStream``). It costs about one pass over the rows plus
+parsing text (``INSERT … SELECT … FROM Python(block)``). It costs about one pass over the rows plus
 Arrow's C conversions, where JSON text costs an encode in Python and a parse in the engine.
 
 Contract: the block means exactly what the same rows mean as ``JSONEachRow`` (the general
@@ -35,7 +35,7 @@ from typing import Any
 import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no annotations
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
-__all__ = ["ColumnCache", "arrow_block", "ipc_bytes"]
+__all__ = ["ColumnCache", "arrow_block"]
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 _STRINGS = ("String", "FixedString(", "UUID", "Enum8(", "Enum16(", "IPv4", "IPv6")
@@ -219,14 +219,6 @@ def _block(
     if not names:
         return None
     return pa.Table.from_arrays(arrays, names=names)
-
-
-def ipc_bytes(block: pa.Table) -> bytes:
-    """``block`` in the Arrow IPC stream format (ClickHouse ``ArrowStream``)."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, block.schema) as writer:
-        writer.write_table(block)
-    return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]  # pyarrow ships no annotations
 
 
 class ColumnCache:
