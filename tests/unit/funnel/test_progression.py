@@ -9,7 +9,7 @@ from funnel.events import EventType
 from funnel.funnels import FunnelCatalog, FunnelSpec
 from funnel.processor import CoreConfig, process
 from funnel.progression import FunnelProgress, advance
-from producers.simulator import reference_level
+from producers.ground_truth import reference_level
 from tests.factories import make_event
 
 TYPES = list(EventType)
