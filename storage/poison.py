@@ -21,11 +21,11 @@ inserts per level, ``log2(rows)`` levels per poison row.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from funnel.intake import Rejection
 from funnel.serialization import dumps_row
 from storage.backends import Row, Store, StoreError
 
@@ -41,14 +41,12 @@ class Refused:
     reason: str
 
     def dead_letter(self, received_at: datetime) -> dict[str, object]:
-        """The ``rejected_events`` row recording it (the same shape as the collector's)."""
+        """The ``rejected_events`` row recording it: the collector's dead-letter record
+        (:meth:`funnel.intake.Rejection.row`), with the store's reason."""
         error = {"field": f"$store.{self.table}", "reason": self.reason, "code": "store_refused"}
-        return {
-            "received_at": received_at,
-            "site_id": str(self.row.get("site_id") or ""),
-            "reason": json.dumps([error]),
-            "payload": dumps_row(self.row)[:65_536],
-        }
+        site = str(self.row.get("site_id") or "")
+        # No position in a request: the row was refused after the request was answered.
+        return Rejection(-1, [error], dumps_row(self.row)[:65_536], site).row(received_at)
 
 
 def insert_isolating(
