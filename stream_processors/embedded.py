@@ -17,6 +17,7 @@ returns them, so one bad value never blocks the next writes.
 from __future__ import annotations
 
 import logging
+import sys
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -27,9 +28,10 @@ from funnel.facts import Fact
 from funnel.identity import device_key, resolve
 from funnel.processor import CoreConfig, PersonState, expire, merge, next_deadline, process
 from storage.backends import Store, StoreError
+from storage.gate import CommitGate
 from storage.poison import Refused, insert_isolating
 
-__all__ = ["EmbeddedPipeline"]
+__all__ = ["EmbeddedPipeline", "GatedPipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -155,3 +157,23 @@ class EmbeddedPipeline:
             self.store.insert("rejected_events", [r.dead_letter(now) for r in refused])
         except StoreError as exc:  # the rows are refused either way; the log keeps them
             log.error("dead-letter write failed for %d refused rows: %s", len(refused), exc)
+
+
+class GatedPipeline(EmbeddedPipeline):
+    """The embedded pipeline whose writes happen in :meth:`flush` only, under the gate.
+
+    Facts are never written while events are submitted (the buffers have no size limit), so
+    the store changes only in :meth:`flush`: one commit, which reads (the report API of the
+    same process, :mod:`storage.reports.api`) never see half of. The buffers hold one group
+    commit (the collector flushes after every group).
+    """
+
+    def __init__(
+        self, store: Store, config: CoreConfig, gate: CommitGate, *, clock: Clock | None = None
+    ) -> None:
+        super().__init__(store, config, batch_size=sys.maxsize, clock=clock)
+        self.gate = gate
+
+    def flush(self) -> list[Refused]:
+        with self.gate.commit():
+            return super().flush()

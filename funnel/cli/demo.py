@@ -49,10 +49,10 @@ def demo(
 
     The demo's site is replaced on every run, so running it twice gives the same report.
     """
+    from funnel.cli.report import print_result
     from producers.simulator import simulate
     from storage.migrate import clear_site
     from storage.reports import ReportScope, funnel_report
-    from storage.reports.commands import print_funnels
     from stream_processors.embedded import EmbeddedPipeline
 
     config = _config(funnels_file, channels_file)
@@ -85,7 +85,7 @@ def demo(
         f"{len(sim.events):,} events from {persons:,} people processed into {store} "
         f"in {elapsed:.1f} s"
     )
-    print_funnels(reports, fmt)
+    print_result(reports, fmt)
     if fmt == "table":
         where = "" if store == DEFAULT_STORE else f" --store {store}"
         err.print(

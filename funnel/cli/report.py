@@ -1,7 +1,26 @@
-"""``funnel report …`` and ``funnel sites``: the answers (:mod:`storage.reports.commands`)."""
+"""``funnel report …`` and ``funnel sites``: every report as a command, printed as a table,
+JSON or CSV.
+
+Each command takes what its report takes (:data:`~storage.reports.catalog.REPORTS`):
+``--from/--to`` (a date or an ISO datetime, UTC; a bare ``--to`` date includes that day),
+``--site``, ``--by`` with the breakdowns that report answers, ``--include-bots`` and
+``--format``. They call the same functions as the Python API (:mod:`storage.reports`), through
+:mod:`storage.reports.catalog`, and print through :mod:`storage.reports.render`, as the HTTP
+API of ``funnel serve`` does. When ``funnel serve`` owns the embedded store, the commands ask
+it (:mod:`storage.reports.owner`) instead of opening the store, and print the same. A request
+the catalog refuses is a usage error (exit code 2) naming the flag at fault and the choices.
+"""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+
+from funnel.attribution import MODELS
 from funnel.cli.root import (
     _config,
     _open_existing,
@@ -11,8 +30,21 @@ from funnel.cli.root import (
     main,
     store_option,
 )
-from storage.reports.commands import ReportOptions, sites_command
-from storage.reports.commands import register as register_reports
+from storage.reports.catalog import (
+    CONVERSIONS,
+    REPORTS,
+    ReportRequest,
+    ReportRequestError,
+    parse_request,
+)
+from storage.reports.render import ReportResult, render, renderables
+
+__all__ = ["print_result", "report", "sites"]
+
+# Reports are wide: use the terminal's width, or 160 columns when piped (rich would use 80).
+out = Console(width=shutil.get_terminal_size((160, 24)).columns)
+err = Console(stderr=True)
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 @main.group()
@@ -20,13 +52,225 @@ def report() -> None:
     """Answers from the stored facts."""
 
 
-_report_options = ReportOptions(
-    store=store_option,
-    database=database_option,
-    funnels=funnels_option,
-    fmt=format_option,
-    open_store=_open_existing,
-    funnel_catalog=lambda path: _config(path, None).funnels,
+def _scope_options(name: str) -> Decorator:
+    """The scope options report ``name`` takes (its :class:`ReportSpec`), nothing more."""
+    spec = REPORTS[name]
+    options = {
+        "from": click.option(
+            "--from", "start", default=None, help="Period start (date or ISO time)."
+        ),
+        "to": click.option("--to", "end", default=None, help="Period end (a date includes it)."),
+        "site": click.option("--site", default=None, help="Only this site."),
+        "by": click.option(
+            "--by",
+            type=click.Choice(spec.breakdowns),
+            default=spec.default_by,
+            show_default=spec.default_by is not None,
+            help="Breakdown.",
+        ),
+        "include_bots": click.option(
+            "--include-bots",
+            is_flag=True,
+            default=False,
+            help="Count the events flagged as bots' too (left out by default).",
+        ),
+    }
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for parameter in reversed(spec.parameters):
+            if parameter in options:
+                command = options[parameter](command)
+        return command
+
+    return decorate
+
+
+def _flag_of(option: str) -> str:
+    """The command-line flag of a request parameter (``lookback_days`` → ``--lookback-days``)."""
+    return "--" + option.replace("_", "-")
+
+
+def _refused(exc: ReportRequestError) -> click.BadParameter:
+    """A refused request as a usage error (exit code 2) naming the flag at fault."""
+    hint = _flag_of(exc.option) if exc.option else None
+    return click.BadParameter(str(exc), param_hint=hint)
+
+
+def _request(name: str, **params: object) -> ReportRequest:
+    """The request of a command's options (validated here, before any store is opened).
+    ``None`` and ``False`` are left out: unset, as in a query string without them."""
+    text = {
+        key: "true" if value is True else str(value)
+        for key, value in params.items()
+        if value is not None and value is not False
+    }
+    try:
+        return parse_request(name, text)
+    except ReportRequestError as exc:
+        raise _refused(exc) from exc
+
+
+def _answer(request: ReportRequest, kw: dict[str, Any]) -> None:
+    """Answer ``request`` and print it in ``--format``.
+
+    From the owner of an embedded store when one is running (``funnel serve``: chDB lets
+    one process open a store, DESIGN §11), else from the store opened here. Either way the
+    result goes through the same types, so it prints the same.
+    """
+    from storage.reports.catalog import compute
+    from storage.reports.owner import OwnerError, fetch_report, store_directory
+    from storage.reports.render import from_payload
+
+    store, database, funnels_file = kw["store"], kw["database"], kw.get("funnels_file")
+    result: ReportResult | None = None
+    directory = store_directory(store)
+    try:
+        if directory is not None:
+            payload = fetch_report(directory, database, request)
+            if payload is not None:
+                if funnels_file is not None:
+                    err.print(
+                        "[yellow]the store's owner answered with its own funnel "
+                        "definitions; --funnels is not used[/]"
+                    )
+                result = from_payload(request.name, payload)
+        if result is None:
+            db = _open_existing(store, database)
+            try:
+                result = compute(db, request, _config(funnels_file, None).funnels)
+            finally:
+                db.close()
+    except ReportRequestError as exc:
+        raise _refused(exc) from exc
+    except OwnerError as exc:
+        raise click.ClickException(str(exc)) from exc
+    print_result(result, kw["fmt"])
+
+
+def _register(group: click.Group) -> None:
+    """Add the report commands to ``group`` (``funnel report``)."""
+
+    def common(name: str) -> Decorator:
+        def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+            return store_option(database_option(format_option(_scope_options(name)(command))))
+
+        return decorate
+
+    def scope(kw: dict[str, Any]) -> dict[str, object]:
+        return {key: kw.pop(name) for key, name in _SCOPE_OPTIONS if name in kw}
+
+    @group.command("funnel")
+    @click.option("--funnel", "funnel_name", default="sales", show_default=True)
+    @click.option("--split/--no-split", default=True, help="Split by converted/dropped/in window.")
+    @funnels_option
+    @common("funnel")
+    def funnel_cmd(funnel_name: str, split: bool, **kw: Any) -> None:
+        """Step counts, step and overall conversion and 1:N, split by status."""
+        flag = "true" if split else "false"
+        _answer(_request("funnel", funnel=funnel_name, split=flag, **scope(kw)), kw)
+
+    @group.command("dropoff")
+    @click.option("--funnel", "funnel_name", default="sales", show_default=True)
+    @funnels_option
+    @common("dropoff")
+    def dropoff_cmd(funnel_name: str, **kw: Any) -> None:
+        """Where people leave the funnel, by step; the biggest leak is flagged."""
+        _answer(_request("dropoff", funnel=funnel_name, **scope(kw)), kw)
+
+    @group.command("time-to-convert")
+    @click.option("--funnel", "funnel_name", default="sales", show_default=True)
+    @funnels_option
+    @common("time-to-convert")
+    def time_cmd(funnel_name: str, **kw: Any) -> None:
+        """p50/p90 time between steps, and from first touch to payment (the sales cycle)."""
+        _answer(_request("time-to-convert", funnel=funnel_name, **scope(kw)), kw)
+
+    @group.command("attribution")
+    @click.option(
+        "--conversion",
+        type=click.Choice(CONVERSIONS),
+        default="payment",
+        show_default=True,
+        help="The conversions credited.",
+    )
+    @click.option("--lookback-days", default=30, show_default=True)
+    @common("attribution")
+    def attribution_cmd(conversion: str, lookback_days: int, **kw: Any) -> None:
+        """Credits and revenue per channel under every model, markov and shapley included."""
+        request = _request(
+            "attribution", conversion=conversion, lookback_days=lookback_days, **scope(kw)
+        )
+        _answer(request, kw)
+
+    @group.command("channels")
+    @click.option(
+        "--model",
+        default="last_non_direct",
+        show_default=True,
+        help=f"A model credited in the stream: {', '.join(MODELS)} (markov and shapley are "
+        "data-driven: see the attribution report).",
+    )
+    @click.option("--target-cpl", type=float, default=None, help="Flag channels over this CPL.")
+    @common("channels")
+    def channels_cmd(model: str, target_cpl: float | None, **kw: Any) -> None:
+        """Impressions to revenue per channel, with spend, CPL, CAC, ROAS and AOV."""
+        _answer(_request("channels", model=model, target_cpl=target_cpl, **scope(kw)), kw)
+
+    @group.command("cohorts")
+    @click.option(
+        "--cohort", type=click.Choice(["first_touch", "first_payment"]), default="first_touch"
+    )
+    @click.option("--churn-days", default=90, show_default=True)
+    @common("cohorts")
+    def cohorts_cmd(cohort: str, churn_days: int, **kw: Any) -> None:
+        """Cohorts by period: repeat rate, regular customers, LTV to date and churn."""
+        _answer(_request("cohorts", cohort=cohort, churn_days=churn_days, **scope(kw)), kw)
+
+    @group.command("leads")
+    @common("leads")
+    def leads_cmd(**kw: Any) -> None:
+        """Leads by temperature: conversion to payment, touches before the sale, lead → client."""
+        _answer(_request("leads", **scope(kw)), kw)
+
+    @group.command("forecast")
+    @click.option("--horizon-days", default=30, show_default=True)
+    @common("forecast")
+    def forecast_cmd(horizon_days: int, **kw: Any) -> None:
+        """Expected payments and revenue from the leads open at --to (default now)."""
+        _answer(_request("forecast", horizon_days=horizon_days, **scope(kw)), kw)
+
+
+@main.command("sites")
+@funnels_option
+@store_option
+@database_option
+@format_option
+def sites(**kw: Any) -> None:
+    """The sites of a store: their funnels with data, first and last event, events and
+    bots' events.
+
+    Asks `funnel serve` when it owns the embedded store (its funnel definitions then),
+    else opens the store (never creating one).
+    """
+    _answer(_request("sites"), kw)
+
+
+_SCOPE_OPTIONS = (
+    ("from", "start"),
+    ("to", "end"),
+    ("site", "site"),
+    ("by", "by"),
+    ("include_bots", "include_bots"),
 )
-register_reports(report, _report_options)
-main.add_command(sites_command(_report_options))
+
+
+def print_result(result: ReportResult, fmt: str) -> None:
+    """Print a report's result as a table (in colour on a terminal), JSON or CSV (stdout)."""
+    if fmt == "table":
+        for renderable in renderables(result):
+            out.print(renderable)
+    else:
+        click.echo(render(result, fmt), nl=False)
+
+
+_register(report)

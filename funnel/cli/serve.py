@@ -105,8 +105,11 @@ def serve(
         )
         err.print(f"collector → Kafka {kafka} ({names.events})")
     else:
-        from producers.collector.live import CommitGate, GatedPipeline, LiveReports
+        from dashboards.live import page
+        from storage.gate import CommitGate
+        from storage.reports.api import LiveReports
         from storage.reports.owner import store_directory
+        from stream_processors.embedded import GatedPipeline
 
         config = _config(funnels_file, channels_file)
         db = _open_store(store, database)
@@ -114,7 +117,7 @@ def serve(
         delivery = EmbeddedDelivery(GatedPipeline(db, config, gate))
         # This process owns the store (chDB: one process per directory), so it answers
         # reports for everyone: the API, the live page, and `funnel report` through them.
-        live = LiveReports(db, config.funnels, gate)
+        live = LiveReports(db, config.funnels, gate, page=page())
         owner_of = store_directory(store)
         err.print(f"collector → embedded store {store}")
 

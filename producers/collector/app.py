@@ -9,7 +9,7 @@ Routes:
 * ``GET /t.js`` — the tracker script, minified.
 * ``GET /openapi.json``, ``GET /health``, ``GET /metrics``.
 * With ``live`` (the process owns the embedded store): the report API and the live page,
-  ``GET /``, ``GET /api/…`` (:mod:`producers.collector.live`).
+  ``GET /``, ``GET /api/…`` (:mod:`storage.reports.api`, the page from :mod:`dashboards.live`).
 
 The write key comes in the ``X-Funnel-Key`` header or the ``key`` query parameter and allows
 exactly one site. Answers: 200 ``{"accepted": n, "rejected": [{"index", "errors"}]}`` when at
@@ -45,10 +45,10 @@ from starlette.routing import Route
 from funnel.events import CLICK_ID_PARAMS
 from funnel.intake import IntakeLimits, IntakeResult, take_batch
 from producers.collector.delivery import Delivery, Unavailable
-from producers.collector.live import LiveReports
 from producers.collector.openapi import openapi_document
 from producers.collector.settings import CollectorSettings
 from producers.tracker import tracker_script
+from storage.reports.api import LiveReports
 
 __all__ = ["create_app"]
 

@@ -1,8 +1,8 @@
-"""Every report by name, asked for with string parameters, answered as JSON and back.
+"""Every report by name, asked for with string parameters.
 
 The one place that turns a request (``funnel report <name> --opt …`` or
-``GET /api/reports/<name>?opt=…``) into a report and a report into its JSON payload, so the
-command and the HTTP API of the process that owns the embedded store answer the same:
+``GET /api/reports/<name>?opt=…``) into a report, so the command and the HTTP API of the
+process that owns the embedded store answer the same:
 
 * :data:`REPORTS` — what each report takes (:class:`ReportSpec`): its own options, the
   breakdowns it answers, and which of the scope parameters (``from``, ``to``, ``site``, ``by``,
@@ -14,16 +14,12 @@ command and the HTTP API of the process that owns the embedded store answer the 
   ``funnel`` a list of :class:`~funnel.report.FunnelReport` (one per breakdown value), its
   numbers in the output precision (:mod:`funnel.report`). A site with no stored events is
   refused (with the sites that have some), not answered with zeros.
-* :func:`to_payload` / :func:`from_payload` — the JSON payload of a result and back. Tables
-  carry their ``columns`` (so an empty table keeps its header); the funnel payload is one
-  object without a breakdown, else a list. ``from_payload(to_payload(r))`` prints exactly as
-  ``r`` does in every format.
-* :func:`payload_text` — the JSON text ``--format json`` prints and the HTTP API answers.
+
+Its results are rendered (JSON, CSV, tables) by :mod:`storage.reports.render`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,9 +27,10 @@ from typing import cast
 
 from funnel.attribution import MODELS
 from funnel.funnels import FunnelCatalog, FunnelSpec
-from funnel.report import DropoffRow, FunnelReport, StepRow, Table
+from funnel.report import DropoffRow, Table
 from storage.backends import Store
 from storage.reports.attribution import DATA_DRIVEN
+from storage.reports.render import ReportResult
 from storage.reports.scope import BREAKDOWNS, Breakdown, ReportScope, parse_when
 
 __all__ = [
@@ -44,14 +41,8 @@ __all__ = [
     "ReportResult",
     "ReportSpec",
     "compute",
-    "from_payload",
     "parse_request",
-    "payload_text",
-    "to_payload",
 ]
-
-ReportResult = Table | list[FunnelReport]
-Payload = dict[str, object] | list[dict[str, object]]
 
 #: The conversion types the stream credits (``CoreConfig.conversions``, DESIGN §7).
 CONVERSIONS = ("lead", "order", "payment", "repeat")
@@ -361,69 +352,4 @@ def dropoff_table(funnel: str, rows: list[DropoffRow], *, grouped: bool) -> Tabl
             for r in rows
         ),
         meta={"funnel": funnel},
-    )
-
-
-def to_payload(result: ReportResult) -> Payload:
-    """The JSON-ready payload of a result (see the module docstring), in the output
-    precision."""
-    if isinstance(result, Table):
-        body = result.canonical().to_dict()
-        rows = body.pop("rows")
-        return {**body, "columns": list(result.columns), "rows": rows}
-    if len(result) == 1 and result[0].group is None:
-        return result[0].canonical().to_dict()
-    return [r.canonical().to_dict() for r in result]
-
-
-def payload_text(result: ReportResult) -> str:
-    """The JSON text of a result: what ``--format json`` prints and the HTTP API answers."""
-    return json.dumps(to_payload(result), indent=2, default=str)
-
-
-def from_payload(name: str, payload: object) -> ReportResult:
-    """A result back from the payload of report ``name`` (as :func:`to_payload` made it).
-
-    Raises :class:`ValueError` for a payload of another shape.
-    """
-    try:
-        if name == "funnel":
-            items = payload if isinstance(payload, list) else [payload]
-            return [_funnel(cast(dict[str, object], item)) for item in items]
-        body = dict(cast(dict[str, object], payload))
-        title, columns = str(body.pop("title")), [str(c) for c in _list(body.pop("columns"))]
-        rows = tuple(
-            tuple(cast(dict[str, object], record)[c] for c in columns)
-            for record in _list(body.pop("rows"))
-        )
-        return Table(title=title, columns=tuple(columns), rows=rows, meta=body)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"not a {name} report payload: {exc!r}") from exc
-
-
-def _list(value: object) -> list[object]:
-    if not isinstance(value, list):
-        raise TypeError(f"expected a list, got {type(value).__name__}")
-    return value
-
-
-def _funnel(body: dict[str, object]) -> FunnelReport:
-    steps = tuple(
-        StepRow(
-            index=int(cast(int, s["index"])),
-            step=str(s["step"]),
-            count=int(cast(int, s["count"])),
-            step_conversion=cast(float | None, s["step_conversion"]),
-            overall_conversion=cast(float | None, s["overall_conversion"]),
-            dropped_from_previous=int(cast(int, s["dropped_from_previous"])),
-            stopped_in_window=cast(int | None, s["stopped_in_window"]),
-            stopped_dropped=cast(int | None, s["stopped_dropped"]),
-        )
-        for s in (cast(dict[str, object], step) for step in _list(body["steps"]))
-    )
-    return FunnelReport(
-        funnel=str(body["funnel"]),
-        site_id=cast(str | None, body["site_id"]),
-        steps=steps,
-        group=cast(str | None, body["group"]),
     )

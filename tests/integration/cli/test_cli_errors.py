@@ -21,8 +21,10 @@ from starlette.testclient import TestClient
 
 from funnel.processor import CoreConfig
 from producers.collector import CollectorSettings, EmbeddedDelivery, create_app
-from producers.collector.live import CommitGate, GatedPipeline, LiveReports
 from storage.backends import ChdbStore
+from storage.gate import CommitGate
+from storage.reports.api import LiveReports
+from stream_processors.embedded import GatedPipeline
 
 SITE = "shop"
 

@@ -139,7 +139,9 @@ def test_sites_and_refusals_come_from_the_owner_while_it_runs(made: Made, tmp_pa
     direct = ok("sites", "--store", made.store, "--format", "json")
     with funnel_serve(made.directory, "key:shop", tmp_path / "serve.log") as served:
         assert ok("sites", "--store", made.store, "--format", "json") == direct
-        assert served.get_text("/api/reports/sites") + "\n" == direct
+        assert served.get_text("/api/reports/sites") == direct
+        as_csv = ok("sites", "--store", made.store, "--format", "csv")
+        assert served.get_text("/api/reports/sites?format=csv") == as_csv
         unknown = funnel("report", "leads", "--site", "nope", "--store", made.store)
         assert unknown.returncode == 2, unknown.stderr
         assert "no data for site 'nope' (sites: crawled, shop)" in unknown.stderr

@@ -67,7 +67,7 @@ def test_report_asks_the_running_owner_and_opens_the_store_without_it(tmp_path: 
             api_text = served.get_text(API[name])
             for fmt in ("json", "table", "csv"):
                 through_owner[(name, fmt)] = report(store, command, fmt)
-            assert through_owner[(name, "json")] == api_text + "\n"
+            assert through_owner[(name, "json")] == api_text
         funnel = json.loads(through_owner[("funnel", "json")])
         # By entry channel: each person under every channel they entered through (a person
         # whose chains entered through two channels counts in both, DESIGN §6).

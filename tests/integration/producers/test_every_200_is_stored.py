@@ -16,13 +16,16 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from dashboards.live import page
 from funnel.events import Event
 from funnel.processor import CoreConfig
 from producers.collector import CollectorSettings, EmbeddedDelivery, create_app
 from producers.collector.delivery import Receipt
-from producers.collector.live import CommitGate, GatedPipeline, LiveReports
 from storage.backends import ChdbStore
+from storage.gate import CommitGate
 from storage.migrate import migrate
+from storage.reports.api import LiveReports
+from stream_processors.embedded import GatedPipeline
 
 KEY, OTHER_KEY = "key-shop", "key-other"
 HEADERS = {"X-Funnel-Key": KEY}
@@ -49,7 +52,7 @@ def client(store: ChdbStore) -> Iterator[TestClient]:
     config = CoreConfig.default()
     gate = CommitGate()
     delivery = EmbeddedDelivery(GatedPipeline(store, config, gate))
-    live = LiveReports(store, config.funnels, gate)
+    live = LiveReports(store, config.funnels, gate, page=page())
     with TestClient(create_app(settings, delivery, live=live)) as test_client:
         yield test_client
 

@@ -13,12 +13,13 @@ from starlette.testclient import TestClient
 from funnel.events import EventType
 from funnel.processor import CoreConfig
 from producers.collector import CollectorSettings, EmbeddedDelivery, create_app
-from producers.collector.live import CommitGate, GatedPipeline, LiveReports
 from producers.simulator import simulate
 from storage.backends import ChdbStore
+from storage.gate import CommitGate
 from storage.reports import ReportScope, dropoff_report, funnel_report
+from storage.reports.api import LiveReports
 from storage.reports.channels import channels_report
-from stream_processors.embedded import EmbeddedPipeline
+from stream_processors.embedded import EmbeddedPipeline, GatedPipeline
 from tests.factories import make_event
 
 CONFIG = CoreConfig.default()

@@ -10,9 +10,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from funnel.cli.report import print_result
 from funnel.report import FunnelReport, Table, cell_text, column_kind, csv_text
-from storage.reports.catalog import from_payload, payload_text
-from storage.reports.commands import print_result
+from storage.reports.render import from_payload, payload_text
 
 
 def printed(result: Table | list[FunnelReport], fmt: str) -> str:

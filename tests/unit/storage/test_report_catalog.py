@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from funnel.attribution import MODELS
+from funnel.cli.report import print_result
 from funnel.processor import CoreConfig
 from funnel.report import FunnelReport, Table
 from storage.reports.attribution import DATA_DRIVEN
@@ -16,12 +17,9 @@ from storage.reports.catalog import (
     CONVERSIONS,
     REPORTS,
     ReportRequestError,
-    from_payload,
     parse_request,
-    payload_text,
-    to_payload,
 )
-from storage.reports.commands import print_result
+from storage.reports.render import from_payload, payload_text, to_payload
 from storage.reports.scope import BREAKDOWNS
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producers.collector.live import EventRate
+from storage.reports.api import EventRate
 
 
 class FakeClock:

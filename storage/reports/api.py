@@ -1,60 +1,55 @@
-"""The report HTTP API and the live page of the process that owns the embedded store.
+"""The report HTTP API of the process that owns the embedded store (and its live page).
 
 Mounted by :func:`producers.collector.app.create_app` when ``funnel serve`` processes events
 into its own chDB store (chDB lets one process open a store, DESIGN §11: this process answers
 reports for everyone else):
 
-* ``GET /`` — the live page (``live.html``: funnel bars, a channel table with an attribution
-  model switcher, the event rate; polls the API, nothing external loads).
-* ``GET /api/reports/<name>?from=&to=&site=&by=&<option>=`` — the same JSON as
-  ``funnel report <name> --format json`` (:mod:`storage.reports.catalog`); 400 with
-  ``{"error", "message"}`` for a request no report can answer.
+* ``GET /`` — the live page, when one is given (:mod:`dashboards.live`; it polls this API).
+* ``GET /api/reports/<name>?from=&to=&site=&by=&<option>=&format=`` — what
+  ``funnel report <name> --format F`` prints (:mod:`storage.reports.catalog`, rendered by
+  :mod:`storage.reports.render`): ``format`` is ``json`` (the default), ``csv`` or ``table``.
+  400 with ``{"error", "message"}`` for a request no report can answer.
 * ``GET /api/live?site=`` — accepted events per second (in-process, :class:`EventRate`), the
   events stored, and ``version``: the number of commits so far (a report changes only when it
   does).
 * ``GET /api/funnels`` — the configured funnels and their steps; ``GET /api/owner`` — pid and
   database (how ``funnel report`` tells a live owner from a stale ``owner.json``).
 
-Reads see committed data only: commits (:class:`GatedPipeline`) and reads take turns on one
-:class:`CommitGate`, so a report never sees half a commit. Reads run on one worker thread of
-their own, never on the event loop, and never take the threads the committer needs; a report
-is computed once per commit and served from a cache until the next one.
+Reads see committed data only: commits (:class:`~stream_processors.embedded.GatedPipeline`)
+and reads take turns on one :class:`~storage.gate.CommitGate`, so a report never sees half a
+commit. Reads run on one worker thread of their own, never on the event loop, and never take
+the threads the committer needs; a report is computed once per commit and served from a cache
+until the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from importlib import resources
 from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from funnel.clock import Clock
 from funnel.funnels import FunnelCatalog
-from funnel.processor import CoreConfig
 from storage.backends import Store
-from storage.poison import Refused
+from storage.gate import CommitGate
 from storage.reports.catalog import (
     ReportRequest,
     ReportRequestError,
     compute,
     parse_request,
-    payload_text,
 )
 from storage.reports.owner import PID_HEADER
-from stream_processors.embedded import EmbeddedPipeline
+from storage.reports.render import FORMATS, MEDIA_TYPES, render
 
-__all__ = ["CommitGate", "EventRate", "GatedPipeline", "LiveReports"]
+__all__ = ["EventRate", "LiveReports"]
 
 T = TypeVar("T")
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -63,48 +58,6 @@ _CACHED_REPORTS = 64
 #: ``_AS_OF_NOW_TTL_S`` as well as per commit.
 _AS_OF_NOW = frozenset({"forecast", "cohorts", "leads"})
 _AS_OF_NOW_TTL_S = 60
-
-
-class CommitGate:
-    """Commits into the store and report reads take turns: a read sees whole commits only.
-
-    ``version`` counts commits; it changes only under the gate.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.version = 0
-
-    @contextmanager
-    def commit(self) -> Iterator[None]:
-        with self._lock:
-            yield
-            self.version += 1
-
-    @contextmanager
-    def read(self) -> Iterator[int]:
-        """Hold off commits; yields the version the read sees."""
-        with self._lock:
-            yield self.version
-
-
-class GatedPipeline(EmbeddedPipeline):
-    """The embedded pipeline whose writes happen in :meth:`flush` only, under the gate.
-
-    Facts are never written while events are submitted (the buffers have no size limit), so
-    the store changes only in :meth:`flush`: one commit, which reads never see half of. The
-    buffers hold one group commit (the collector flushes after every group).
-    """
-
-    def __init__(
-        self, store: Store, config: CoreConfig, gate: CommitGate, *, clock: Clock | None = None
-    ) -> None:
-        super().__init__(store, config, batch_size=sys.maxsize, clock=clock)
-        self.gate = gate
-
-    def flush(self) -> list[Refused]:
-        with self.gate.commit():
-            return super().flush()
 
 
 class EventRate:
@@ -157,7 +110,8 @@ class EventRate:
 
 
 class LiveReports:
-    """The report API, the live page and the event rate of one store (see the module doc)."""
+    """The report API, the live page (``page``: its HTML, none without) and the event rate of
+    one store (see the module doc)."""
 
     def __init__(
         self,
@@ -166,6 +120,7 @@ class LiveReports:
         gate: CommitGate,
         *,
         rate: EventRate | None = None,
+        page: bytes | None = None,
     ) -> None:
         self.store = store
         self.funnels = funnels
@@ -176,7 +131,7 @@ class LiveReports:
         # taking the default pool's threads from the committer.
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="funnel-reports")
         self._cache: OrderedDict[tuple[object, ...], tuple[int, str]] = OrderedDict()
-        self._page = resources.files(__package__).joinpath("live.html").read_bytes()
+        self._page = page
 
     def record(self, accepted: int) -> None:
         """Count events the collector accepted (and the store committed)."""
@@ -187,8 +142,9 @@ class LiveReports:
 
     def routes(self) -> list[Route]:
         """The read side's routes, named (the collector counts requests by route name)."""
+        page = [Route("/", self._page_route, methods=["GET"], name="page")] if self._page else []
         return [
-            Route("/", self._page_route, methods=["GET"], name="page"),
+            *page,
             Route("/api/reports/{name}", self._report_route, methods=["GET"], name="report"),
             Route("/api/live", self._live_route, methods=["GET"], name="live"),
             Route("/api/funnels", self._funnels_route, methods=["GET"], name="funnels"),
@@ -203,21 +159,27 @@ class LiveReports:
         return {**_NO_STORE, PID_HEADER: str(self.pid)}
 
     async def _page_route(self, request: Request) -> Response:
+        assert self._page is not None  # routed only with a page
         return Response(self._page, media_type="text/html; charset=utf-8", headers=_NO_STORE)
 
     async def _report_route(self, request: Request) -> Response:
         name = request.path_params["name"]
+        params = dict(request.query_params)
+        fmt = params.pop("format", "json")
         try:
-            report = parse_request(name, dict(request.query_params))
-            version, text = await self._read(lambda: self._report(report))
+            if fmt not in FORMATS:
+                choices = ", ".join(FORMATS)
+                raise ReportRequestError(f"unknown format {fmt!r}: one of {choices}")
+            report = parse_request(name, params)
+            version, text = await self._read(lambda: self._report(report, fmt))
         except ReportRequestError as exc:
             body = {"error": "bad_report_request", "message": str(exc)}
             return JSONResponse(body, status_code=400, headers=self._headers)
         headers = {**self._headers, "X-Funnel-Version": str(version)}
-        return Response(text, media_type="application/json", headers=headers)
+        return Response(text, media_type=MEDIA_TYPES[fmt], headers=headers)
 
-    def _report(self, report: ReportRequest) -> tuple[int, str]:
-        key: tuple[object, ...] = (report.name, tuple(sorted(report.params.items())))
+    def _report(self, report: ReportRequest, fmt: str) -> tuple[int, str]:
+        key: tuple[object, ...] = (report.name, fmt, tuple(sorted(report.params.items())))
         if report.name in _AS_OF_NOW:
             # Their answer moves with the clock (open leads age, churn), not only with commits.
             key += (int(time.time() // _AS_OF_NOW_TTL_S),)
@@ -225,7 +187,7 @@ class LiveReports:
             cached = self._cache.get(key)
             if cached is not None and cached[0] == version:
                 return cached
-            answer = (version, payload_text(compute(self.store, report, self.funnels)))
+            answer = (version, render(compute(self.store, report, self.funnels), fmt))
         self._cache[key] = answer
         self._cache.move_to_end(key)
         while len(self._cache) > _CACHED_REPORTS:
