@@ -11,7 +11,9 @@ Per batch ``first..last`` of a topic-partition, in this order:
 1. **plan**: commit offset ``first`` with metadata ``plan:<last>`` (the position does not
    move past anything unlanded; the range is now recorded in Kafka);
 2. **insert** the batch's fresh rows with ``insert_deduplication_token =
-   "<topic>:<partition>:<first>:<last>"``; blocks until the store acknowledged it;
+   "<topic>:<partition>:<first>:<last>"`` (followed by ``:<digest of their fact ids>`` when
+   some rows were left out as landed: other rows than the first try's get a token of their
+   own); blocks until the store acknowledged it;
 3. **commit** ``last + 1`` (plan cleared).
 
 Exactly once, and what covers what:
@@ -45,6 +47,7 @@ is committed past a batch not landed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -329,6 +332,11 @@ class Sink:
         started = time.perf_counter()
         if fresh:
             token = f"{tp.topic}:{tp.partition}:{cut.first}:{cut.last}"
+            if len(fresh) != len(rows):
+                # Other rows than the batch's first try: a token of their own, or ClickHouse
+                # could take a part of them (a poison split, numbered by position) for a
+                # part of the first try that landed, and drop it.
+                token += ":" + hashlib.blake2b("\n".join(ids).encode(), digest_size=8).hexdigest()
             try:
                 refused = insert_isolating(self.store, table, fresh, dedup_token=token)
                 if refused:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import uuid
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from funnel.dedup import BoundedIds
 from funnel.topics import TopicNames
@@ -130,3 +131,67 @@ def test_a_fact_the_store_refuses_is_dead_lettered_and_the_sink_moves_on(
         "funnel_sink_refused_rows_total", {"table": "lead_changes"}
     )
     assert metrics == 1
+
+
+def test_a_batch_cut_short_in_the_middle_of_its_months_lands_the_rest_on_replay(
+    kafka_bootstrap: str, store: ChdbStore
+) -> None:
+    """A sink killed while inserting a batch that spans two months: ClickHouse wrote one
+    month's part and not the other's. The replay filters out the landed month's facts (by
+    fact id) and must not reuse the batch's token for the rest, or ClickHouse takes the
+    remaining month's block for the landed one (block ids are per partition, numbered within
+    the insert) and drops it."""
+    names = TopicNames(f"cut{uuid.uuid4().hex[:8]}.")
+    group = f"sink-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_bootstrap, names, 1)
+    topic = names.facts("lead_changes")
+    rows = [
+        {**lead_change(n), "changed_at": f"2026-{9 + n % 2:02d}-01T10:00:00Z"} for n in range(40)
+    ]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for row in rows:
+        producer.send(topic, json.dumps(row).encode(), partition=0)
+    producer.flush()
+    producer.close()
+    # The first sink planned 0..39, and ClickHouse had written September when it was killed.
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+    consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(0, "plan:39", -1)})
+    consumer.close()
+    september = [row for row in rows if row["changed_at"].startswith("2026-09")]
+    store.insert("lead_changes", september, dedup_token=f"{topic}:0:0:39")
+
+    sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=group, topics=names)
+    run_until_caught_up(sink, kafka_bootstrap, group, names)
+    landed = store.query(f"SELECT person_id FROM {store.database}.lead_changes")
+    assert sorted(r["person_id"] for r in landed) == sorted(f"p{n}" for n in range(40))
+
+
+def test_a_poison_batch_replayed_without_its_landed_rows_lands_the_rest(
+    kafka_bootstrap: str, store: ChdbStore
+) -> None:
+    """A sink killed while splitting a refused batch (:mod:`storage.poison`): the part
+    ``<token>/0-9`` had landed. The replay leaves those rows out (their fact ids are landed),
+    so its own ``/0-9`` part is other rows: under the same token ClickHouse would drop them."""
+    store.execute(
+        f"ALTER TABLE {store.database}.lead_changes ADD CONSTRAINT no_poison "
+        "CHECK person_id != 'p25'"
+    )
+    names = TopicNames(f"split{uuid.uuid4().hex[:8]}.")
+    group = f"sink-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_bootstrap, names, 1)
+    topic = names.facts("lead_changes")
+    rows = [lead_change(n) for n in range(30)]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for row in rows:
+        producer.send(topic, json.dumps(row).encode(), partition=0)
+    producer.flush()
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+    consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(0, "plan:29", -1)})
+    consumer.close()
+    store.insert("lead_changes", rows[:10], dedup_token=f"{topic}:0:0:29/0-9")
+
+    sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=group, topics=names)
+    run_until_caught_up(sink, kafka_bootstrap, group, names)
+    landed = store.query(f"SELECT person_id FROM {store.database}.lead_changes")
+    assert sorted(r["person_id"] for r in landed) == sorted(f"p{n}" for n in range(30) if n != 25)
