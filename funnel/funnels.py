@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from datetime import timedelta
@@ -93,6 +94,13 @@ class FunnelSpec(BaseModel):
         return self
 
     @cached_property
+    def fingerprint(self) -> str:
+        """Identifies the definition (steps, window, mode): a person's progress folded under
+        another fingerprint is rebuilt (:func:`funnel.processor.upgraded`)."""
+        text = self.model_dump_json(exclude={"name"})
+        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+    @cached_property
     def window_ms(self) -> int:
         return int(self.window / timedelta(milliseconds=1))
 
@@ -141,6 +149,11 @@ class FunnelCatalog(BaseModel):
     @classmethod
     def from_file(cls, path: Path) -> FunnelCatalog:
         return cls.model_validate(tomllib.loads(path.read_text("utf-8")))
+
+    @cached_property
+    def fingerprints(self) -> dict[str, str]:
+        """Funnel name → the fingerprint of its definition."""
+        return {spec.name: spec.fingerprint for spec in self.specs}
 
     def get(self, name: str) -> FunnelSpec:
         for spec in self.specs:

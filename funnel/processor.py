@@ -44,6 +44,7 @@ __all__ = [
     "merge",
     "next_deadline",
     "process",
+    "upgraded",
 ]
 
 _MS = timedelta(milliseconds=1)
@@ -72,6 +73,10 @@ class PersonState:
     """Per funnel, the status the person's last row said (see :func:`expire`)."""
     row_at_ms: int = 0
     """The ``updated_at`` of the person's last row: every later row is later still."""
+    definitions: dict[str, str] = field(default_factory=dict)
+    """Per funnel, the fingerprint of the definition its progress was folded under
+    (:attr:`funnel.funnels.FunnelSpec.fingerprint`; empty in a state saved before
+    definitions were recorded, which is then rebuilt as if every funnel had changed)."""
 
 
 def process(
@@ -94,8 +99,11 @@ def process(
     at_ms = to_millis(event.occurred_at)
     if state is None:
         who = person_id or event.person_id
-        state = PersonState(event.site_id, who, Profile(event.site_id, who, at_ms, at_ms))
-    elif event.event_id in state.seen:
+        profile = Profile(event.site_id, who, at_ms, at_ms)
+        state = PersonState(event.site_id, who, profile, definitions=_definitions(config))
+    else:
+        state = upgraded(state, config)
+    if event.event_id in state.seen:
         state.outcome = "duplicate"
         return state, []
     _remember(state, event.event_id, at_ms, config)
@@ -149,6 +157,8 @@ def merge(
     Idempotent: merging the same history twice changes nothing.
     """
     site_id = other.site_id
+    other = upgraded(other, config)
+    into = upgraded(into, config) if into is not None else None
     if into is not None and all(e.event_id in into.seen for e in other.log):
         return into, []  # merged before (a replayed hand-over): nothing changes
     before = _fold(other.base, other.log, config, site_id, other.person_id).facts
@@ -165,7 +175,16 @@ def merge(
     base = into.base if into is not None and into.base is not None else other.base
     after = _fold(base, log, config, site_id, person_id)
     seen = {**other.seen, **(into.seen if into is not None else {})}
-    state = PersonState(site_id, person_id, after.profile, log, base, seen, "merged")
+    state = PersonState(
+        site_id,
+        person_id,
+        after.profile,
+        log,
+        base,
+        seen,
+        "merged",
+        definitions=_definitions(config),
+    )
     state.row_at_ms = max(other.row_at_ms, into.row_at_ms if into is not None else 0)
     _trim(state, config)
     gone = replace(
@@ -187,6 +206,7 @@ def expire(state: PersonState, now_ms: int, config: CoreConfig) -> tuple[PersonS
     person's row is emitted again, versioned at the moment it changed (the deadline), so
     replaying the same state at another time gives the same row.
     """
+    state = upgraded(state, config)
     lapsed = cooled(state.profile, now_ms, config)
     row = person_row(state.profile, config, now_ms)
     if row.funnel_status == state.statuses and not lapsed:
@@ -204,6 +224,7 @@ def expire(state: PersonState, now_ms: int, config: CoreConfig) -> tuple[PersonS
 
 def next_deadline(state: PersonState, config: CoreConfig) -> int | None:
     """When :func:`expire` next has something to say about this person (``None``: never)."""
+    state = upgraded(state, config)
     dues = [
         due + 1
         for name, due in _deadlines(state.profile, config)
@@ -211,6 +232,40 @@ def next_deadline(state: PersonState, config: CoreConfig) -> int | None:
     ]
     cooling = state.profile.lead.next_cooling_ms()
     return min([*dues, cooling] if cooling is not None else dues, default=None)
+
+
+def upgraded(state: PersonState, config: CoreConfig) -> PersonState:
+    """``state`` under the configured funnel definitions (DESIGN §9a: versioned state).
+
+    A funnel whose definition changed since the person's progress was folded (steps added,
+    removed or renamed, window or mode changed), a funnel added, or one removed: its progress
+    is dropped from the base and the profile is folded again from the log. When the log holds
+    the person's whole history (no base), the progress is exactly what a first run under the
+    new definition gives; otherwise it restarts from the oldest logged event. Nothing is
+    emitted for the past: the facts already landed stay as they were (``funnel reprocess``
+    re-derives them), and the person's next row carries the rebuilt levels.
+    """
+    current = config.funnels.fingerprints
+    if state.definitions == current:
+        return state
+    stale = {n for n in current if state.definitions.get(n) != current[n]}
+    stale |= set(state.profile.funnels) - set(current)
+    base = state.base
+    if base is not None:
+        base = copy.copy(base)
+        base.funnels = {n: p for n, p in base.funnels.items() if n not in stale}
+    state.base = base
+    if state.log:
+        state.profile = _fold(base, state.log, config, state.site_id, state.person_id).profile
+    else:  # nothing logged to rebuild from: the stale funnels restart
+        state.profile.funnels = {n: p for n, p in state.profile.funnels.items() if n not in stale}
+    state.statuses = {n: s for n, s in state.statuses.items() if n in current}
+    state.definitions = dict(current)
+    return state
+
+
+def _definitions(config: CoreConfig) -> dict[str, str]:
+    return dict(config.funnels.fingerprints)
 
 
 def _deadlines(profile: Profile, config: CoreConfig) -> Iterator[tuple[str, int]]:
