@@ -67,3 +67,7 @@ class BoundedIds:
         if excess > 0:
             for old in list(itertools.islice(ids, excess)):
                 del ids[old]
+
+    def discard_prefix(self, prefix: str) -> None:
+        """Forget every id starting with ``prefix``."""
+        self._ids = {k: None for k in self._ids if not k.startswith(prefix)}

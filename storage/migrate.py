@@ -115,8 +115,12 @@ def clear_site(store: Store, site_id: str) -> list[str]:
         )
     ]
     for table in tables:
-        store.execute(
-            f"DELETE FROM {store.database}.{table} WHERE site_id = {{site:String}}",
-            {"site": site_id},
+        name = f"{store.database}.{table}"
+        [other] = store.query(
+            f"SELECT count() AS n FROM {name} WHERE site_id != {{site:String}}", {"site": site_id}
         )
+        if int(other["n"]) == 0:  # the site's rows only (the demo's store): much faster
+            store.execute(f"TRUNCATE TABLE {name}")
+        else:
+            store.execute(f"DELETE FROM {name} WHERE site_id = {{site:String}}", {"site": site_id})
     return tables

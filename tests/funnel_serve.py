@@ -43,8 +43,20 @@ class Served:
 def funnel_serve(store: Path, write_keys: str, log: Path) -> Iterator[Served]:
     """Start ``funnel serve --port 0`` on ``store``; yield once its owner file names it and its
     API answers; stop it (SIGTERM) and check it removed the owner file."""
+    served = start_serve(store, write_keys, log)
+    try:
+        yield served
+    finally:
+        served.process.terminate()
+        served.process.wait(timeout=60)
+    assert not (store / OWNER).exists(), "funnel serve left its owner file behind"
+
+
+def start_serve(store: Path, write_keys: str, log: Path) -> Served:
+    """``funnel serve --port 0`` on ``store``, once its owner file names it (the caller stops
+    it); its output is appended to ``log``."""
     env = {**os.environ, "FUNNEL_WRITE_KEYS": write_keys}
-    with log.open("wb") as stderr:
+    with log.open("ab") as output:
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -57,16 +69,15 @@ def funnel_serve(store: Path, write_keys: str, log: Path) -> Iterator[Served]:
                 f"chdb://{store}",
             ],
             env=env,
-            stdout=stderr,
-            stderr=stderr,
+            stdout=output,
+            stderr=output,
         )
-        try:
-            served = Served(_wait_for_owner(store, process, log), process, store)
-            yield served
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
-    assert not (store / OWNER).exists(), "funnel serve left its owner file behind"
+    try:
+        return Served(_wait_for_owner(store, process, log), process, store)
+    except BaseException:
+        process.kill()
+        process.wait(timeout=60)
+        raise
 
 
 def _wait_for_owner(store: Path, process: subprocess.Popen[bytes], log: Path) -> str:

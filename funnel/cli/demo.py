@@ -11,6 +11,7 @@ from funnel.cli.root import (
     _config,
     _open_store,
     _progress,
+    _saved_state,
     channels_option,
     database_option,
     err,
@@ -62,14 +63,16 @@ def demo(
         raise click.BadParameter(str(exc.args[0]), param_hint="--funnel") from exc
     started = time.perf_counter()
     db = _open_store(store, database)
+    saved = _saved_state(store, database)
     try:
         clear_site(db, site)
+        saved.clear_site(site)
         with _progress() as progress:
             task = progress.add_task("simulating", total=None)
             sim = simulate(persons, seed=seed, site_id=site, funnels=config.funnels)
             progress.update(task, total=len(sim.events), completed=len(sim.events))
             task = progress.add_task("processing", total=len(sim.events))
-            pipeline = EmbeddedPipeline(db, config)
+            pipeline = EmbeddedPipeline(db, config, saved=saved)
             for i, event in enumerate(sim.events, 1):
                 pipeline.submit(event)
                 if i % 5000 == 0:
@@ -79,6 +82,7 @@ def demo(
             progress.update(task, completed=len(sim.events))
         reports = funnel_report(db, spec, ReportScope(site=site))
     finally:
+        saved.close()
         db.close()
     elapsed = time.perf_counter() - started
     err.print(

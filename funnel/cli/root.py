@@ -39,6 +39,7 @@ from funnel.settings import (
 if TYPE_CHECKING:
     from funnel.leads import LeadRules
     from storage.backends import Store
+    from stream_processors.state import SavedState
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -206,6 +207,17 @@ def _open_store(url: str, database: str, *, create: bool = True) -> Store:
     store = _store(url, database, create=create)
     migrate(store)
     return store
+
+
+def _saved_state(url: str, database: str) -> SavedState:
+    """The embedded runner's durable state (:mod:`stream_processors.state`): in the store
+    directory of an embedded store; for a server store, in ``FUNNEL_STATE_DIR`` (default
+    ``./.funnel``)."""
+    from storage.reports.owner import store_directory
+    from stream_processors.state import STATE_FILE, SavedState
+
+    directory = store_directory(url) or Path(os.environ.get("FUNNEL_STATE_DIR") or ".funnel")
+    return SavedState(directory / STATE_FILE.format(database=database))
 
 
 def _open_existing(url: str, database: str) -> Store:

@@ -9,6 +9,7 @@ import click
 from funnel.cli.root import (
     _config,
     _open_store,
+    _saved_state,
     channels_option,
     database_option,
     err,
@@ -89,6 +90,7 @@ def serve(
         err.print(f"[yellow]no write keys configured: using key {key} for site 'demo'[/]")
     delivery: Delivery
     db = None
+    saved = None
     live = None
     owner_of = None
     if kafka:
@@ -114,7 +116,10 @@ def serve(
         config = _config(funnels_file, channels_file)
         db = _open_store(store, database)
         gate = CommitGate()
-        delivery = EmbeddedDelivery(GatedPipeline(db, config, gate))
+        saved = _saved_state(store, database)
+        pipeline = GatedPipeline(db, config, gate, saved=saved)
+        pipeline.flush()  # facts a crash left committed but not landed (the outbox)
+        delivery = EmbeddedDelivery(pipeline)
         # This process owns the store (chDB: one process per directory), so it answers
         # reports for everyone: the API, the live page, and `funnel report` through them.
         live = LiveReports(db, config.funnels, gate, page=page())
@@ -137,5 +142,7 @@ def serve(
             on_listen=listening,
         )
     finally:
+        if saved is not None:
+            saved.close()
         if db is not None:
             db.close()

@@ -30,7 +30,7 @@ def streamed_levels(pipeline: EmbeddedPipeline, funnel: str) -> dict[str, int]:
         state.person_id: state.profile.funnels[funnel].level
         if funnel in state.profile.funnels
         else 0
-        for state in pipeline.states.values()
+        for state in pipeline.persons().values()
     }
 
 

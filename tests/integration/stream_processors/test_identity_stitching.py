@@ -24,7 +24,8 @@ def test_multi_device_customers_are_one_person(store: ChdbStore) -> None:
     assert raw_levels(store, SALES, "stitch") == truth
     assert stage_counts(store, SALES, "stitch") == sim.truth.step_counts("sales")
     for person in movers:  # one state per customer, holding both devices' events
-        state = pipeline.states[f"stitch:c:{person.customer_id}"]
+        state = pipeline.person(f"stitch:c:{person.customer_id}")
+        assert state is not None
         assert {e.anonymous_id for e in state.log} == set(person.devices)
     # No credit is counted twice: per conversion and model the credits sum to exactly 1.
     [worst] = store.query(

@@ -1,0 +1,135 @@
+"""The runtime: one orchestration of the core for every host (DESIGN §9a).
+
+A host (the embedded runner; the Kafka worker's person stage) opens a :class:`Batch` over
+its saved state (a :class:`StateReader`), submits arrivals in order and asks for the timer's
+step; the batch does the rest — dedup by event id across persons, identity resolution and
+the merge of a device's anonymous person into its customer, the per-person fold
+(:func:`funnel.processor.process`), the status timer (:func:`funnel.processor.expire`) —
+and collects what the host must write as one unit: the facts and the state changes
+(:class:`Changes`). Reads inside a batch see the batch's own changes first. Nothing here
+does I/O; the host loads and stores state and moves the facts.
+
+Contract: the host writes a batch's facts and its state changes together (both, or
+neither, as seen after a crash), and opens the next batch over the state including them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from funnel.config import CoreConfig
+from funnel.events import Event
+from funnel.facts import Fact
+from funnel.identity import device_key, resolve
+from funnel.processor import PersonState, expire, merge, next_deadline, process
+
+__all__ = ["Batch", "Changes", "StateReader", "applied_key"]
+
+
+class StateReader(Protocol):
+    """The saved state a batch starts from (as of the host's last written batch)."""
+
+    def person(self, key: str) -> PersonState | None:
+        """The person's state under its person key (``None``: not seen, or merged away)."""
+
+    def alias(self, device: str) -> str | None:
+        """The customer key a device key is linked to."""
+
+    def applied(self, event: str) -> bool:
+        """Whether the event (:func:`applied_key`) was applied, under any person."""
+
+
+def applied_key(event: Event) -> str:
+    """An event's identity across persons: its site and id."""
+    return f"{event.site_id}:{event.event_id}"
+
+
+@dataclass(slots=True)
+class Changes:
+    """What a batch changed: the host writes it as one unit (module docstring)."""
+
+    facts: list[Fact] = field(default_factory=list)
+    persons: dict[str, PersonState | None] = field(default_factory=dict)
+    """Person key → its new state (``None``: gone, merged into a customer)."""
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Device key → the customer key it is now linked to."""
+    applied: dict[str, None] = field(default_factory=dict)
+    """Events applied (:func:`applied_key`), in order."""
+    deadlines: dict[str, int | None] = field(default_factory=dict)
+    """Person key → when the timer next has something to say (epoch ms; ``None``: never)."""
+    submitted: int = 0
+    duplicates: int = 0
+    """Events not applied: their site and id were applied before, under any person."""
+
+    def __bool__(self) -> bool:
+        return bool(self.facts or self.persons or self.aliases or self.applied)
+
+
+class Batch:
+    """Arrivals applied over ``saved``; :attr:`changes` is what to write."""
+
+    def __init__(self, config: CoreConfig, saved: StateReader) -> None:
+        self.config = config
+        self.saved = saved
+        self.changes = Changes()
+
+    def person(self, key: str) -> PersonState | None:
+        changes = self.changes.persons
+        return changes[key] if key in changes else self.saved.person(key)
+
+    def submit(self, event: Event) -> bool:
+        """Apply one event; ``False`` when it was a duplicate (nothing applied).
+
+        Identity first: an event that links a device to a customer merges the device's
+        anonymous person into the customer's before the event itself is applied.
+        """
+        changes = self.changes
+        changes.submitted += 1
+        seen = applied_key(event)
+        if seen in changes.applied or self.saved.applied(seen):
+            changes.duplicates += 1
+            return False
+        alias = None
+        if event.anonymous_id:
+            device = device_key(event.site_id, event.anonymous_id)
+            alias = changes.aliases.get(device) or self.saved.alias(device)
+        who = resolve(event, alias)
+        if who.link_from is not None and who.device is not None:
+            changes.aliases[who.device] = who.key
+            anonymous = self.person(who.link_from)
+            if anonymous is not None:
+                self._keep(who.link_from, None, [])
+                self._keep(
+                    who.key, *merge(self.person(who.key), anonymous, self.config, who.person_id)
+                )
+        state, facts = process(self.person(who.key), event, self.config, who.person_id)
+        self._keep(who.key, state, facts)
+        if state.outcome == "duplicate":
+            changes.duplicates += 1
+            return False
+        changes.applied[seen] = None
+        return True
+
+    def submit_all(self, events: Iterable[Event]) -> list[bool]:
+        return [self.submit(event) for event in events]
+
+    def expire(self, keys: Iterable[str], now_ms: int) -> int:
+        """The status timer at ``now_ms`` for the persons ``keys`` (those due, in the order
+        given); returns how many changed."""
+        changed = 0
+        for key in keys:
+            state = self.person(key)
+            if state is None:
+                continue
+            state, facts = expire(state, now_ms, self.config)
+            changed += bool(facts)
+            self._keep(key, state, facts)
+        return changed
+
+    def _keep(self, key: str, state: PersonState | None, facts: list[Fact]) -> None:
+        changes = self.changes
+        changes.persons[key] = state
+        changes.deadlines[key] = None if state is None else next_deadline(state, self.config)
+        changes.facts.extend(facts)

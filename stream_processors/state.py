@@ -1,0 +1,298 @@
+"""The embedded runner's saved state: persons, identity links, applied event ids, deadlines,
+and the outbox of facts committed with them (DESIGN §9a, durable embedded state).
+
+:class:`SavedState` is what a :class:`funnel.runtime.Batch` reads, and what the runner
+commits a batch's :class:`~funnel.runtime.Changes` into. With a ``path`` it is durable: a
+SQLite database in the store directory (WAL journal; a commit survives a kill -9 of the
+process, ``synchronous=NORMAL`` — not a power cut), chosen by measurement
+(``benchmarks/bench_state_store.py``). Without one it lives in memory (tests, benchmarks).
+
+Commit protocol (the runtime's contract: a batch's facts and state changes are written
+together). The store for facts (ClickHouse) and this database share no transaction, so a
+batch's facts go through an outbox:
+
+1. :meth:`SavedState.commit` writes, in one SQLite transaction, the batch's state changes
+   and its fact rows as outbox entries numbered ``n`` (one per table);
+   (pickled: the rows are plain values — str, int, datetime, Decimal, dict — whose pickled
+   form does not depend on this code's classes);
+2. the runner inserts each pending entry with the deduplication token
+   ``embedded:<instance>:<n>:<table>`` (:meth:`SavedState.token`) and then
+   :meth:`SavedState.landed` deletes it.
+
+A crash before 1 loses the batch as a whole (no client got its answer; their retries are
+new arrivals). A crash between 1 and 2 leaves the entries: the next start lands them, and the
+same token makes ClickHouse drop any part that landed already. ``instance`` is drawn when the
+database is created, so a new database never reuses an old token.
+
+Memory: persons are cached after their first read; a durable state keeps at most
+``max_cached`` of them (least recently used first out; the database has them all). Every
+deadline and the newest ``max_event_ids`` applied ids are held in memory.
+"""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+import sqlite3
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from funnel.dedup import BoundedIds
+from funnel.facts import Fact
+from funnel.processor import PersonState
+from funnel.runtime import Changes
+from funnel.serialization import state_from_json, state_to_json
+
+__all__ = ["STATE_FILE", "Outbox", "SavedState"]
+
+STATE_FILE = "funnel-state-{database}.sqlite"
+"""The durable state's file name in the store directory, per database."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS persons (key TEXT PRIMARY KEY, state BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS aliases (device TEXT PRIMARY KEY, key TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS applied (id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS deadlines (key TEXT PRIMARY KEY, due INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    n INTEGER NOT NULL, tbl TEXT NOT NULL, rows BLOB NOT NULL, PRIMARY KEY (n, tbl)
+);
+"""
+
+
+@dataclass(slots=True)
+class Outbox:
+    """One table's rows of committed batch ``n``, not landed yet."""
+
+    n: int
+    table: str
+    rows: list[dict[str, object]]
+
+
+class SavedState:
+    """Saved state for the embedded runner; durable when ``path`` is given."""
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        max_event_ids: int = 1_000_000,
+        max_cached: int = 200_000,
+    ) -> None:
+        self.path = path
+        self.max_cached = max_cached
+        self._persons: OrderedDict[str, PersonState] = OrderedDict()
+        self._aliases: dict[str, str] = {}
+        self._applied = BoundedIds(max_event_ids)
+        self._deadlines: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []
+        self._outbox: list[Outbox] = []
+        self._n = 0
+        self._complete = path is None
+        """Every saved person and link is in memory (no database read can find more)."""
+        self.instance = uuid.uuid4().hex[:12]
+        self._db: sqlite3.Connection | None = None
+        if path is not None:
+            self._open(path)
+
+    # -- the StateReader protocol (funnel.runtime) --
+
+    def person(self, key: str) -> PersonState | None:
+        state = self._persons.get(key)
+        if state is not None:
+            self._persons.move_to_end(key)
+            return state
+        if self._complete or self._db is None:
+            return None
+        found = self._db.execute("SELECT state FROM persons WHERE key = ?", (key,)).fetchone()
+        if found is None:
+            return None
+        state = state_from_json(found[0])
+        self._cache(key, state)
+        return state
+
+    def persons(self) -> Iterator[tuple[str, PersonState]]:
+        """The persons in memory (all of them, unless durable and over ``max_cached``)."""
+        return iter(list(self._persons.items()))
+
+    def alias(self, device: str) -> str | None:
+        key = self._aliases.get(device)
+        if key is not None or self._complete or self._db is None:
+            return key
+        found = self._db.execute("SELECT key FROM aliases WHERE device = ?", (device,)).fetchone()
+        if found is not None:
+            self._aliases[device] = found[0]
+            return str(found[0])
+        return None
+
+    def applied(self, event: str) -> bool:
+        return event in self._applied
+
+    # -- the host's side --
+
+    def due(self, now_ms: int) -> list[str]:
+        """The persons whose deadline is at or before ``now_ms``, soonest first (they leave
+        the queue: the batch that expires them commits their next deadline)."""
+        heap, deadlines, keys = self._heap, self._deadlines, []
+        while heap and heap[0][0] <= now_ms:
+            due, key = heapq.heappop(heap)
+            if deadlines.get(key) == due:
+                keys.append(key)
+        return keys
+
+    def commit(self, changes: Changes, rows: dict[str, list[dict[str, object]]]) -> int:
+        """Write ``changes`` and the batch's fact ``rows`` (outbox entries), atomically;
+        returns the batch's number. On a failure nothing is written and the cache is
+        dropped (it may hold states ahead of the database)."""
+        self._n += 1
+        entries = [Outbox(self._n, table, table_rows) for table, table_rows in rows.items()]
+        if self._db is not None:
+            try:
+                self._write(changes, entries)
+            except sqlite3.Error:
+                self._n -= 1
+                self._persons.clear()
+                self._aliases.clear()
+                raise
+        for key, state in changes.persons.items():
+            if state is None:
+                self._persons.pop(key, None)
+            else:
+                self._cache(key, state)
+        self._aliases.update(changes.aliases)
+        self._applied.add_all(changes.applied)
+        for key, due in changes.deadlines.items():
+            if due is None:
+                self._deadlines.pop(key, None)
+            elif self._deadlines.get(key) != due:
+                self._deadlines[key] = due
+                heapq.heappush(self._heap, (due, key))
+        self._outbox.extend(entries)
+        return self._n
+
+    def pending(self) -> list[Outbox]:
+        """The outbox entries not landed yet, oldest first."""
+        return list(self._outbox)
+
+    def token(self, entry: Outbox) -> str:
+        return f"embedded:{self.instance}:{entry.n}:{entry.table}"
+
+    def landed(self, entry: Outbox) -> None:
+        self._outbox.remove(entry)
+        if self._db is not None:
+            with self._db:
+                self._db.execute(
+                    "DELETE FROM outbox WHERE n = ? AND tbl = ?", (entry.n, entry.table)
+                )
+
+    def clear_site(self, site_id: str) -> None:
+        """Forget every person, link, applied id and deadline of ``site_id``."""
+        prefix = f"{site_id}:"
+        for cache in (self._persons, self._aliases, self._deadlines):
+            for key in [k for k in cache if k.startswith(prefix)]:
+                del cache[key]
+        self._applied.discard_prefix(prefix)
+        if self._db is not None:
+            pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            with self._db:
+                for table, column in _KEYS:
+                    self._db.execute(
+                        f"DELETE FROM {table} WHERE {column} LIKE ? ESCAPE '\\'", (pattern,)
+                    )
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __len__(self) -> int:
+        """Persons in memory."""
+        return len(self._persons)
+
+    # -- durable --
+
+    def _open(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.executescript(_SCHEMA)
+        db.isolation_level = "DEFERRED"  # ``with db:`` is a transaction from here on
+        with db:
+            db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('instance', ?)", (uuid.uuid4().hex[:12],)
+            )
+        self._db = db
+        self.instance = str(db.execute("SELECT v FROM meta WHERE k = 'instance'").fetchone()[0])
+        newest = db.execute(
+            "SELECT id FROM applied ORDER BY rowid DESC LIMIT ?", (self._applied.max_ids,)
+        ).fetchall()
+        self._applied.add_all(row[0] for row in reversed(newest))
+        for key, due in db.execute("SELECT key, due FROM deadlines"):
+            self._deadlines[key] = due
+        self._heap = [(due, key) for key, due in self._deadlines.items()]
+        heapq.heapify(self._heap)
+        for n, table, blob in db.execute("SELECT n, tbl, rows FROM outbox ORDER BY n, tbl"):
+            self._outbox.append(Outbox(n, table, pickle.loads(blob)))
+        # A new (or emptied) database: what is not in memory is nowhere, until an eviction.
+        self._complete = not any(
+            db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+            for table in ("persons", "aliases")
+        )
+        last = db.execute("SELECT v FROM meta WHERE k = 'batch'").fetchone()
+        self._n = int(last[0]) if last else 0
+
+    def _write(self, changes: Changes, entries: list[Outbox]) -> None:
+        db = self._db
+        assert db is not None
+        with db:
+            gone = [(k,) for k, s in changes.persons.items() if s is None]
+            db.executemany(
+                "INSERT OR REPLACE INTO persons VALUES (?, ?)",
+                [(k, state_to_json(s)) for k, s in changes.persons.items() if s is not None],
+            )
+            db.executemany("DELETE FROM persons WHERE key = ?", gone)
+            db.executemany("INSERT OR REPLACE INTO aliases VALUES (?, ?)", changes.aliases.items())
+            db.executemany(
+                "INSERT OR IGNORE INTO applied VALUES (?)", ((e,) for e in changes.applied)
+            )
+            if changes.applied:
+                db.execute(
+                    "DELETE FROM applied WHERE rowid <= (SELECT max(rowid) FROM applied) - ?",
+                    (self._applied.max_ids,),
+                )
+            db.executemany(
+                "INSERT OR REPLACE INTO deadlines VALUES (?, ?)",
+                [(k, d) for k, d in changes.deadlines.items() if d is not None],
+            )
+            db.executemany(
+                "DELETE FROM deadlines WHERE key = ?",
+                [(k,) for k, d in changes.deadlines.items() if d is None],
+            )
+            db.executemany(
+                "INSERT INTO outbox VALUES (?, ?, ?)",
+                [(e.n, e.table, pickle.dumps(e.rows, protocol=5)) for e in entries],
+            )
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('batch', ?)", (str(self._n),))
+
+    def _cache(self, key: str, state: PersonState) -> None:
+        persons = self._persons
+        persons[key] = state
+        persons.move_to_end(key)
+        if self._db is not None and len(persons) > self.max_cached:
+            persons.popitem(last=False)
+            self._complete = False
+
+
+_KEYS = (("persons", "key"), ("aliases", "device"), ("applied", "id"), ("deadlines", "key"))
+
+
+def rows_by_table(facts: list[Fact]) -> dict[str, list[dict[str, object]]]:
+    """A batch's facts as rows, per table, in order."""
+    rows: dict[str, list[dict[str, object]]] = {}
+    for fact in facts:
+        rows.setdefault(fact.table, []).append(fact.row())
+    return rows
