@@ -324,6 +324,9 @@ def create_app(
         return Response(spec, media_type="application/json")
 
     async def health(request: Request) -> Response:
+        problem = delivery.problem()
+        if problem is not None:
+            return JSONResponse({"status": "unavailable", "reason": problem}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def prometheus(request: Request) -> Response:

@@ -63,6 +63,9 @@ class Delivery(Protocol):
 
     async def close(self) -> None: ...
 
+    def problem(self) -> str | None:
+        """Why events cannot be taken now (``/health`` reports it), or ``None``."""
+
 
 class KafkaDelivery:
     """Produce to Kafka; acknowledged means the broker acknowledged (``acks=all``).
@@ -143,6 +146,9 @@ class KafkaDelivery:
     async def close(self) -> None:
         await asyncio.to_thread(self._producer.close, 5)
 
+    def problem(self) -> str | None:
+        return None
+
 
 class EmbeddedDelivery:
     """Group commit into the embedded pipeline: one store commit serves many requests.
@@ -151,17 +157,24 @@ class EmbeddedDelivery:
     runs it through the pipeline, flushes the facts to the store, then releases every
     waiting request at once. A failed commit fails every request in it (503).
 
-    The committer is also the embedded status timer: when no request came for
-    ``status_every_s``, it lets the pipeline turn expired conversion windows into ``dropped``.
+    The committer is also the embedded status timer: every ``status_every_s`` (between
+    groups under steady traffic, or when idle) it lets the pipeline turn expired conversion
+    windows into ``dropped`` and cool leads. If the committer itself fails (a bug, not the
+    store), the requests it holds get 503, :meth:`problem` says why (``/health`` answers 503)
+    until a commit succeeds again, and the committer starts over.
     """
 
     def __init__(self, pipeline: EmbeddedPipeline, *, status_every_s: float = 30.0) -> None:
         self.pipeline = pipeline
         self.status_every_s = status_every_s
         self._pending: list[tuple[list[Event], asyncio.Future[Receipt]]] = []
+        self._group: list[tuple[list[Event], asyncio.Future[Receipt]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._problem: str | None = None
         self.commits = 0
+        self.timer_runs = 0
+        self.committer_failures = 0
 
     async def start(self) -> None:
         if self._task is None:
@@ -175,48 +188,69 @@ class EmbeddedDelivery:
         self._wakeup.set()
         return await future
 
+    def problem(self) -> str | None:
+        return self._problem
+
     async def _committer(self) -> None:
+        loop = asyncio.get_running_loop()
+        timer_at = loop.time() + self.status_every_s
         while True:
             try:
-                await asyncio.wait_for(self._wakeup.wait(), self.status_every_s)
-            except TimeoutError:
-                try:
-                    await asyncio.to_thread(self._expire)
-                except (StoreError, OSError) as exc:  # the next round tries again
-                    log.warning("embedded status timer failed: %s", exc)
-                continue
-            self._wakeup.clear()
-            group, self._pending = self._pending, []
-            if not group:
-                continue
-            try:
-                applied, refused = await asyncio.to_thread(
-                    self._commit, [e for events, _ in group for e in events]
-                )
-            except (StoreError, OSError) as exc:
-                log.warning("embedded commit failed: %s", exc)
+                if loop.time() >= timer_at:
+                    timer_at = loop.time() + self.status_every_s
+                    await self._run_timer()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), max(0.0, timer_at - loop.time()))
+                await self._commit_group()
+            except Exception as exc:  # a bug: answer who waits, say so, start over
+                self.committer_failures += 1
+                self._problem = f"embedded committer failed: {type(exc).__name__}: {exc}"
+                log.exception("the embedded committer failed; it starts over")
+                group, self._group = self._group, []
                 for _, future in group:
                     if not future.done():
-                        future.set_exception(Unavailable(f"store unavailable: {exc}"))
-                continue
-            self.commits += 1
-            at = 0
-            for events, future in group:
-                mine = applied[at : at + len(events)]
-                at += len(events)
+                        future.set_exception(Unavailable(self._problem))
+
+    async def _run_timer(self) -> None:
+        try:
+            await asyncio.to_thread(self._expire)
+            self.timer_runs += 1
+        except (StoreError, OSError) as exc:  # the next round tries again
+            log.warning("embedded status timer failed: %s", exc)
+
+    async def _commit_group(self) -> None:
+        self._wakeup.clear()
+        self._group, self._pending = self._pending, []
+        group = self._group
+        if not group:
+            return
+        try:
+            applied, refused = await asyncio.to_thread(
+                self._commit, [e for events, _ in group for e in events]
+            )
+        except (StoreError, OSError) as exc:
+            log.warning("embedded commit failed: %s", exc)
+            self._group = []
+            for _, future in group:
                 if not future.done():
-                    future.set_result(
-                        Receipt(
-                            {
-                                e.event_id: refused[e.event_id]
-                                for e in events
-                                if e.event_id in refused
-                            }
-                            if refused
-                            else {},
-                            mine.count(False),
-                        )
+                    future.set_exception(Unavailable(f"store unavailable: {exc}"))
+            return
+        self._group = []
+        self.commits += 1
+        self._problem = None
+        at = 0
+        for events, future in group:
+            mine = applied[at : at + len(events)]
+            at += len(events)
+            if not future.done():
+                future.set_result(
+                    Receipt(
+                        {e.event_id: refused[e.event_id] for e in events if e.event_id in refused}
+                        if refused
+                        else {},
+                        mine.count(False),
                     )
+                )
 
     def _commit(self, events: list[Event]) -> tuple[list[bool], dict[str, str]]:
         """Apply and flush ``events``: whether each was applied (not a duplicate), and the

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
+from funnel.events import Event
 from funnel.processor import CoreConfig
 from producers.collector import CollectorSettings, EmbeddedDelivery, create_app
 from storage.backends import ChdbStore
@@ -192,3 +193,43 @@ def test_tracker_script_and_openapi_are_served(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert set(spec["paths"]) == {"/v1/batch", "/v1/event", "/v1/p.gif"}
     assert "Event" in spec["components"]["schemas"]
+
+
+class _FailingOnce(EmbeddedPipeline):
+    """The real pipeline with a bug that strikes once (not the store: that is a 503 anyway)."""
+
+    struck = False
+
+    def submit(self, event: Event) -> bool:
+        if not self.struck:
+            self.struck = True
+            raise RuntimeError("a bug in the committer (a test)")
+        return super().submit(event)
+
+
+def test_a_committer_crash_answers_503_reports_it_and_starts_over(store: ChdbStore) -> None:
+    """Issue 14: the requests in flight get an answer, /health says why, the next commit works."""
+    settings = CollectorSettings(write_keys={KEY: "shop"})  # type: ignore[dict-item]
+    delivery = EmbeddedDelivery(_FailingOnce(store, CoreConfig.default()))
+    with TestClient(create_app(settings, delivery)) as test_client:
+        first = test_client.post("/v1/batch", json=[event()], headers=HEADERS)
+        assert first.status_code == 503
+        health = test_client.get("/health")
+        assert health.status_code == 503
+        assert "a bug in the committer" in health.json()["reason"]
+        retry = test_client.post("/v1/batch", json=[event()], headers=HEADERS)
+        assert retry.status_code == 200
+        assert test_client.get("/health").json() == {"status": "ok"}
+    assert delivery.committer_failures == 1
+    assert stored(store, "SELECT count() AS n FROM {db}.events") == [{"n": 1}]
+
+
+def test_the_status_timer_runs_on_schedule_under_steady_traffic(store: ChdbStore) -> None:
+    """Issue 14: the timer is not starved by requests arriving more often than its period."""
+    settings = CollectorSettings(write_keys={KEY: "shop"})  # type: ignore[dict-item]
+    delivery = EmbeddedDelivery(EmbeddedPipeline(store, CoreConfig.default()), status_every_s=0.2)
+    with TestClient(create_app(settings, delivery)) as test_client:
+        while delivery.timer_runs < 3:  # ends only if the timer runs between requests
+            response = test_client.post("/v1/batch", json=[event()], headers=HEADERS)
+            assert response.status_code == 200
+    assert delivery.commits > delivery.timer_runs

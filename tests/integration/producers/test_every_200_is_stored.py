@@ -184,6 +184,9 @@ class _Broken:
 
     async def close(self) -> None: ...
 
+    def problem(self) -> str | None:
+        return None
+
 
 def test_an_unexpected_error_is_answered_and_counted() -> None:
     settings = CollectorSettings(write_keys={KEY: "shop"})  # type: ignore[dict-item]
