@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import ROUND_DOWN, Decimal
 
+import msgspec
+
 __all__ = [
     "MODELS",
     "AttributionSettings",
@@ -32,8 +34,7 @@ __all__ = [
 DIRECT = "Direct"
 
 
-@dataclass(frozen=True, slots=True)
-class PathTouch:
+class PathTouch(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One touch of a path: when, and through which channel and campaign."""
 
     at_ms: int

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
 from funnel.events import CLICK_ID_PARAMS, Context
@@ -26,8 +27,7 @@ _MEMO_SIZE = 20_000
 """Classifications remembered per rule set (cleared when full)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Touch:
+class Touch(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A classified touch: the channel and the marketing dimensions that came with it."""
 
     channel: str
@@ -183,7 +183,10 @@ class ChannelRules(BaseModel):
         impression or click is Direct (``inherit=False``), while a conversion event such as a
         back-end order (``inherit=True``) belongs to the person's previous touch.
         """
-        own = self.classify(context)
+        return self.resolve(self.classify(context), previous, inherit=inherit)
+
+    def resolve(self, own: Touch | None, previous: Touch | None, *, inherit: bool) -> Touch:
+        """:meth:`touch_for` from the event's own classification (:meth:`classify`)."""
         if own is None or (inherit and own.channel == self.direct and not own.referrer_host):
             return previous if previous is not None else Touch(self.direct)
         return own

@@ -50,3 +50,16 @@ def to_millis(when: datetime) -> int:
 def from_millis(millis: int) -> datetime:
     """The UTC datetime of a millisecond timestamp."""
     return _EPOCH + timedelta(milliseconds=millis)
+
+
+def to_micros(when: datetime) -> int:
+    """Microseconds since the Unix epoch of a tz-aware datetime (an event's exact time)."""
+    if when.tzinfo is None:
+        raise ValueError("naive datetime: times in funnel are always tz-aware")
+    delta = when - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """The UTC datetime of a microsecond timestamp."""
+    return _EPOCH + timedelta(microseconds=micros)

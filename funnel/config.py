@@ -32,6 +32,9 @@ class CoreConfig:
     lateness: timedelta = timedelta(hours=24)
     max_touches: int = 200
     max_log: int = 200
+    checkpoint_every: int = 16
+    """A person's fold is checkpointed every this many logged events (an event out of order
+    is folded again from the checkpoint before it)."""
 
     @classmethod
     def default(cls) -> CoreConfig:

@@ -14,14 +14,15 @@ from funnel.facts import AttributionRow, Fact, LeadChange, StageReached
 __all__ = ["corrections"]
 
 
-def corrections(before: list[Fact], after: list[Fact]) -> list[Fact]:
+def corrections(before: list[Fact], after: list[Fact], *, temperature: str = "") -> list[Fact]:
     """The facts that turn what ``before`` landed into what ``after`` says.
 
     Stage facts are keyed by person, funnel and step; a changed or vanished one is retracted
     (``sign = -1``) and the new one added. Credits are keyed by conversion, model, channel and
     campaign; a changed or vanished one is retracted by a row with the negated credit, so
     ``sum(credit)`` per conversion and model stays exactly 1. A lead change is emitted when
-    the final temperature differs. Event rows never change.
+    the final temperature differs (``temperature``: the lead's temperature before both, when
+    they are the facts of a part of the person's history). Event rows never change.
     """
     out: list[Fact] = []
     old_stages = {_stage_key(f): f for f in before if isinstance(f, StageReached)}
@@ -44,10 +45,9 @@ def corrections(before: list[Fact], after: list[Fact]) -> list[Fact]:
             out.append(credit)
     old_leads = [f for f in before if isinstance(f, LeadChange)]
     new_leads = [f for f in after if isinstance(f, LeadChange)]
-    if new_leads and (not old_leads or old_leads[-1].temperature != new_leads[-1].temperature):
-        last = new_leads[-1]
-        previous = old_leads[-1].temperature if old_leads else ""
-        out.append(replace(last, previous=previous))
+    previous = old_leads[-1].temperature if old_leads else temperature
+    if new_leads and new_leads[-1].temperature != previous:
+        out.append(replace(new_leads[-1], previous=previous))
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from enum import StrEnum
 from functools import cached_property
@@ -14,9 +15,16 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from funnel.events import Event, EventType
+from funnel.events import Event, EventType, Scalar
 
-__all__ = ["FunnelCatalog", "FunnelMode", "FunnelSpec", "Step", "parse_duration"]
+__all__ = [
+    "FunnelCatalog",
+    "FunnelMode",
+    "FunnelSpec",
+    "Step",
+    "parse_duration",
+    "where_values",
+]
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
 _UNITS = {
@@ -62,15 +70,31 @@ class Step(BaseModel):
     def matches(self, event: Event, *, also_repeat: bool = False) -> bool:
         """Whether ``event`` counts as this step (``also_repeat``: the event is a repeat
         purchase too, such as a payment for a new order after a first payment)."""
-        if event.type is not self.type and not (also_repeat and self.type is EventType.REPEAT):
+        return self.matches_values(
+            event.type, where_values(event, self.where), also_repeat=also_repeat
+        )
+
+    def matches_values(
+        self, kind: EventType, values: Mapping[str, Scalar], *, also_repeat: bool = False
+    ) -> bool:
+        """:meth:`matches` for an event of type ``kind`` whose filtered fields are
+        ``values`` (:func:`where_values`)."""
+        if kind is not self.type and not (also_repeat and self.type is EventType.REPEAT):
             return False
-        for key, expected in self.where.items():
-            actual = event.properties.get(key)
-            if actual is None and event.lead is not None:
-                actual = getattr(event.lead, key, None)
-            if actual != expected:
-                return False
-        return True
+        return all(values.get(key) == expected for key, expected in self.where.items())
+
+
+def where_values(event: Event, keys: Iterable[str]) -> dict[str, Scalar]:
+    """The values step filters on ``keys`` compare: the event's property of that name, else
+    its lead field (``form``, ``intent``); keys the event has neither of are left out."""
+    values: dict[str, Scalar] = {}
+    for key in keys:
+        actual = event.properties.get(key)
+        if actual is None and event.lead is not None:
+            actual = getattr(event.lead, key, None)
+        if actual is not None:
+            values[key] = actual
+    return values
 
 
 class FunnelSpec(BaseModel):
@@ -114,14 +138,28 @@ class FunnelSpec(BaseModel):
 
     def matching_steps(self, event: Event, *, also_repeat: bool = False) -> list[int]:
         """0-based indexes of the steps ``event`` counts as, in step order."""
-        candidates = self._steps_by_type.get(event.type, ())
-        if also_repeat and event.type is not EventType.REPEAT:
+        return self.steps_for(
+            event.type, where_values(event, self.where_keys), also_repeat=also_repeat
+        )
+
+    @cached_property
+    def where_keys(self) -> frozenset[str]:
+        """The fields the steps' filters compare."""
+        return frozenset(key for step in self.steps for key in step.where)
+
+    def steps_for(
+        self, kind: EventType, values: Mapping[str, Scalar], *, also_repeat: bool = False
+    ) -> list[int]:
+        """:meth:`matching_steps` for an event of type ``kind`` whose filtered fields are
+        ``values`` (:func:`where_values`)."""
+        candidates = self._steps_by_type.get(kind, ())
+        if also_repeat and kind is not EventType.REPEAT:
             candidates = tuple(sorted(candidates + self._steps_by_type.get(EventType.REPEAT, ())))
         steps = self.steps
         return [
             i
             for i in candidates
-            if not steps[i].where or steps[i].matches(event, also_repeat=also_repeat)
+            if not steps[i].where or steps[i].matches_values(kind, values, also_repeat=also_repeat)
         ]
 
 
@@ -154,6 +192,11 @@ class FunnelCatalog(BaseModel):
     def fingerprints(self) -> dict[str, str]:
         """Funnel name → the fingerprint of its definition."""
         return {spec.name: spec.fingerprint for spec in self.specs}
+
+    @cached_property
+    def where_keys(self) -> frozenset[str]:
+        """The fields any funnel's step filters compare (what a compact log entry keeps)."""
+        return frozenset(key for spec in self.specs for key in spec.where_keys)
 
     def get(self, name: str) -> FunnelSpec:
         for spec in self.specs:

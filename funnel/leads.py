@@ -20,20 +20,21 @@ import bisect
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
+import msgspec
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from funnel.events import Event, EventType
+from funnel.events import EventType
 from funnel.funnels import parse_duration
 
 __all__ = [
     "LEADS_ENV",
+    "MAX_CLICKS",
     "LeadRule",
     "LeadRules",
     "LeadRulesError",
@@ -46,6 +47,8 @@ LEADS_ENV = "FUNNEL_LEADS"
 """The environment variable naming a lead rules file (TOML, the format of the default)."""
 
 _MS = timedelta(milliseconds=1)
+MAX_CLICKS = 64
+"""Clicks remembered per person (the most recent), so a rule may ask for at most this many."""
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
@@ -55,18 +58,17 @@ class Temperature(StrEnum):
     HOT = "hot"
 
 
-@dataclass(slots=True)
-class LeadSignals:
+class LeadSignals(msgspec.Struct, array_like=True, gc=False):
     """What the temperature depends on, kept per person by the stream core."""
 
     is_lead: bool = False
     intent: str = ""
     intent_at_ms: int | None = None
     """When the latest intent was expressed (``None``: no intent yet)."""
-    open_orders: list[str] = field(default_factory=list)
-    order_times_ms: dict[str, int] = field(default_factory=dict)
+    open_orders: list[str] = msgspec.field(default_factory=list)
+    order_times_ms: dict[str, int] = msgspec.field(default_factory=dict)
     """When each open order was placed."""
-    click_times_ms: list[int] = field(default_factory=list)
+    click_times_ms: list[int] = msgspec.field(default_factory=list)
     """Recent click times, in time order (kept for :attr:`LeadRules.click_memory_ms`)."""
     customer_id: str = ""
     manager_id: str = ""
@@ -74,23 +76,58 @@ class LeadSignals:
     event of its own to take them from)."""
     changed_at_ms: int | None = None
     """When the last change the core emitted is dated."""
-    cooling: list[tuple[int, str]] = field(default_factory=list)
+    cooling: list[tuple[int, str]] = msgspec.field(default_factory=list)
     """The changes due if no other event comes, ``(at_ms, temperature)`` in time order
     (planned by :meth:`LeadRules.evaluate`)."""
 
-    def observe(self, event: Event, at_ms: int, click_memory_ms: int) -> None:
-        """Take what ``event`` (at ``at_ms``) says about the lead. The core has already noted
-        its click (``click_times_ms``) and its orders and payments (``open_orders``)."""
-        if event.type in (EventType.LEAD, EventType.ORDER):
+    def observe(
+        self,
+        kind: EventType,
+        intent: str,
+        customer_id: str,
+        manager_id: str,
+        at_ms: int,
+        click_memory_ms: int,
+    ) -> None:
+        """Take what an event (of type ``kind``, at ``at_ms``) says about the lead. The core
+        has already noted its click (:meth:`click`) and its orders and payments
+        (``open_orders``)."""
+        if kind is EventType.LEAD or kind is EventType.ORDER:
             self.is_lead = True
         if self.intent and self.intent_at_ms is None:
             self.intent_at_ms = at_ms  # a state kept before intents had times: from now on
-        if event.lead is not None and event.lead.intent:
-            self.intent, self.intent_at_ms = event.lead.intent, at_ms
-        self.order_times_ms = {o: self.order_times_ms.get(o, at_ms) for o in self.open_orders}
-        self.customer_id = event.customer_id or self.customer_id
-        self.manager_id = event.manager_id or self.manager_id
-        self.click_times_ms = [t for t in self.click_times_ms if t >= at_ms - click_memory_ms]
+        if intent:
+            self.intent, self.intent_at_ms = intent, at_ms
+        if self.open_orders or self.order_times_ms:
+            placed = self.order_times_ms
+            self.order_times_ms = {o: placed.get(o, at_ms) for o in self.open_orders}
+        self.customer_id = customer_id or self.customer_id
+        self.manager_id = manager_id or self.manager_id
+        clicks = self.click_times_ms
+        if clicks and clicks[0] < at_ms - click_memory_ms:
+            self.click_times_ms = [t for t in clicks if t >= at_ms - click_memory_ms]
+
+    def click(self, at_ms: int) -> None:
+        """Note a click (the most recent :data:`MAX_CLICKS` are kept)."""
+        clicks = self.click_times_ms
+        clicks.append(at_ms)
+        if len(clicks) > MAX_CLICKS:
+            del clicks[0]
+
+    def clone(self) -> LeadSignals:
+        """An independent copy."""
+        return LeadSignals(
+            self.is_lead,
+            self.intent,
+            self.intent_at_ms,
+            list(self.open_orders),
+            dict(self.order_times_ms),
+            list(self.click_times_ms),
+            self.customer_id,
+            self.manager_id,
+            self.changed_at_ms,
+            list(self.cooling),
+        )
 
     def due(self, now_ms: int) -> list[tuple[int, Temperature]]:
         """Take the planned changes due by ``now_ms`` (inclusive), in time order."""
@@ -111,7 +148,7 @@ class LeadRule(BaseModel):
     temperature: Temperature
     open_order: bool = False
     intents: tuple[str, ...] = ()
-    min_clicks: int = Field(default=0, ge=0)
+    min_clicks: int = Field(default=0, ge=0, le=MAX_CLICKS)
     within: Duration = timedelta(days=7)
     cool_after: Duration | None = None
     """How long the rule's reason stays fresh (``None``: the rules' ``cool_after``)."""

@@ -22,20 +22,32 @@ Contract: events for one person must be applied in their total order (time, ``se
 from __future__ import annotations
 
 import bisect
-import copy
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
+import msgspec
+
+from funnel.channels import Touch
 from funnel.clock import from_millis, to_millis
 from funnel.config import CoreConfig
 from funnel.corrections import corrections
 from funnel.events import Event
-from funnel.facts import EventRow, Fact, PersonRow
-from funnel.profile import REGULAR_PAYMENTS, Profile, apply_event, cooled, person_row
+from funnel.facts import Fact, PersonRow
+from funnel.profile import (
+    REGULAR_PAYMENTS,
+    Entry,
+    Profile,
+    apply_entry,
+    cooled,
+    entry_of,
+    event_row,
+    person_row,
+)
 from funnel.progression import IN_WINDOW, deadline
 
 __all__ = [
+    "MAX_SEEN",
     "REGULAR_PAYMENTS",
     "CoreConfig",
     "PersonState",
@@ -48,35 +60,43 @@ __all__ = [
 ]
 
 _MS = timedelta(milliseconds=1)
+MAX_SEEN = 1024
+"""Applied event ids a person remembers (within the dedup horizon, the most recent). Older
+duplicates are the host's to catch: the runtime keeps applied ids across persons
+(:class:`funnel.runtime.StateReader`)."""
 
 
-@dataclass(slots=True)
-class PersonState:
+class PersonState(msgspec.Struct, array_like=True, gc=False):
     """Everything the pipeline remembers about one person.
 
-    ``log`` is the person's recent events in their total order; ``profile`` is the fold of
-    ``base`` (the fold of events that left the log, or nothing) and ``log``. An event that
-    arrives out of order is inserted into the log and the profile is folded again; the facts
-    that changed are corrected (see :func:`process`).
+    ``log`` is the person's recent events (compact :class:`~funnel.profile.Entry` items) in
+    their total order; ``profile`` is the fold of ``base`` (the fold of the events that left
+    the log, or nothing) and ``log``. ``marks[i]`` is the fold of ``base`` and the first
+    ``(i + 1) * K`` logged events (``K``: ``config.checkpoint_every``), so an event that
+    arrives out of order is folded again from the nearest mark before it, not from the
+    start. Bounded: the log holds at most ``config.max_log`` events (the oldest ``K`` at a
+    time become the base, which is the first mark), ``seen`` at most :data:`MAX_SEEN` ids.
     """
 
     site_id: str
     person_id: str
     profile: Profile
-    log: list[Event] = field(default_factory=list)
+    log: list[Entry] = msgspec.field(default_factory=list)
     base: Profile | None = None
-    seen: dict[str, int] = field(default_factory=dict)
+    seen: dict[str, int] = msgspec.field(default_factory=dict)
     """Applied event ids → their time, within the dedup horizon of the last event."""
     outcome: str = "applied"
     """How the last event was taken: ``applied``, ``reordered``, ``late`` or ``duplicate``."""
-    statuses: dict[str, str] = field(default_factory=dict)
+    statuses: dict[str, str] = msgspec.field(default_factory=dict)
     """Per funnel, the status the person's last row said (see :func:`expire`)."""
     row_at_ms: int = 0
     """The ``updated_at`` of the person's last row: every later row is later still."""
-    definitions: dict[str, str] = field(default_factory=dict)
+    definitions: dict[str, str] = msgspec.field(default_factory=dict)
     """Per funnel, the fingerprint of the definition its progress was folded under
     (:attr:`funnel.funnels.FunnelSpec.fingerprint`; empty in a state saved before
     definitions were recorded, which is then rebuilt as if every funnel had changed)."""
+    marks: list[Profile] = msgspec.field(default_factory=list)
+    """Checkpoints of the fold every ``K`` logged events (see above)."""
 
 
 def process(
@@ -96,9 +116,9 @@ def process(
     ``person_id`` names a new person (identity resolution decides it; by default the event's
     device, else its customer).
     """
-    at_ms = to_millis(event.occurred_at)
     if state is None:
         who = person_id or event.person_id
+        at_ms = to_millis(event.occurred_at)
         profile = Profile(event.site_id, who, at_ms, at_ms)
         state = PersonState(event.site_id, who, profile, definitions=_definitions(config))
     else:
@@ -106,44 +126,113 @@ def process(
     if event.event_id in state.seen:
         state.outcome = "duplicate"
         return state, []
-    _remember(state, event.event_id, at_ms, config)
-    if not state.log or state.log[-1].order_key <= event.order_key:
+    entry = entry_of(event, config)
+    _remember(state, entry, config)
+    log = state.log
+    if not log or log[-1].order_key <= entry.order_key:
         state.outcome = "applied"
-        facts = apply_event(state.profile, event, config)
-        state.log.append(event)
-        _trim(state, config)
+        touch, facts = apply_entry(state.profile, entry, config)
+        log.append(entry)
+        every = _every(config)
+        if len(log) % every == 0:
+            state.marks.append(state.profile.clone())
+        if len(log) > config.max_log:
+            _trim(state, config)
+        row = event_row(event, state.person_id, touch)
+        if entry.bot:
+            return state, [row]
+        facts.insert(0, row)
+        facts.append(person_row(state.profile, config))
         return state, _stamped(state, facts)
-    late = to_millis(state.log[-1].occurred_at) - at_ms > config.lateness / _MS
+    late = log[-1].at_ms - entry.at_ms > config.lateness / _MS
     state.outcome = "late" if late else "reordered"
-    before = _fold(state.base, state.log, config, state.site_id, state.person_id)
-    bisect.insort(state.log, event, key=lambda e: e.order_key)
-    after = _fold(state.base, state.log, config, state.site_id, state.person_id)
+    # Fold again from the last mark at or before the event's place: what was folded from
+    # there (before) against what is folded now (after); the difference is corrected.
+    at = bisect.bisect_right(log, entry.order_key, key=_order_key)
+    every = _every(config)
+    kept = at // every
+    start = state.marks[kept - 1] if kept else state.base
+    offset = kept * every
+    before = _fold(_copy(start), log[offset:], config, state.site_id, state.person_id)
+    log.insert(at, entry)
+    del state.marks[kept:]
+    after = _fold(
+        _copy(start),
+        log[offset:],
+        config,
+        state.site_id,
+        state.person_id,
+        target=entry.event_id,
+        marks=(state.marks, offset, every),
+    )
     state.profile = after.profile
     _trim(state, config)
-    row = next(f for f in after.facts if isinstance(f, EventRow) and f.event_id == event.event_id)
-    facts = [row, *corrections(before.facts, after.facts), person_row(after.profile, config)]
+    assert after.touch is not None, "the event is in the part folded again"
+    row = event_row(event, state.person_id, after.touch)
+    if entry.bot:
+        return state, [row]
+    was = start.temperature if start is not None else ""
+    facts = [
+        row,
+        *corrections(before.facts, after.facts, temperature=was),
+        person_row(after.profile, config),
+    ]
     return state, _stamped(state, facts)
+
+
+def _order_key(entry: Entry) -> tuple[int, int, str]:
+    return entry.order_key
+
+
+def _every(config: CoreConfig) -> int:
+    """The distance between marks (never more than the log holds)."""
+    return max(1, min(config.checkpoint_every, config.max_log))
+
+
+def _copy(profile: Profile | None) -> Profile | None:
+    return profile.clone() if profile is not None else None
 
 
 @dataclass(slots=True)
 class _Derived:
     profile: Profile
     facts: list[Fact]
+    touch: Touch | None = None
+    """The touch of the target event (see :func:`_fold`)."""
 
 
 def _fold(
-    base: Profile | None, log: list[Event], config: CoreConfig, site_id: str, person_id: str
+    start: Profile | None,
+    entries: Sequence[Entry],
+    config: CoreConfig,
+    site_id: str,
+    person_id: str,
+    *,
+    target: str | None = None,
+    marks: tuple[list[Profile], int, int] | None = None,
 ) -> _Derived:
-    """The profile and every fact of ``log`` folded onto a copy of ``base``."""
-    profile = copy.deepcopy(base) if base is not None else None
+    """The profile and the facts (besides event and person rows) of ``entries`` folded onto
+    ``start`` (consumed), with the touch of the event ``target``. ``marks``: ``(marks,
+    offset, every)`` appends a copy of the profile after every entry whose position in the
+    log (``offset`` + its index + 1) is a multiple of ``every``."""
+    profile = start
     facts: list[Fact] = []
-    for event in log:
+    touch = None
+    position = marks[1] if marks is not None else 0
+    for entry in entries:
         if profile is None:
-            at_ms = to_millis(event.occurred_at)
+            at_ms = entry.at_us // 1000
             profile = Profile(site_id, person_id, at_ms, at_ms)
-        facts.extend(apply_event(profile, event, config))
+        found, made = apply_entry(profile, entry, config)
+        facts.extend(made)
+        if entry.event_id == target:
+            touch = found
+        if marks is not None:
+            position += 1
+            if position % marks[2] == 0:
+                marks[0].append(profile.clone())
     assert profile is not None, "a person always has at least one event"
-    return _Derived(profile, facts)
+    return _Derived(profile, facts, touch)
 
 
 def merge(
@@ -159,21 +248,22 @@ def merge(
     site_id = other.site_id
     other = upgraded(other, config)
     into = upgraded(into, config) if into is not None else None
-    if into is not None and all(e.event_id in into.seen for e in other.log):
+    if into is not None and other.log and all(e.event_id in into.seen for e in other.log):
         return into, []  # merged before (a replayed hand-over): nothing changes
-    before = _fold(other.base, other.log, config, site_id, other.person_id).facts
+    before = _fold(_copy(other.base), other.log, config, site_id, other.person_id).facts
     if into is not None:
-        before += _fold(into.base, into.log, config, site_id, into.person_id).facts
+        before += _fold(_copy(into.base), into.log, config, site_id, into.person_id).facts
     known = {e.event_id for e in into.log} if into is not None else set()
     log = sorted(
         [
             *(into.log if into is not None else []),
             *(e for e in other.log if e.event_id not in known),
         ],
-        key=lambda e: e.order_key,
+        key=_order_key,
     )
     base = into.base if into is not None and into.base is not None else other.base
-    after = _fold(base, log, config, site_id, person_id)
+    marks: list[Profile] = []
+    after = _fold(_copy(base), log, config, site_id, person_id, marks=(marks, 0, _every(config)))
     seen = {**other.seen, **(into.seen if into is not None else {})}
     state = PersonState(
         site_id,
@@ -184,6 +274,7 @@ def merge(
         seen,
         "merged",
         definitions=_definitions(config),
+        marks=marks,
     )
     state.row_at_ms = max(other.row_at_ms, into.row_at_ms if into is not None else 0)
     _trim(state, config)
@@ -243,25 +334,43 @@ def upgraded(state: PersonState, config: CoreConfig) -> PersonState:
     the person's whole history (no base), the progress is exactly what a first run under the
     new definition gives; otherwise it restarts from the oldest logged event. Nothing is
     emitted for the past: the facts already landed stay as they were (``funnel reprocess``
-    re-derives them), and the person's next row carries the rebuilt levels.
+    re-derives them), and the person's next row carries the rebuilt levels. Marks made at
+    another distance (or none, in a state saved before marks) are made again.
     """
     current = config.funnels.fingerprints
     if state.definitions == current:
+        if len(state.marks) != len(state.log) // _every(config):
+            _refold(state, config)
         return state
     stale = {n for n in current if state.definitions.get(n) != current[n]}
     stale |= set(state.profile.funnels) - set(current)
     base = state.base
     if base is not None:
-        base = copy.copy(base)
+        base = base.clone()
         base.funnels = {n: p for n, p in base.funnels.items() if n not in stale}
     state.base = base
     if state.log:
-        state.profile = _fold(base, state.log, config, state.site_id, state.person_id).profile
+        _refold(state, config)
     else:  # nothing logged to rebuild from: the stale funnels restart
         state.profile.funnels = {n: p for n, p in state.profile.funnels.items() if n not in stale}
     state.statuses = {n: s for n, s in state.statuses.items() if n in current}
     state.definitions = dict(current)
     return state
+
+
+def _refold(state: PersonState, config: CoreConfig) -> None:
+    """The profile and the marks folded again from the base and the whole log."""
+    marks: list[Profile] = []
+    every = _every(config)
+    state.profile = _fold(
+        _copy(state.base),
+        state.log,
+        config,
+        state.site_id,
+        state.person_id,
+        marks=(marks, 0, every),
+    ).profile
+    state.marks = marks
 
 
 def _definitions(config: CoreConfig) -> dict[str, str]:
@@ -296,16 +405,24 @@ def _stamped(state: PersonState, facts: list[Fact]) -> list[Fact]:
 
 
 def _trim(state: PersonState, config: CoreConfig) -> None:
-    """Keep the log bounded: the oldest events beyond ``max_log`` are folded into ``base``."""
-    extra = len(state.log) - config.max_log
-    if extra <= 0:
+    """Keep the log bounded: beyond ``max_log`` events, the oldest ``K`` leave it and their
+    fold (the first mark) becomes the base."""
+    every = _every(config)
+    while len(state.log) > config.max_log and state.marks:
+        state.base = state.marks.pop(0)
+        del state.log[:every]
+
+
+def _remember(state: PersonState, entry: Entry, config: CoreConfig) -> None:
+    """Note the event's id; now and then forget those beyond the dedup horizon, or beyond
+    the :data:`MAX_SEEN` most recent."""
+    seen = state.seen
+    seen[entry.event_id] = entry.at_us // 1000
+    if len(seen) < 128 or len(seen) % 64:
         return
-    dropped, state.log = state.log[:extra], state.log[extra:]
-    state.base = _fold(state.base, dropped, config, state.site_id, state.person_id).profile
-
-
-def _remember(state: PersonState, event_id: str, at_ms: int, config: CoreConfig) -> None:
-    state.seen[event_id] = at_ms
-    horizon = max(state.seen.values()) - int(config.dedup_horizon / _MS)
-    if len(state.seen) > 64 and min(state.seen.values()) < horizon:
-        state.seen = {e: t for e, t in state.seen.items() if t >= horizon}
+    horizon = max(seen.values()) - int(config.dedup_horizon / _MS)
+    kept = {e: t for e, t in seen.items() if t >= horizon}
+    if len(kept) > MAX_SEEN:
+        newest = sorted(kept.items(), key=lambda item: item[1])[-MAX_SEEN:]
+        kept = dict(newest)
+    state.seen = kept

@@ -1,34 +1,110 @@
 """A person's profile, and one event folded into it (in order): what the pipeline derives from a
 person's events — touches, funnel progress, money, lead temperature — and the facts each event
 yields. :mod:`funnel.processor` orders, deduplicates, re-folds and merges around it.
+
+The fold reads an event through its :class:`Entry`: the few fields it needs (time, type, the
+event's own channel classification, order, revenue, intent, the fields step filters compare),
+which is also what a person's log keeps (DESIGN §9a: compact state). The event's full row is
+built once, when the event arrives (:func:`event_row`).
+
+Bounded for a person with any number of events: the touch path (``max_touches``), the paid
+and open orders (:data:`MAX_PAID_ORDERS`, :data:`MAX_OPEN_ORDERS`) and the clicks a lead
+rule looks at (:data:`funnel.leads.MAX_CLICKS`) keep their most recent items.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import msgspec
+
 from funnel.attribution import PathTouch, attribute
 from funnel.channels import Touch
-from funnel.clock import from_millis, to_millis
+from funnel.clock import from_micros, from_millis, to_micros, to_millis
 from funnel.config import CoreConfig
-from funnel.events import Event, EventType
+from funnel.events import Event, EventType, Scalar
 from funnel.facts import AttributionRow, EventRow, Fact, LeadChange, PersonRow, StageReached
+from funnel.funnels import where_values
 from funnel.leads import LeadSignals, Temperature
 from funnel.progression import FunnelProgress, advance, status
 
-__all__ = ["REGULAR_PAYMENTS", "Profile", "apply_event", "cooled", "person_row"]
+__all__ = [
+    "MAX_OPEN_ORDERS",
+    "MAX_PAID_ORDERS",
+    "REGULAR_PAYMENTS",
+    "Entry",
+    "Profile",
+    "apply_entry",
+    "apply_event",
+    "cooled",
+    "entry_of",
+    "event_row",
+    "person_row",
+]
 
 REGULAR_PAYMENTS = 3
 """A regular customer has made at least this many payments (DESIGN §6)."""
+MAX_PAID_ORDERS = 256
+"""Paid orders remembered per person (a payment for an order among them is not a repeat)."""
+MAX_OPEN_ORDERS = 64
+"""Open (unpaid) orders remembered per person; the oldest is forgotten first."""
 
 _TOUCH_TYPES = frozenset({EventType.IMPRESSION, EventType.CLICK})
 _MS = timedelta(milliseconds=1)
 
 
-@dataclass(slots=True)
-class Profile:
+class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One event as a person's log keeps it: what the fold reads, nothing else."""
+
+    at_us: int
+    """When it occurred, in microseconds since the epoch (its exact time)."""
+    seq: int
+    """The sender's sequence number (``-1``: none)."""
+    event_id: str
+    type: EventType
+    touch: Touch | None
+    """The event's own channel (:meth:`funnel.channels.ChannelRules.classify`; ``None``: a
+    same-site referrer with no tags)."""
+    bot: bool = False
+    order_id: str = ""
+    revenue: Decimal | None = None
+    intent: str = ""
+    customer_id: str = ""
+    manager_id: str = ""
+    values: dict[str, Scalar] = msgspec.field(default_factory=dict)
+    """The fields the configured step filters compare (:func:`funnel.funnels.where_values`)."""
+
+    @property
+    def order_key(self) -> tuple[int, int, str]:
+        """The person's total order (DESIGN §6): time, then ``seq``, then ``event_id``."""
+        return (self.at_us, self.seq, self.event_id)
+
+    @property
+    def at_ms(self) -> int:
+        return self.at_us // 1000
+
+
+def entry_of(event: Event, config: CoreConfig) -> Entry:
+    """The log entry of an event under ``config`` (its channel rules and step filters)."""
+    keys = config.funnels.where_keys
+    return Entry(
+        to_micros(event.occurred_at),
+        -1 if event.seq is None else event.seq,
+        event.event_id,
+        event.type,
+        config.channels.classify(event.context),
+        event.context.is_bot,
+        event.order_id or "",
+        event.revenue,
+        (event.lead.intent or "") if event.lead is not None else "",
+        event.customer_id or "",
+        event.manager_id or "",
+        where_values(event, keys) if keys else {},
+    )
+
+
+class Profile(msgspec.Struct, array_like=True, gc=False):
     """What the pipeline derives from one person's events: the fold of their history."""
 
     site_id: str
@@ -37,51 +113,83 @@ class Profile:
     last_seen_ms: int
     last_touch: Touch | None = None
     first_channel: str = ""
-    funnels: dict[str, FunnelProgress] = field(default_factory=dict)
-    touches: list[PathTouch] = field(default_factory=list)
-    summarised_touches: dict[str, int] = field(default_factory=dict)
-    lead: LeadSignals = field(default_factory=LeadSignals)
+    funnels: dict[str, FunnelProgress] = msgspec.field(default_factory=dict)
+    touches: list[PathTouch] = msgspec.field(default_factory=list)
+    summarised_touches: dict[str, int] = msgspec.field(default_factory=dict)
+    lead: LeadSignals = msgspec.field(default_factory=LeadSignals)
     temperature: str = ""
     lead_at_ms: int | None = None
     order_at_ms: int | None = None
-    paid_orders: list[str] = field(default_factory=list)
+    paid_orders: list[str] = msgspec.field(default_factory=list)
     payments: int = 0
     revenue: Decimal = Decimal(0)
 
+    def clone(self) -> Profile:
+        """An independent copy (the items shared are immutable)."""
+        return Profile(
+            self.site_id,
+            self.person_id,
+            self.first_seen_ms,
+            self.last_seen_ms,
+            self.last_touch,
+            self.first_channel,
+            {name: progress.clone() for name, progress in self.funnels.items()},
+            list(self.touches),
+            dict(self.summarised_touches),
+            self.lead.clone(),
+            self.temperature,
+            self.lead_at_ms,
+            self.order_at_ms,
+            list(self.paid_orders),
+            self.payments,
+            self.revenue,
+        )
+
 
 def apply_event(profile: Profile, event: Event, config: CoreConfig) -> list[Fact]:
-    """Fold one event (in order) into ``profile``; return its facts.
+    """Fold one event (in order) into ``profile``; return all its facts: its row, then what
+    :func:`apply_entry` yields, then the person's row (a bot's event: its row only)."""
+    entry = entry_of(event, config)
+    touch, facts = apply_entry(profile, entry, config)
+    row = event_row(event, profile.person_id, touch)
+    if entry.bot:
+        return [row]
+    return [row, *facts, person_row(profile, config)]
+
+
+def apply_entry(profile: Profile, entry: Entry, config: CoreConfig) -> tuple[Touch, list[Fact]]:
+    """Fold one logged event (in order) into ``profile``; return the touch it counts as and
+    the facts it yields besides its own row and the person's row: stages reached, credits
+    and lead changes.
 
     An event flagged as a bot's (``context.is_bot``) is stored (its row) and changes nothing
     else: no touch, stage, credit, temperature or person row, so every derived fact, report
     and aggregate leaves bots out by construction (reports over ``events`` filter them).
     """
     state = profile
-    if event.context.is_bot:
-        inherit = event.type not in _TOUCH_TYPES
-        touch = config.channels.touch_for(event.context, state.last_touch, inherit=inherit)
-        return [_event_row(event, state.person_id, touch)]
-    at_ms = to_millis(event.occurred_at)
-    state.first_seen_ms = min(state.first_seen_ms, at_ms)
-    state.last_seen_ms = max(state.last_seen_ms, at_ms)
-    touch = config.channels.touch_for(
-        event.context, state.last_touch, inherit=event.type not in _TOUCH_TYPES
-    )
-    if event.type in _TOUCH_TYPES:
+    kind = entry.type
+    is_touch = kind in _TOUCH_TYPES
+    touch = config.channels.resolve(entry.touch, state.last_touch, inherit=not is_touch)
+    if entry.bot:
+        return touch, []
+    at_ms = entry.at_us // 1000
+    if at_ms < state.first_seen_ms:
+        state.first_seen_ms = at_ms
+    if at_ms > state.last_seen_ms:
+        state.last_seen_ms = at_ms
+    if is_touch:
         state.last_touch = touch
         state.first_channel = state.first_channel or touch.channel
         _keep_touch(state, PathTouch(at_ms, touch.channel, touch.campaign), config.max_touches)
-        if event.type is EventType.CLICK:
-            state.lead.click_times_ms.append(at_ms)
-
-    facts: list[Fact] = [_event_row(event, state.person_id, touch)]
-    repeat = _money(state, event)
-    facts.extend(_stages(state, event, at_ms, touch, config, repeat))
-    if event.type in config.conversions:
-        facts.extend(_credits(state, event, at_ms, config))
-    facts.extend(_temperature(state, event, at_ms, config))
-    facts.append(person_row(state, config))
-    return facts
+        if kind is EventType.CLICK:
+            state.lead.click(at_ms)
+    facts: list[Fact] = []
+    repeat = _money(state, entry)
+    _stages(state, entry, at_ms, touch, config, repeat, facts)
+    if kind in config.conversions:
+        _credits(state, entry, at_ms, config, facts)
+    _temperature(state, entry, at_ms, config, facts)
+    return touch, facts
 
 
 def _keep_touch(state: Profile, touch: PathTouch, limit: int) -> None:
@@ -94,35 +202,48 @@ def _keep_touch(state: Profile, touch: PathTouch, limit: int) -> None:
         )
 
 
-def _money(state: Profile, event: Event) -> bool:
+def _money(state: Profile, entry: Entry) -> bool:
     """Track orders and payments; return whether this event is a repeat purchase (DESIGN §6:
     a ``repeat`` event, or a payment for a new order after a first payment)."""
-    order_id = event.order_id or ""
-    if event.type is EventType.ORDER:
-        state.order_at_ms = to_millis(event.occurred_at)
-        if order_id and order_id not in state.lead.open_orders:
-            state.lead.open_orders.append(order_id)
+    order_id = entry.order_id
+    kind = entry.type
+    if kind is EventType.ORDER:
+        state.order_at_ms = entry.at_us // 1000
+        open_orders = state.lead.open_orders
+        if order_id and order_id not in open_orders:
+            open_orders.append(order_id)
+            if len(open_orders) > MAX_OPEN_ORDERS:
+                del open_orders[0]
         return False
-    if event.type not in (EventType.PAYMENT, EventType.REPEAT):
+    if kind is not EventType.PAYMENT and kind is not EventType.REPEAT:
         return False
-    repeat = event.type is EventType.REPEAT or (
-        state.payments > 0 and bool(order_id) and order_id not in state.paid_orders
+    paid = state.paid_orders
+    repeat = kind is EventType.REPEAT or (
+        state.payments > 0 and bool(order_id) and order_id not in paid
     )
     if order_id in state.lead.open_orders:
         state.lead.open_orders.remove(order_id)
-    if order_id and order_id not in state.paid_orders:
-        state.paid_orders.append(order_id)
+    if order_id and order_id not in paid:
+        paid.append(order_id)
+        if len(paid) > MAX_PAID_ORDERS:
+            del paid[0]
     state.payments += 1
-    state.revenue += event.revenue or Decimal(0)
+    if entry.revenue is not None:
+        state.revenue += entry.revenue
     return repeat
 
 
 def _stages(
-    state: Profile, event: Event, at_ms: int, touch: Touch, config: CoreConfig, repeat: bool
-) -> list[Fact]:
-    facts: list[Fact] = []
+    state: Profile,
+    entry: Entry,
+    at_ms: int,
+    touch: Touch,
+    config: CoreConfig,
+    repeat: bool,
+    facts: list[Fact],
+) -> None:
     for spec in config.funnels.specs:
-        steps = spec.matching_steps(event, also_repeat=repeat)
+        steps = spec.steps_for(entry.type, entry.values, also_repeat=repeat)
         progress = state.funnels.get(spec.name)
         if progress is None:
             if not steps:
@@ -130,12 +251,12 @@ def _stages(
             progress = state.funnels[spec.name] = FunnelProgress.empty(len(spec.steps))
         for k in advance(progress, at_ms, steps, spec.window_ms, spec.mode.value):
             start_ms, reached_ms = progress.chain[k] or (at_ms, at_ms)
-            entry = _touch_at(state.touches, start_ms) or PathTouch(
+            entered = _touch_at(state.touches, start_ms) or PathTouch(
                 at_ms, touch.channel, touch.campaign
             )
             facts.append(
                 StageReached(
-                    site_id=event.site_id,
+                    site_id=state.site_id,
                     person_id=state.person_id,
                     funnel=spec.name,
                     step=spec.steps[k].name,
@@ -144,11 +265,10 @@ def _stages(
                     entered_at=from_millis(start_ms),
                     channel=touch.channel,
                     campaign=touch.campaign,
-                    entry_channel=entry.channel,
-                    entry_campaign=entry.campaign,
+                    entry_channel=entered.channel,
+                    entry_campaign=entered.campaign,
                 )
             )
-    return facts
 
 
 def _touch_at(touches: list[PathTouch], at_ms: int) -> PathTouch | None:
@@ -162,24 +282,28 @@ def _touch_at(touches: list[PathTouch], at_ms: int) -> PathTouch | None:
     return found
 
 
-def _credits(state: Profile, event: Event, at_ms: int, config: CoreConfig) -> list[Fact]:
-    if event.type is EventType.LEAD:
+def _credits(
+    state: Profile, entry: Entry, at_ms: int, config: CoreConfig, facts: list[Fact]
+) -> None:
+    if entry.type is EventType.LEAD:
         state.lead_at_ms = at_ms
     credits = attribute(
         state.touches,
         at_ms,
-        event.revenue or Decimal(0),
+        entry.revenue or Decimal(0),
         lead_at_ms=state.lead_at_ms,
         order_at_ms=state.order_at_ms,
         settings=config.attribution,
     )
-    return [
+    converted_at = from_micros(entry.at_us)
+    kind = entry.type.value
+    facts.extend(
         AttributionRow(
-            conversion_id=event.event_id,
-            site_id=event.site_id,
+            conversion_id=entry.event_id,
+            site_id=state.site_id,
             person_id=state.person_id,
-            conversion_type=event.type.value,
-            converted_at=event.occurred_at,
+            conversion_type=kind,
+            converted_at=converted_at,
             model=c.model,
             channel=c.channel,
             campaign=c.campaign,
@@ -187,23 +311,32 @@ def _credits(state: Profile, event: Event, at_ms: int, config: CoreConfig) -> li
             revenue_credit=c.revenue_credit,
         )
         for c in credits
-    ]
+    )
 
 
-def _temperature(state: Profile, event: Event, at_ms: int, config: CoreConfig) -> list[Fact]:
+def _temperature(
+    state: Profile, entry: Entry, at_ms: int, config: CoreConfig, facts: list[Fact]
+) -> None:
     """Re-evaluate the lead's temperature at the event. The changes the timer would have
     emitted by now come first, at their own times (from the plan made at the previous event,
     whose signals were those in force until now), so the facts do not depend on whether the
     timer ran before this event."""
-    facts: list[Fact] = [*cooled(state, at_ms, config)]
     signals = state.lead
-    signals.observe(event, at_ms, config.leads.click_memory_ms)
+    if signals.cooling:
+        facts.extend(cooled(state, at_ms, config))
+    signals.observe(
+        entry.type,
+        entry.intent,
+        entry.customer_id,
+        entry.manager_id,
+        at_ms,
+        config.leads.click_memory_ms,
+    )
     if not signals.is_lead:
-        return facts
+        return
     now = config.leads.evaluate(signals, at_ms)
     if now.value != state.temperature:
-        facts.append(_lead_change(state, now, event.occurred_at, config))
-    return facts
+        facts.append(_lead_change(state, now, from_micros(entry.at_us), config))
 
 
 def cooled(state: Profile, now_ms: int, config: CoreConfig) -> list[LeadChange]:
@@ -262,7 +395,8 @@ def person_row(state: Profile, config: CoreConfig, now_ms: int | None = None) ->
     )
 
 
-def _event_row(event: Event, person_id: str, touch: Touch) -> EventRow:
+def event_row(event: Event, person_id: str, touch: Touch) -> EventRow:
+    """The event's row in ``events``: as it arrived, classified as ``touch``."""
     return EventRow(
         event_id=event.event_id,
         site_id=event.site_id,

@@ -20,7 +20,7 @@ check both against chDB).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import msgspec
 
 __all__ = ["CONVERTED", "DROPPED", "IN_WINDOW", "FunnelProgress", "advance", "deadline", "status"]
 
@@ -29,11 +29,10 @@ CONVERTED = "converted"
 DROPPED = "dropped"
 
 
-@dataclass(slots=True)
-class FunnelProgress:
+class FunnelProgress(msgspec.Struct, array_like=True, gc=False):
     """Per-person, per-funnel state. ``chain[k]`` is ``(start_ms, reached_ms)`` or ``None``."""
 
-    chain: list[tuple[int, int] | None] = field(default_factory=list)
+    chain: list[tuple[int, int] | None] = msgspec.field(default_factory=list)
     level: int = 0
     started: bool = False
     stopped: bool = False
@@ -41,6 +40,9 @@ class FunnelProgress:
     @classmethod
     def empty(cls, steps: int) -> FunnelProgress:
         return cls(chain=[None] * steps)
+
+    def clone(self) -> FunnelProgress:
+        return FunnelProgress(list(self.chain), self.level, self.started, self.stopped)
 
 
 def advance(

@@ -57,13 +57,14 @@ from faust.types import EventT
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from funnel import metrics as series
+from funnel.codec import decode_state, encode_state, state_from_builtins, state_to_builtins
 from funnel.dedup import RecentIds
 from funnel.events import InvalidEvent, parse_event
 from funnel.facts import EventRow, Fact, PersonRow
 from funnel.identity import person_id_of, resolve
 from funnel.intake import Rejection
 from funnel.processor import CoreConfig, PersonState, expire, merge, next_deadline, process
-from funnel.serialization import dumps_row, state_from_json, state_to_json
+from funnel.serialization import dumps_row
 from funnel.topics import FACT_TABLES, TopicNames
 from stream_processors.topics import partition_of
 
@@ -185,7 +186,7 @@ def register(
             """The person's state (parsed once per batch), or its forwarding marker."""
             stored = writes.get(persons, key, item)
             if isinstance(stored, bytes) and not stored.startswith(_MOVED):
-                return state_from_json(stored)
+                return decode_state(stored, config)
             return stored
 
         def keep(key: bytes, state: PersonState, item: EventT[bytes]) -> None:
@@ -235,12 +236,12 @@ def register(
                     absorb = {
                         "kind": "absorb",
                         "person_id": message["person_id"],
-                        "state": json.loads(state_to_json(current)),
+                        "state": state_to_builtins(current),
                     }
                     sent.append(await send_person(message["into"], absorb))
                 continue
             if message["kind"] == "absorb":
-                other = state_from_json(json.dumps(message["state"]))
+                other = state_from_builtins(message["state"], config)
                 state, out = merge(current, other, config, message["person_id"])
             else:
                 event = parse_event(message["event"])
@@ -343,7 +344,7 @@ class _TableTransaction:
     def commit(self) -> None:
         for (_, key), (table, value, item) in self._pending.items():
             if isinstance(value, PersonState):
-                value = state_to_json(value)
+                value = encode_state(value)
             with self._as_current(item):
                 if value is not None:
                     table[key] = value

@@ -56,7 +56,7 @@ class EmbeddedPipeline:
         self.clock = clock or SystemClock()
         self.config = config
         self.batch_size = batch_size
-        self.saved = saved if saved is not None else SavedState()
+        self.saved = saved if saved is not None else SavedState(config=config)
         self.batch = Batch(config, self.saved)
         self._refused: list[Refused] = []
         self.processed = 0

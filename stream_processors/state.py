@@ -40,11 +40,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from funnel.codec import decode_state, encode_state
+from funnel.config import CoreConfig
 from funnel.dedup import BoundedIds
 from funnel.facts import Fact
 from funnel.processor import PersonState
 from funnel.runtime import Changes
-from funnel.serialization import state_from_json, state_to_json
 
 __all__ = ["STATE_FILE", "Outbox", "SavedState"]
 
@@ -79,10 +80,13 @@ class SavedState:
         self,
         path: Path | None = None,
         *,
+        config: CoreConfig | None = None,
         max_event_ids: int = 1_000_000,
         max_cached: int = 200_000,
     ) -> None:
         self.path = path
+        self.config = config
+        """Reads person states saved by an earlier version (:func:`funnel.codec.decode_state`)."""
         self.max_cached = max_cached
         self._persons: OrderedDict[str, PersonState] = OrderedDict()
         self._aliases: dict[str, str] = {}
@@ -110,7 +114,7 @@ class SavedState:
         found = self._db.execute("SELECT state FROM persons WHERE key = ?", (key,)).fetchone()
         if found is None:
             return None
-        state = state_from_json(found[0])
+        state = decode_state(found[0], self.config)
         self._cache(key, state)
         return state
 
@@ -252,7 +256,7 @@ class SavedState:
             gone = [(k,) for k, s in changes.persons.items() if s is None]
             db.executemany(
                 "INSERT OR REPLACE INTO persons VALUES (?, ?)",
-                [(k, state_to_json(s)) for k, s in changes.persons.items() if s is not None],
+                [(k, encode_state(s)) for k, s in changes.persons.items() if s is not None],
             )
             db.executemany("DELETE FROM persons WHERE key = ?", gone)
             db.executemany("INSERT OR REPLACE INTO aliases VALUES (?, ?)", changes.aliases.items())

@@ -63,7 +63,7 @@ def demo(
         raise click.BadParameter(str(exc.args[0]), param_hint="--funnel") from exc
     started = time.perf_counter()
     db = _open_store(store, database)
-    saved = _saved_state(store, database)
+    saved = _saved_state(store, database, config)
     try:
         clear_site(db, site)
         saved.clear_site(site)

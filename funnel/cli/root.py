@@ -209,7 +209,7 @@ def _open_store(url: str, database: str, *, create: bool = True) -> Store:
     return store
 
 
-def _saved_state(url: str, database: str) -> SavedState:
+def _saved_state(url: str, database: str, config: CoreConfig) -> SavedState:
     """The embedded runner's durable state (:mod:`stream_processors.state`): in the store
     directory of an embedded store; for a server store, in ``FUNNEL_STATE_DIR`` (default
     ``./.funnel``)."""
@@ -217,7 +217,7 @@ def _saved_state(url: str, database: str) -> SavedState:
     from stream_processors.state import STATE_FILE, SavedState
 
     directory = store_directory(url) or Path(os.environ.get("FUNNEL_STATE_DIR") or ".funnel")
-    return SavedState(directory / STATE_FILE.format(database=database))
+    return SavedState(directory / STATE_FILE.format(database=database), config=config)
 
 
 def _open_existing(url: str, database: str) -> Store:

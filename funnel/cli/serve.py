@@ -116,7 +116,7 @@ def serve(
         config = _config(funnels_file, channels_file)
         db = _open_store(store, database)
         gate = CommitGate()
-        saved = _saved_state(store, database)
+        saved = _saved_state(store, database, config)
         pipeline = GatedPipeline(db, config, gate, saved=saved)
         pipeline.flush()  # facts a crash left committed but not landed (the outbox)
         delivery = EmbeddedDelivery(pipeline)

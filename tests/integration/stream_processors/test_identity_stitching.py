@@ -23,10 +23,11 @@ def test_multi_device_customers_are_one_person(store: ChdbStore) -> None:
     truth = {p.customer_id or p.person_id: p.levels["sales"] for p in sim.truth.persons.values()}
     assert raw_levels(store, SALES, "stitch") == truth
     assert stage_counts(store, SALES, "stitch") == sim.truth.step_counts("sales")
+    device_of = {e.event_id: e.anonymous_id for e in sim.events}
     for person in movers:  # one state per customer, holding both devices' events
         state = pipeline.person(f"stitch:c:{person.customer_id}")
         assert state is not None
-        assert {e.anonymous_id for e in state.log} == set(person.devices)
+        assert {device_of[e.event_id] for e in state.log} == set(person.devices)
     # No credit is counted twice: per conversion and model the credits sum to exactly 1.
     [worst] = store.query(
         f"SELECT max(abs(s - 1)) AS off FROM (SELECT conversion_id, model, sum(credit) AS s "

@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 
 from funnel.channels import ChannelRules
 from funnel.clock import to_millis
+from funnel.codec import decode_state, encode_state
 from funnel.events import Event
 from funnel.facts import Fact, LeadChange, PersonRow
 from funnel.funnels import FunnelCatalog
 from funnel.processor import CoreConfig, PersonState, expire, next_deadline, process
-from funnel.serialization import state_from_json, state_to_json
 from tests.factories import T0, make_event
 
 DAY = 86_400_000
@@ -89,7 +89,7 @@ def test_a_later_event_respects_the_cooling() -> None:
     warm, _ = run(warm_by_clicks())
 
     def state() -> PersonState:  # a copy: the core consumes the state it is given
-        return state_from_json(state_to_json(warm))
+        return decode_state(encode_state(warm))
 
     later = make_event("click", timedelta(days=40))
     # Without the timer: the click finds the lead cooled, as of the moment it lapsed.
@@ -164,7 +164,7 @@ def test_purchase_intent_lapses_and_a_new_order_renews_hot() -> None:
 def test_the_cooling_schedule_survives_the_state_round_trip() -> None:
     state, _ = run(warm_by_clicks())
     assert state.profile.lead.cooling
-    assert state_from_json(state_to_json(state)) == state
+    assert decode_state(encode_state(state)) == state
 
 
 KINDS = st.sampled_from(["click", "click", "lead", "purchase", "demo", "order", "payment"])

@@ -4,10 +4,10 @@ from datetime import timedelta
 
 import pytest
 
+from funnel.codec import decode_state, encode_state
 from funnel.events import EventType
 from funnel.facts import EventRow, StageReached
 from funnel.processor import CoreConfig, PersonState, process
-from funnel.serialization import state_from_json, state_to_json
 from tests.factories import make_event
 
 CONFIG = CoreConfig.default()
@@ -61,7 +61,7 @@ def test_state_round_trips_through_json() -> None:
             make_event(EventType.CLICK, 10),
         ]
     )
-    assert state_from_json(state_to_json(state)) == state
+    assert decode_state(encode_state(state)) == state
 
 
 def test_a_replayed_event_is_a_no_op() -> None:
