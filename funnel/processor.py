@@ -42,8 +42,8 @@ from funnel.profile import (
     cooled,
     entry_of,
     event_row,
-    person_row,
 )
+from funnel.profile import person_row as profile_row
 from funnel.progression import IN_WINDOW, deadline
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "expire",
     "merge",
     "next_deadline",
+    "person_row",
     "process",
     "upgraded",
 ]
@@ -100,7 +101,12 @@ class PersonState(msgspec.Struct, array_like=True, gc=False):
 
 
 def process(
-    state: PersonState | None, event: Event, config: CoreConfig, person_id: str | None = None
+    state: PersonState | None,
+    event: Event,
+    config: CoreConfig,
+    person_id: str | None = None,
+    *,
+    row: bool = True,
 ) -> tuple[PersonState, list[Fact]]:
     """Apply one event to its person's state; return the new state and the facts it yields.
 
@@ -114,7 +120,8 @@ def process(
       latest is still applied this way, and marked ``late`` for counting.
 
     ``person_id`` names a new person (identity resolution decides it; by default the event's
-    device, else its customer).
+    device, else its customer). ``row=False`` leaves the person's row out (a host that emits
+    it once per batch: :func:`person_row`).
     """
     if state is None:
         who = person_id or event.person_id
@@ -138,11 +145,13 @@ def process(
             state.marks.append(state.profile.clone())
         if len(log) > config.max_log:
             _trim(state, config)
-        row = event_row(event, state.person_id, touch)
+        own = event_row(event, state.person_id, touch)
         if entry.bot:
-            return state, [row]
-        facts.insert(0, row)
-        facts.append(person_row(state.profile, config))
+            return state, [own]
+        facts.insert(0, own)
+        if not row:
+            return state, facts
+        facts.append(profile_row(state.profile, config))
         return state, _stamped(state, facts)
     late = log[-1].at_ms - entry.at_ms > config.lateness / _MS
     state.outcome = "late" if late else "reordered"
@@ -168,16 +177,20 @@ def process(
     state.profile = after.profile
     _trim(state, config)
     assert after.touch is not None, "the event is in the part folded again"
-    row = event_row(event, state.person_id, after.touch)
+    own = event_row(event, state.person_id, after.touch)
     if entry.bot:
-        return state, [row]
+        return state, [own]
     was = start.temperature if start is not None else ""
-    facts = [
-        row,
-        *corrections(before.facts, after.facts, temperature=was),
-        person_row(after.profile, config),
-    ]
+    facts = [own, *corrections(before.facts, after.facts, temperature=was)]
+    if not row:
+        return state, facts
+    facts.append(profile_row(after.profile, config))
     return state, _stamped(state, facts)
+
+
+def person_row(state: PersonState, config: CoreConfig) -> list[Fact]:
+    """The person's row as of their latest event, versioned after every row before it."""
+    return _stamped(state, [profile_row(state.profile, config)])
 
 
 def _order_key(entry: Entry) -> tuple[int, int, str]:
@@ -279,11 +292,11 @@ def merge(
     state.row_at_ms = max(other.row_at_ms, into.row_at_ms if into is not None else 0)
     _trim(state, config)
     gone = replace(
-        person_row(other.profile, config),
+        profile_row(other.profile, config),
         merged_into=person_id,
         updated_at=from_millis(max(other.profile.last_seen_ms, other.row_at_ms + 1)),
     )
-    facts = [*corrections(before, after.facts), person_row(after.profile, config)]
+    facts = [*corrections(before, after.facts), profile_row(after.profile, config)]
     return state, [gone, *_stamped(state, facts)]
 
 
@@ -299,7 +312,7 @@ def expire(state: PersonState, now_ms: int, config: CoreConfig) -> tuple[PersonS
     """
     state = upgraded(state, config)
     lapsed = cooled(state.profile, now_ms, config)
-    row = person_row(state.profile, config, now_ms)
+    row = profile_row(state.profile, config, now_ms)
     if row.funnel_status == state.statuses and not lapsed:
         return state, []
     changed_at = max(

@@ -23,7 +23,7 @@ from funnel.config import CoreConfig
 from funnel.events import Event
 from funnel.facts import Fact
 from funnel.identity import device_key, resolve
-from funnel.processor import PersonState, expire, merge, next_deadline, process
+from funnel.processor import PersonState, expire, merge, next_deadline, person_row, process
 
 __all__ = ["Batch", "Changes", "StateReader", "applied_key"]
 
@@ -58,7 +58,8 @@ class Changes:
     applied: dict[str, None] = field(default_factory=dict)
     """Events applied (:func:`applied_key`), in order."""
     deadlines: dict[str, int | None] = field(default_factory=dict)
-    """Person key → when the timer next has something to say (epoch ms; ``None``: never)."""
+    """Person key → when the timer next has something to say (epoch ms; ``None``: never);
+    complete once the batch is closed (:meth:`Batch.close`)."""
     submitted: int = 0
     duplicates: int = 0
     """Events not applied: their site and id were applied before, under any person."""
@@ -68,12 +69,18 @@ class Changes:
 
 
 class Batch:
-    """Arrivals applied over ``saved``; :attr:`changes` is what to write."""
+    """Arrivals applied over ``saved``; :meth:`close` gives what to write.
+
+    A person's row goes out once per batch (when the batch is closed), not once per event:
+    the row says where the person stands after all the batch's events.
+    """
 
     def __init__(self, config: CoreConfig, saved: StateReader) -> None:
         self.config = config
         self.saved = saved
         self.changes = Changes()
+        self._owed: dict[str, None] = {}
+        """Persons whose events changed them since their last row."""
 
     def person(self, key: str) -> PersonState | None:
         changes = self.changes.persons
@@ -104,16 +111,22 @@ class Batch:
                 self._keep(
                     who.key, *merge(self.person(who.key), anonymous, self.config, who.person_id)
                 )
-        state, facts = process(self.person(who.key), event, self.config, who.person_id)
-        self._keep(who.key, state, facts)
+        state, facts = process(self.person(who.key), event, self.config, who.person_id, row=False)
         if state.outcome == "duplicate":
             changes.duplicates += 1
             return False
+        self._keep(who.key, state, facts)
+        self._owed[who.key] = None
         changes.applied[seen] = None
         return True
 
     def submit_all(self, events: Iterable[Event]) -> list[bool]:
         return [self.submit(event) for event in events]
+
+    def due(self, now_ms: int) -> list[str]:
+        """The persons this batch changed whose next deadline is at or before ``now_ms``."""
+        self._deadlines()
+        return [k for k, due in self.changes.deadlines.items() if due is not None and due <= now_ms]
 
     def expire(self, keys: Iterable[str], now_ms: int) -> int:
         """The status timer at ``now_ms`` for the persons ``keys`` (those due, in the order
@@ -123,13 +136,38 @@ class Batch:
             state = self.person(key)
             if state is None:
                 continue
+            self._row(key)
             state, facts = expire(state, now_ms, self.config)
             changed += bool(facts)
             self._keep(key, state, facts)
         return changed
 
+    def close(self) -> Changes:
+        """Everything the batch changed, each changed person's row included."""
+        for key in list(self._owed):
+            self._row(key)
+        self._deadlines()
+        return self.changes
+
+    def _row(self, key: str) -> None:
+        """The person's row, if their events changed them since the last one."""
+        if self._owed.pop(key, 0) is None:
+            state = self.changes.persons[key]
+            if state is not None:
+                self.changes.facts.extend(person_row(state, self.config))
+
+    def _deadlines(self) -> None:
+        """The changed persons' next deadlines (after their rows: a deadline is when the
+        timer has something to say that the last row did not)."""
+        deadlines = self.changes.deadlines
+        for key in list(self.changes.persons):
+            if key not in deadlines:
+                self._row(key)
+                state = self.changes.persons[key]
+                deadlines[key] = None if state is None else next_deadline(state, self.config)
+
     def _keep(self, key: str, state: PersonState | None, facts: list[Fact]) -> None:
         changes = self.changes
         changes.persons[key] = state
-        changes.deadlines[key] = None if state is None else next_deadline(state, self.config)
+        changes.deadlines.pop(key, None)
         changes.facts.extend(facts)

@@ -98,16 +98,15 @@ class EmbeddedPipeline:
         the wall clock) turn ``dropped``, leads whose reason lapsed cool. Returns how many
         changed; their facts go with the batch."""
         now = to_millis(self.clock.now()) if now_ms is None else now_ms
-        pending = self.batch.changes.deadlines
         keys = dict.fromkeys(self.saved.due(now))
-        keys.update((k, None) for k, due in pending.items() if due is not None and due <= now)
+        keys.update(dict.fromkeys(self.batch.due(now)))
         return self.batch.expire(keys, now)
 
     def flush(self) -> list[Refused]:
         """Commit the batch (state and facts, :mod:`stream_processors.state`) and land every
         pending fact; blocks until the store acknowledged them. Returns the rows the store
         refused for their values since the last flush (dead-lettered)."""
-        changes = self.batch.changes
+        changes = self.batch.close()
         if changes:
             self.saved.commit(changes, rows_by_table(changes.facts))
         self.batch = Batch(self.config, self.saved)
