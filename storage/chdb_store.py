@@ -78,12 +78,17 @@ class ChdbStore:
         return [json.loads(line) for line in result.bytes().splitlines() if line]
 
     def insert(self, table: str, rows: Sequence[Row], *, dedup_token: str | None = None) -> None:
-        """Rows that fit it go as one Arrow block (:mod:`storage.arrow_rows`: typed after the
-        table's columns, no text to encode or parse); others as JSONEachRow text. Both mean
-        the same rows; either is one INSERT carrying the token."""
+        """A typed block (:class:`storage.fact_columns.Block`) goes as it is. Rows that fit
+        it go as one Arrow block (:mod:`storage.arrow_rows`: typed after the table's columns,
+        no text to encode or parse); others as JSONEachRow text. All mean the same rows;
+        each is one INSERT carrying the token."""
         if not rows:
             return
         token = dedup_token if dedup_token is not None else unique_token()
+        arrow = getattr(rows, "arrow", None)  # a typed block (storage.fact_columns.Block)
+        if arrow is not None:
+            self.insert_arrow(table, arrow, dedup_token=token)
+            return
         dedup = f"insert_deduplication_token = '{quote(token)}'"
         key = (str(self.path), self.database, table)
         global _COLUMNS  # one cache per process, made when first needed

@@ -165,6 +165,8 @@ class ServerStore:
         a row lacking one of those gets the column's zero (``NULL`` if nullable)."""
         if not rows:
             return
+        if hasattr(rows, "arrow"):  # a typed block (storage.fact_columns.Block): its rows
+            rows = rows.rows()  # type: ignore[attr-defined]
         named = set().union(*rows)
         columns = [(name, kind) for name, kind in self.columns(table) if name in named]
         try:

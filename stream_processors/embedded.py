@@ -27,9 +27,10 @@ from funnel.events import Event
 from funnel.processor import CoreConfig, PersonState
 from funnel.runtime import Batch
 from storage.backends import Store, StoreError
+from storage.fact_columns import fact_blocks
 from storage.gate import CommitGate
 from storage.poison import Refused, insert_isolating
-from stream_processors.state import SavedState, rows_by_table
+from stream_processors.state import SavedState
 
 __all__ = ["EmbeddedPipeline", "GatedPipeline"]
 
@@ -108,7 +109,7 @@ class EmbeddedPipeline:
         refused for their values since the last flush (dead-lettered)."""
         changes = self.batch.close()
         if changes:
-            self.saved.commit(changes, rows_by_table(changes.facts))
+            self.saved.commit(changes, fact_blocks(changes.facts))
         self.batch = Batch(self.config, self.saved)
         for entry in self.saved.pending():
             token = self.saved.token(entry)

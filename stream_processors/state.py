@@ -12,9 +12,9 @@ together). The store for facts (ClickHouse) and this database share no transacti
 batch's facts go through an outbox:
 
 1. :meth:`SavedState.commit` writes, in one SQLite transaction, the batch's state changes
-   and its fact rows as outbox entries numbered ``n`` (one per table);
-   (pickled: the rows are plain values — str, int, datetime, Decimal, dict — whose pickled
-   form does not depend on this code's classes);
+   and its facts as outbox entries numbered ``n``: one typed block per table
+   (:class:`storage.fact_columns.Block`, kept as Arrow IPC bytes; an earlier version kept
+   pickled row dicts, which are still read);
 2. the runner inserts each pending entry with the deduplication token
    ``embedded:<instance>:<n>:<table>`` (:meth:`SavedState.token`) and then
    :meth:`SavedState.landed` deletes it.
@@ -36,16 +36,17 @@ import pickle
 import sqlite3
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from funnel.codec import decode_state, encode_state
 from funnel.config import CoreConfig
 from funnel.dedup import BoundedIds
-from funnel.facts import Fact
 from funnel.processor import PersonState
 from funnel.runtime import Changes
+from storage.fact_columns import Block
 
 __all__ = ["STATE_FILE", "Outbox", "SavedState"]
 
@@ -70,7 +71,8 @@ class Outbox:
 
     n: int
     table: str
-    rows: list[dict[str, object]]
+    rows: Sequence[dict[str, Any]]
+    """A :class:`~storage.fact_columns.Block` (or the row dicts of an earlier version)."""
 
 
 class SavedState:
@@ -147,7 +149,7 @@ class SavedState:
                 keys.append(key)
         return keys
 
-    def commit(self, changes: Changes, rows: dict[str, list[dict[str, object]]]) -> int:
+    def commit(self, changes: Changes, rows: Mapping[str, Block]) -> int:
         """Write ``changes`` and the batch's fact ``rows`` (outbox entries), atomically;
         returns the batch's number. On a failure nothing is written and the cache is
         dropped (it may hold states ahead of the database)."""
@@ -240,7 +242,9 @@ class SavedState:
         self._heap = [(due, key) for key, due in self._deadlines.items()]
         heapq.heapify(self._heap)
         for n, table, blob in db.execute("SELECT n, tbl, rows FROM outbox ORDER BY n, tbl"):
-            self._outbox.append(Outbox(n, table, pickle.loads(blob)))
+            # An earlier version pickled row dicts (protocol 2+ starts with 0x80).
+            rows = pickle.loads(blob) if blob[:1] == b"\x80" else Block.from_ipc(blob)
+            self._outbox.append(Outbox(n, table, rows))
         # A new (or emptied) database: what is not in memory is nowhere, until an eviction.
         self._complete = not any(
             db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
@@ -278,7 +282,7 @@ class SavedState:
             )
             db.executemany(
                 "INSERT INTO outbox VALUES (?, ?, ?)",
-                [(e.n, e.table, pickle.dumps(e.rows, protocol=5)) for e in entries],
+                [(e.n, e.table, e.rows.to_ipc()) for e in entries if isinstance(e.rows, Block)],
             )
             db.execute("INSERT OR REPLACE INTO meta VALUES ('batch', ?)", (str(self._n),))
 
@@ -292,11 +296,3 @@ class SavedState:
 
 
 _KEYS = (("persons", "key"), ("aliases", "device"), ("applied", "id"), ("deadlines", "key"))
-
-
-def rows_by_table(facts: list[Fact]) -> dict[str, list[dict[str, object]]]:
-    """A batch's facts as rows, per table, in order."""
-    rows: dict[str, list[dict[str, object]]] = {}
-    for fact in facts:
-        rows.setdefault(fact.table, []).append(fact.row())
-    return rows
