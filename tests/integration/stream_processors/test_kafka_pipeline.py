@@ -24,14 +24,18 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
+from funnel.events import InvalidEvent, parse_event
 from funnel.funnels import FunnelCatalog
+from funnel.processor import CoreConfig
 from funnel.topics import TopicNames
 from producers.kafka_producer import EventProducer
 from producers.messiness import Arrival, Mess, arrivals
 from producers.simulator import Simulation, simulate
 from storage.backends import ChdbStore
+from storage.migrate import migrate
 from storage.reports import raw_levels, stage_counts
 from storage.sink import Sink
+from stream_processors.embedded import EmbeddedPipeline
 from stream_processors.topics import create_topics
 from tests.servers import free_port
 
@@ -431,3 +435,97 @@ def test_two_workers_land_messy_traffic_exactly_once(
     assert_landed_exactly(store, sim, site)
     # At least once, recognisably: every malformed payload is rejected under one id.
     assert len(set(rejection_ids(kafka_bootstrap, names))) == sent["malformed"]
+
+
+def landed_facts(store: ChdbStore, site: str) -> dict[str, Any]:
+    """What a store holds for ``site``, net of corrections and versions: the form in which
+    two runs of the same arrivals must agree."""
+    db = store.database
+    where = {"s": site}
+
+    def rows(sql: str) -> list[tuple[Any, ...]]:
+        return sorted(tuple(r.values()) for r in store.query(sql, where))
+
+    return {
+        "events": rows(
+            "SELECT event_id, event_type, person_id, channel, campaign, toString(revenue) "
+            f"FROM {db}.events WHERE site_id = {{s:String}}"
+        ),
+        "stages": rows(
+            "SELECT person_id, funnel, step_index, toString(reached_at), channel, "
+            f"entry_channel, sum(sign) AS net FROM {db}.stage_reached "
+            "WHERE site_id = {s:String} GROUP BY ALL HAVING net != 0"
+        ),
+        "credits": rows(
+            "SELECT conversion_id, model, channel, campaign, round(sum(credit), 9) AS c, "
+            f"toString(sum(revenue_credit)) AS r FROM {db}.attributions "
+            "WHERE site_id = {s:String} GROUP BY conversion_id, model, channel, campaign "
+            "HAVING abs(c) > 1e-9"
+        ),
+        "persons": rows(
+            "SELECT person_id, toString(argMax(funnel_levels, updated_at)), "
+            "argMax(payments, updated_at), toString(argMax(revenue, updated_at)), "
+            "argMax(merged_into, updated_at), argMax(lead_temperature, updated_at), "
+            f"argMax(first_channel, updated_at) FROM {db}.persons "
+            "WHERE site_id = {s:String} GROUP BY person_id"
+        ),
+        "leads": rows(
+            "SELECT person_id, argMax(temperature, changed_at) "
+            f"FROM {db}.lead_changes WHERE site_id = {{s:String}} GROUP BY person_id"
+        ),
+    }
+
+
+@pytest.mark.integration
+def test_the_kafka_worker_and_the_embedded_runner_land_the_same_facts(
+    kafka_bootstrap: str,
+    store: ChdbStore,
+    worker_factory: Callable[..., subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    """The same messy arrivals (retries, reordering, late events, customers on two devices)
+    through the Kafka worker (4 partitions) and through the embedded runner: the landed
+    facts, net of corrections, are the same (DESIGN §9a: one core, two hosts)."""
+    run = uuid.uuid4().hex[:8]
+    names = TopicNames(f"x{run}.")
+    app_id = f"funnel-x-{run}"
+    site = "cross"
+    create_topics(kafka_bootstrap, names, PARTITIONS)
+    sim = simulate(800, seed=13, site_id=site, multi_device=0.5)
+    traffic = messy(sim, seed=4)
+    sent = produce_messy(kafka_bootstrap, names, traffic)
+    assert sent["duplicate"] > 0
+
+    worker = worker_factory(app_id, names.prefix, "w1", "--status-every", "3600")
+    sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=f"sink-{run}", topics=names)
+    with sink_running(sink):
+        wait_until(
+            lambda: drained(kafka_bootstrap, app_id, f"sink-{run}", names, [worker]),
+            300,
+            "the worker and the sink to take every record",
+        )
+    assert worker.poll() is None, (tmp_path / "w1.log").read_text()[-3000:]
+
+    embedded = store.using(f"e_{run}")
+    migrate(embedded)
+    pipeline = EmbeddedPipeline(embedded, CoreConfig.default())
+    for arrival in traffic:
+        try:
+            pipeline.submit(parse_event(json.dumps(arrival.payload)))
+        except InvalidEvent:
+            assert arrival.kind == "malformed"
+    pipeline.flush()
+
+    kafka, local = landed_facts(store, site), landed_facts(embedded, site)
+    assert len(kafka["events"]) == len(sim.events)
+    for part in ("stages", "credits", "persons"):
+        assert kafka[part] == local[part], part
+    ids = [row[:3] + row[5:] for row in kafka["events"]]  # id, type, person, revenue
+    assert ids == [row[:3] + row[5:] for row in local["events"]]
+    drift = {part: set(kafka[part]) ^ set(local[part]) for part in ("events", "leads")}
+    if any(drift.values()):
+        # Known (issue 15): the Kafka route stage sends a customer's back-end events and the
+        # device hand-over through different partitions, so an event can be folded before
+        # the device's history is absorbed. Stages, credits and persons are corrected by the
+        # merge; an event row's inherited channel and a lead change are not.
+        pytest.xfail(f"Kafka mode drifts from embedded: {[(p, len(d)) for p, d in drift.items()]}")
