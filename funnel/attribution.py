@@ -164,29 +164,30 @@ def attribute(
         _milestone(path, lead_at_ms),
         _milestone(path, order_at_ms),
     )
+    groups: dict[tuple[str, str], list[int]] = {}  # the same for every model
+    for index, touch in enumerate(path):
+        groups.setdefault((touch.channel, touch.campaign), []).append(index)
     credits: list[Credit] = []
     for model, rule in MODELS.items():
-        credits.extend(_merge(model, path, rule(path, ctx), revenue))
+        credits.extend(_merge(model, groups, rule(path, ctx), revenue))
     return credits
 
 
 def _merge(
-    model: str, path: Sequence[PathTouch], weights: Weights, revenue: Decimal
+    model: str, groups: dict[tuple[str, str], list[int]], weights: Weights, revenue: Decimal
 ) -> list[Credit]:
-    """Sum weights per (channel, campaign), renormalise to exactly 1, split the revenue."""
-    totals: dict[tuple[str, str], float] = {}
-    for touch, weight in zip(path, weights, strict=True):
-        key = (touch.channel, touch.campaign)
-        totals[key] = totals.get(key, 0.0) + weight
-    keys = [k for k, w in totals.items() if w > 0]
-    shares = [totals[k] for k in keys]
+    """Sum weights per (channel, campaign) (``groups``: the indexes of the path's touches
+    with each, in order of first appearance), renormalise to exactly 1, split the revenue."""
+    totals = {key: sum(map(weights.__getitem__, indexes)) for key, indexes in groups.items()}
+    named = [k for k, w in totals.items() if w > 0]
+    shares = [totals[k] for k in named]
     scale = sum(shares)
     shares = [s / scale for s in shares]
     shares[-1] = 1.0 - sum(shares[:-1])  # the float sum is 1 to the last bit we can make it
     money = split_revenue(revenue, shares)
     return [
         Credit(model, channel, campaign, share, amount)
-        for (channel, campaign), share, amount in zip(keys, shares, money, strict=True)
+        for (channel, campaign), share, amount in zip(named, shares, money, strict=True)
     ]
 
 

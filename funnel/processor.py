@@ -155,32 +155,36 @@ def process(
         return state, _stamped(state, facts)
     late = log[-1].at_ms - entry.at_ms > config.lateness / _MS
     state.outcome = "late" if late else "reordered"
-    # Fold again from the last mark at or before the event's place: what was folded from
-    # there (before) against what is folded now (after); the difference is corrected.
+    # Fold the events from the last mark up to the event's place once (their facts do not
+    # change); from there, what was folded (before) against what is folded now (after): the
+    # difference is corrected.
     at = bisect.bisect_right(log, entry.order_key, key=_order_key)
     every = _every(config)
     kept = at // every
     start = state.marks[kept - 1] if kept else state.base
     offset = kept * every
-    before = _fold(_copy(start), log[offset:], config, state.site_id, state.person_id)
+    middle = _copy(start)
+    if at > offset:
+        middle = _fold(middle, log[offset:at], config, state.site_id, state.person_id).profile
+    before = _fold(_copy(middle), log[at:], config, state.site_id, state.person_id)
     log.insert(at, entry)
     del state.marks[kept:]
     after = _fold(
-        _copy(start),
-        log[offset:],
+        middle,
+        log[at:],
         config,
         state.site_id,
         state.person_id,
         target=entry.event_id,
-        marks=(state.marks, offset, every),
+        marks=(state.marks, at, every),
     )
+    was = middle.temperature if middle is not None else ""
     state.profile = after.profile
     _trim(state, config)
     assert after.touch is not None, "the event is in the part folded again"
     own = event_row(event, state.person_id, after.touch)
     if entry.bot:
         return state, [own]
-    was = start.temperature if start is not None else ""
     facts = [own, *corrections(before.facts, after.facts, temperature=was)]
     if not row:
         return state, facts

@@ -96,8 +96,9 @@ def _history(n: int) -> list[Event]:
 def test_a_late_event_is_folded_again_from_the_mark_before_it(
     monkeypatch: pytest.MonkeyPatch, back: int
 ) -> None:
-    """An event that belongs ``back`` places before the end refolds from the mark before its
-    place (twice: what was, what is), not the whole log of 200."""
+    """An event that belongs ``back`` places before the end is folded from the mark before
+    its place (the events after its place twice: what was, what is), not the whole log of
+    200."""
     events = _history(CONFIG.max_log)
     state: PersonState | None = None
     for event in events:
@@ -111,9 +112,10 @@ def test_a_late_event_is_folded_again_from_the_mark_before_it(
     applies = _Applies(monkeypatch)
     state, facts = process(state, late, CONFIG)
     assert state.outcome == "reordered"
-    refolded = logged - (place // EVERY) * EVERY
-    assert applies.count == 2 * refolded + 1  # the log from the mark, before and after
-    assert applies.count <= 2 * (EVERY + back + 1)
+    offset = (place // EVERY) * EVERY  # the mark before the event's place
+    # From the mark to the place once; from the place, the old log and the new one.
+    assert applies.count == (place - offset) + 2 * (logged - place) + 1
+    assert applies.count <= EVERY + 2 * back + 1
     assert facts[0].table == "events"
 
 
