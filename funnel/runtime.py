@@ -105,20 +105,40 @@ class Batch:
         who = resolve(event, alias)
         if who.link_from is not None and who.device is not None:
             changes.aliases[who.device] = who.key
-            anonymous = self.person(who.link_from)
+            anonymous = self.release(who.link_from)
             if anonymous is not None:
-                self._keep(who.link_from, None, [])
-                self._keep(
-                    who.key, *merge(self.person(who.key), anonymous, self.config, who.person_id)
-                )
-        state, facts = process(self.person(who.key), event, self.config, who.person_id, row=False)
-        if state.outcome == "duplicate":
+                self.absorb(who.key, anonymous, who.person_id)
+        if self.apply(who.key, event, who.person_id).outcome == "duplicate":
             changes.duplicates += 1
             return False
-        self._keep(who.key, state, facts)
-        self._owed[who.key] = None
         changes.applied[seen] = None
         return True
+
+    def apply(self, key: str, event: Event, person_id: str) -> PersonState:
+        """The per-person step of :meth:`submit`, for a host that resolved the person
+        already (the Kafka worker's person stage): fold ``event`` into the person ``key``
+        (new: named ``person_id``). Returns the state; its ``outcome`` says how the event was
+        taken (``duplicate``: nothing changed)."""
+        state, facts = process(self.person(key), event, self.config, person_id, row=False)
+        if state.outcome != "duplicate":
+            self._keep(key, state, facts)
+            self._owed[key] = None
+        return state
+
+    def absorb(self, key: str, other: PersonState, person_id: str) -> PersonState:
+        """Merge ``other`` (a device's anonymous person, handed over) into the person
+        ``key`` (:func:`funnel.processor.merge`)."""
+        state, facts = merge(self.person(key), other, self.config, person_id)
+        self._keep(key, state, facts)
+        return state
+
+    def release(self, key: str) -> PersonState | None:
+        """Take the person ``key`` out (handed over to another person): their state as this
+        batch sees it; no row goes out for them any more."""
+        state = self.person(key)
+        self._owed.pop(key, None)
+        self._keep(key, None, [])
+        return state
 
     def submit_all(self, events: Iterable[Event]) -> list[bool]:
         return [self.submit(event) for event in events]

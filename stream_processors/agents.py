@@ -63,7 +63,8 @@ from funnel.events import InvalidEvent, parse_event
 from funnel.facts import EventRow, Fact, PersonRow
 from funnel.identity import person_id_of, resolve
 from funnel.intake import Rejection
-from funnel.processor import CoreConfig, PersonState, expire, merge, next_deadline, process
+from funnel.processor import CoreConfig, PersonState
+from funnel.runtime import Batch
 from funnel.serialization import dumps_row
 from funnel.topics import FACT_TABLES, TopicNames
 from stream_processors.topics import partition_of
@@ -179,59 +180,90 @@ def register(
                 await _complete_or_exit(advance_batch(stream, batch))
 
     async def advance_batch(stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]]) -> None:
+        """The person stage: a batch of the runtime (:class:`funnel.runtime.Batch`) over this
+        partition's tables, fed the messages in order; its changes are written when every
+        fact it sent is acknowledged."""
         sent: list[Awaitable[Any]] = []
         writes = _TableTransaction(stream)
+        reading: list[EventT[bytes]] = []  # the record whose partition a table read is for
+        moved: dict[str, str] = {}  # handed over in this batch: person key → its new key
+        last: dict[str, EventT[bytes]] = {}  # person key → the last record that changed it
 
-        def load(key: bytes, item: EventT[bytes]) -> PersonState | bytes | None:
-            """The person's state (parsed once per batch), or its forwarding marker."""
-            stored = writes.get(persons, key, item)
-            if isinstance(stored, bytes) and not stored.startswith(_MOVED):
-                return decode_state(stored, config)
-            return stored
+        class Saved:
+            """The runtime's view of the saved state: this partition's person table. The
+            route stage resolved identity and dropped retries, so no links or ids here."""
 
-        def keep(key: bytes, state: PersonState, item: EventT[bytes]) -> None:
-            writes.put(persons, key, state, item)  # serialised once, when the batch is done
-            due = next_deadline(state, config)
-            writes.put(deadlines, key, None if due is None else str(due).encode(), item)
+            def person(self, key: str) -> PersonState | None:
+                stored = writes.get(persons, key.encode(), reading[-1])
+                if isinstance(stored, bytes) and not stored.startswith(_MOVED):
+                    return decode_state(stored, config)
+                return None
 
-        async def send_facts(key: bytes, out: list[Fact], origin: str, first: int) -> int:
-            for n, fact in enumerate(out, first):
+            def alias(self, device: str) -> str | None:
+                return None
+
+            def applied(self, event: str) -> bool:
+                return False
+
+        run = Batch(config, Saved())
+        facts = run.changes.facts
+        out = 0  # facts[:out] are sent
+
+        async def send_facts(origin: str) -> None:
+            """Send the facts made since the last call; their ids are ``origin:n``."""
+            nonlocal out
+            for n, fact in enumerate(facts[out:]):
+                key = f"{fact.site_id}:{fact.person_id}".encode()
                 sent.append(await send(*fact_record(key, fact, f"{origin}:{n}")))
-            return first + len(out)
+            out = len(facts)
 
+        def moved_to(key: str, item: EventT[bytes]) -> str | None:
+            if key in moved:
+                return moved[key]
+            if key in run.changes.persons:
+                return None
+            stored = writes.get(persons, key.encode(), item)
+            if isinstance(stored, bytes) and stored.startswith(_MOVED):
+                return stored[len(_MOVED) :].decode()
+            return None
+
+        origin = ""
         for item in batch:
-            key, message = cast(bytes, item.key), json.loads(cast(bytes, item.value))
+            reading.append(item)
+            key, message = cast(bytes, item.key).decode(), json.loads(cast(bytes, item.value))
             origin = f"{item.message.partition}:{item.message.offset}"
             if message["kind"] == "tick":
                 # The status timer, as a record: expire every due person of this partition,
                 # in key order, at the tick's time. A replay does the same, with the same ids.
                 now_ms, here = int(message["now_ms"]), item.message.partition
-                due = writes.items(deadlines)
-                n = 0
-                for person in sorted(
-                    k
-                    for k, at in due.items()
+                changed = run.changes.persons
+                due = {
+                    k.decode()
+                    for k, at in writes.items(deadlines).items()
                     if isinstance(at, bytes)
                     and int(at) <= now_ms
                     and partition_of(k, partitions) == here
-                ):
-                    stored = load(person, item)
-                    if not isinstance(stored, PersonState):
-                        continue
-                    state, out = expire(stored, now_ms, config)
-                    n = await send_facts(person, out, origin, n)
-                    keep(person, state, item)
+                    and k.decode() not in changed
+                }
+                due.update(
+                    k for k in run.due(now_ms) if partition_of(k.encode(), partitions) == here
+                )
+                for person in sorted(due):
+                    last.setdefault(person, item)
+                    run.expire([person], now_ms)
+                await send_facts(origin)
                 continue
-            current = load(key, item)
-            if isinstance(current, bytes):  # moved: an event in flight then follows the person
+            target = moved_to(key, item)
+            if target is not None:  # an event in flight follows the person
                 if message["kind"] == "event":
-                    target = current[len(_MOVED) :].decode()
                     forward = {**message, "person_id": person_id_of(target)}
                     sent.append(await send_person(target, forward))
                 continue
             if message["kind"] == "handover":
-                writes.put(persons, key, _MOVED + message["into"].encode(), item)
-                writes.put(deadlines, key, None, item)
+                current = run.release(key)
+                moved[key] = message["into"]
+                writes.put(persons, key.encode(), _MOVED + message["into"].encode(), item)
+                writes.put(deadlines, key.encode(), None, item)
                 if current is not None:
                     absorb = {
                         "kind": "absorb",
@@ -239,20 +271,30 @@ def register(
                         "state": state_to_builtins(current),
                     }
                     sent.append(await send_person(message["into"], absorb))
+                await send_facts(origin)
                 continue
             if message["kind"] == "absorb":
                 other = state_from_builtins(message["state"], config)
-                state, out = merge(current, other, config, message["person_id"])
+                run.absorb(key, other, message["person_id"])
             else:
                 event = parse_event(message["event"])
-                state, out = process(current, event, config, message["person_id"])
+                state = run.apply(key, event, message["person_id"])
                 metrics.events.labels(state.outcome).inc()
                 if event.received_at is not None:
                     metrics.processing_lag.observe(
                         max(0.0, time.time() - event.received_at.timestamp())
                     )
-            keep(key, state, item)
-            await send_facts(key, out, origin, 0)
+            last[key] = item
+            await send_facts(origin)
+        changes = run.close()  # the persons' rows, once per batch, and their deadlines
+        await send_facts(f"{origin}:rows")
+        for person, saved in changes.persons.items():
+            if person in moved or person not in last:
+                continue
+            at = changes.deadlines.get(person)
+            stamp = None if at is None else str(at).encode()
+            writes.put(persons, person.encode(), saved, last[person])
+            writes.put(deadlines, person.encode(), stamp, last[person])
         await _acknowledged(sent)
         writes.commit()
 
