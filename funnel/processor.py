@@ -33,7 +33,7 @@ from funnel.clock import from_millis, to_millis
 from funnel.config import CoreConfig
 from funnel.corrections import corrections
 from funnel.events import Event
-from funnel.facts import Fact, PersonRow
+from funnel.facts import Fact, LeadChange, PersonRow
 from funnel.profile import (
     REGULAR_PAYMENTS,
     Entry,
@@ -98,6 +98,10 @@ class PersonState(msgspec.Struct, array_like=True, gc=False):
     definitions were recorded, which is then rebuilt as if every funnel had changed)."""
     marks: list[Profile] = msgspec.field(default_factory=list)
     """Checkpoints of the fold every ``K`` logged events (see above)."""
+    lead_at_ms: int = 0
+    """The ``changed_at`` of the person's last lead change: every later one is later still
+    (the current temperature is the latest change), even when a late event changes the
+    temperature from earlier on."""
 
 
 def process(
@@ -149,9 +153,8 @@ def process(
         if entry.bot:
             return state, [own]
         facts.insert(0, own)
-        if not row:
-            return state, facts
-        facts.append(profile_row(state.profile, config))
+        if row:
+            facts.append(profile_row(state.profile, config))
         return state, _stamped(state, facts)
     late = log[-1].at_ms - entry.at_ms > config.lateness / _MS
     state.outcome = "late" if late else "reordered"
@@ -186,9 +189,8 @@ def process(
     if entry.bot:
         return state, [own]
     facts = [own, *corrections(before.facts, after.facts, temperature=was)]
-    if not row:
-        return state, facts
-    facts.append(profile_row(after.profile, config))
+    if row:
+        facts.append(profile_row(after.profile, config))
     return state, _stamped(state, facts)
 
 
@@ -294,6 +296,7 @@ def merge(
         marks=marks,
     )
     state.row_at_ms = max(other.row_at_ms, into.row_at_ms if into is not None else 0)
+    state.lead_at_ms = max(other.lead_at_ms, into.lead_at_ms if into is not None else 0)
     _trim(state, config)
     gone = replace(
         profile_row(other.profile, config),
@@ -327,7 +330,7 @@ def expire(state: PersonState, now_ms: int, config: CoreConfig) -> tuple[PersonS
         default=state.profile.last_seen_ms,
     )
     row = replace(row, updated_at=from_millis(max(changed_at, state.profile.last_seen_ms)))
-    return state, [*lapsed, *_stamped(state, [row])]
+    return state, _stamped(state, [*lapsed, row])
 
 
 def next_deadline(state: PersonState, config: CoreConfig) -> int | None:
@@ -405,7 +408,8 @@ def _deadlines(profile: Profile, config: CoreConfig) -> Iterator[tuple[str, int]
 
 
 def _stamped(state: PersonState, facts: list[Fact]) -> list[Fact]:
-    """Version the person's rows after every row emitted before; remember what they said."""
+    """Version the person's rows after every row emitted before, and their lead changes
+    after every change emitted before; remember what the rows said."""
     out: list[Fact] = []
     for fact in facts:
         if (
@@ -417,6 +421,12 @@ def _stamped(state: PersonState, facts: list[Fact]) -> list[Fact]:
             fact = replace(fact, updated_at=from_millis(at_ms))
             state.row_at_ms = at_ms
             state.statuses = dict(fact.funnel_status)
+        elif isinstance(fact, LeadChange) and fact.person_id == state.person_id:
+            at_ms = to_millis(fact.changed_at)
+            if at_ms <= state.lead_at_ms:
+                at_ms = state.lead_at_ms + 1
+                fact = replace(fact, changed_at=from_millis(at_ms))
+            state.lead_at_ms = at_ms
         out.append(fact)
     return out
 

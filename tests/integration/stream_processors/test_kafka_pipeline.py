@@ -522,10 +522,11 @@ def test_the_kafka_worker_and_the_embedded_runner_land_the_same_facts(
         assert kafka[part] == local[part], part
     ids = [row[:3] + row[5:] for row in kafka["events"]]  # id, type, person, revenue
     assert ids == [row[:3] + row[5:] for row in local["events"]]
-    drift = {part: set(kafka[part]) ^ set(local[part]) for part in ("events", "leads")}
-    if any(drift.values()):
+    assert kafka["leads"] == local["leads"]
+    drift = set(kafka["events"]) ^ set(local["events"])
+    if drift:
         # Known (issue 15): the Kafka route stage sends a customer's back-end events and the
         # device hand-over through different partitions, so an event can be folded before
-        # the device's history is absorbed. Stages, credits and persons are corrected by the
-        # merge; an event row's inherited channel and a lead change are not.
-        pytest.xfail(f"Kafka mode drifts from embedded: {[(p, len(d)) for p, d in drift.items()]}")
+        # the device's history is absorbed. Stages, credits, persons and leads are corrected
+        # by the merge; an event row's inherited channel is not.
+        pytest.xfail(f"Kafka mode drifts from embedded on {len(drift)} event rows' channel")

@@ -144,3 +144,25 @@ def test_a_payment_for_a_new_order_is_a_repeat() -> None:
     assert stages[-1] == "repeat"
     assert state.profile.payments == 2
     assert str(state.profile.revenue) == "20"
+
+
+def test_a_late_event_that_changes_the_temperature_is_the_latest_change() -> None:
+    """The current temperature is the latest lead change (``argMax(temperature,
+    changed_at)``). A late event that changes the temperature from earlier on must still
+    be the latest change, after every change landed before it."""
+    from funnel.facts import LeadChange
+
+    hour = timedelta(hours=1)
+    events = [
+        make_event("lead", 0, customer_id="c1"),
+        *(make_event("click", i * hour) for i in (2, 3, 4)),  # three clicks: warm at 4 h
+    ]
+    late = make_event("lead", hour, customer_id="c1", lead={"intent": "purchase"})  # hot at 1 h
+    state, facts = run(events)
+    state, out = process(state, late, CONFIG)
+    changes = [f for f in [*facts, *out] if isinstance(f, LeadChange)]
+    latest = max(changes, key=lambda c: c.changed_at)
+    assert state.profile.temperature == "hot"
+    assert latest.temperature == state.profile.temperature
+    in_order, _ = run([events[0], late, *events[1:]])
+    assert in_order.profile.temperature == "hot"
