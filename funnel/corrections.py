@@ -7,7 +7,7 @@ are retracted with ``sign = -1`` and credits with negated credit rows, so sums i
 
 from __future__ import annotations
 
-from dataclasses import replace
+from msgspec.structs import replace
 
 from funnel.facts import AttributionRow, Fact, LeadChange, StageReached
 

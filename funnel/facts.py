@@ -7,10 +7,11 @@ rows for Kafka and ClickHouse; the core never does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import ClassVar
+
+import msgspec
 
 __all__ = [
     "FACT_TABLES",
@@ -23,8 +24,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
+class EventRow(msgspec.Struct, frozen=True, gc=False):
     """One accepted event, classified and assigned to a person (table ``events``)."""
 
     table: ClassVar[str] = "events"
@@ -64,8 +64,7 @@ class EventRow:
         return _row(self)
 
 
-@dataclass(frozen=True, slots=True)
-class StageReached:
+class StageReached(msgspec.Struct, frozen=True, gc=False):
     """A person reached a funnel step for the first time (table ``stage_reached``).
 
     ``step_index`` is 1-based, like the level ``windowFunnel`` returns: a person with level L
@@ -96,8 +95,7 @@ class StageReached:
         return _row(self)
 
 
-@dataclass(frozen=True, slots=True)
-class AttributionRow:
+class AttributionRow(msgspec.Struct, frozen=True, gc=False):
     """One channel's credit for one conversion under one model (table ``attributions``).
 
     Per conversion and model the credits sum to 1 and the revenue credits to the revenue.
@@ -120,8 +118,7 @@ class AttributionRow:
         return _row(self)
 
 
-@dataclass(frozen=True, slots=True)
-class LeadChange:
+class LeadChange(msgspec.Struct, frozen=True, gc=False):
     """A lead's temperature changed; routed to ``queue`` (table ``lead_changes``, topic leads)."""
 
     table: ClassVar[str] = "lead_changes"
@@ -139,8 +136,7 @@ class LeadChange:
         return _row(self)
 
 
-@dataclass(frozen=True, slots=True)
-class PersonRow:
+class PersonRow(msgspec.Struct, frozen=True, gc=False):
     """The person's current state (table ``persons``; the latest ``updated_at`` wins)."""
 
     table: ClassVar[str] = "persons"
@@ -175,13 +171,7 @@ FACT_TABLES: tuple[str, ...] = tuple(
     kind.table for kind in (EventRow, StageReached, AttributionRow, LeadChange, PersonRow)
 )
 
-_COLUMNS: dict[type, tuple[str, ...]] = {}
 
-
-def _row(fact: object) -> dict[str, object]:
-    """Column name → value, shallow (values are immutable; ``asdict`` would deep-copy)."""
-    kind = type(fact)
-    names = _COLUMNS.get(kind)
-    if names is None:
-        names = _COLUMNS[kind] = tuple(f.name for f in fields(fact))  # type: ignore[arg-type]
-    return {name: getattr(fact, name) for name in names}
+def _row(fact: msgspec.Struct) -> dict[str, object]:
+    """Column name → value, shallow (values are immutable)."""
+    return msgspec.structs.asdict(fact)

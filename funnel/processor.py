@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 
 import msgspec
+from msgspec.structs import replace
 
 from funnel.channels import Touch
 from funnel.clock import from_millis, to_millis

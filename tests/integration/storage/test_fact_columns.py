@@ -3,8 +3,6 @@ migrations make, and facts landed as typed blocks, on the embedded engine (chDB)
 
 from __future__ import annotations
 
-import dataclasses
-
 from funnel.facts import Fact, PersonRow
 from funnel.processor import CoreConfig
 from funnel.runtime import Batch
@@ -19,7 +17,7 @@ def test_the_columns_in_code_are_the_migrated_tables_and_the_facts_fields(
     store: ChdbStore,
 ) -> None:
     for kind, columns in COLUMNS.items():
-        assert list(columns) == [f.name for f in dataclasses.fields(kind)], kind.table
+        assert list(columns) == list(kind.__struct_fields__), kind.table
         described = {
             row["name"]: row["type"]
             for row in store.query(f"DESCRIBE TABLE {store.database}.{kind.table}")
