@@ -186,3 +186,17 @@ def test_a_state_saved_as_json_by_an_earlier_version_still_loads() -> None:
     expected, _ = process(decode_state(encode_state(state)), more, CONFIG)
     assert after.profile == expected.profile
     assert len(after.marks) == len(after.log) // EVERY
+
+
+def test_state_round_trips_through_json_as_a_hand_over_carries_it() -> None:
+    """The Kafka person stage sends a device's state to its customer inside a JSON message
+    (``absorb``): the state that arrives is the state that left."""
+    from funnel.codec import state_from_builtins, state_to_builtins
+
+    events = [
+        *_history(40),
+        make_event("lead", timedelta(hours=3), lead={"intent": "demo", "form": "trial"}),
+    ]
+    state, _ = _run(events)
+    carried = json.loads(json.dumps(state_to_builtins(state)))
+    assert state_from_builtins(carried, CONFIG) == state
