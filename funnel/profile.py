@@ -2,10 +2,10 @@
 person's events — touches, funnel progress, money, lead temperature — and the facts each event
 yields. :mod:`funnel.processor` orders, deduplicates, re-folds and merges around it.
 
-The fold reads an event through its :class:`Entry`: the few fields it needs (time, type, the
-event's own channel classification, order, revenue, intent, the fields step filters compare),
-which is also what a person's log keeps (DESIGN §9a: compact state). The event's full row is
-built once, when the event arrives (:func:`event_row`).
+The fold (:func:`apply_entry`) reads an event through its :class:`Entry`: the few fields it
+needs (time, type, the event's own channel classification, order, revenue, intent, the fields
+step filters compare), which is also what a person's log keeps (DESIGN §9a: compact state).
+The event's full row is built once, when the event arrives (:func:`event_row`).
 
 Bounded for a person with any number of events: the touch path (``max_touches``), the paid
 and open orders (:data:`MAX_PAID_ORDERS`, :data:`MAX_OPEN_ORDERS`) and the clicks a lead
@@ -36,7 +36,6 @@ __all__ = [
     "Entry",
     "Profile",
     "apply_entry",
-    "apply_event",
     "cooled",
     "entry_of",
     "event_row",
@@ -144,17 +143,6 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
             self.payments,
             self.revenue,
         )
-
-
-def apply_event(profile: Profile, event: Event, config: CoreConfig) -> list[Fact]:
-    """Fold one event (in order) into ``profile``; return all its facts: its row, then what
-    :func:`apply_entry` yields, then the person's row (a bot's event: its row only)."""
-    entry = entry_of(event, config)
-    touch, facts = apply_entry(profile, entry, config)
-    row = event_row(event, profile.person_id, touch)
-    if entry.bot:
-        return [row]
-    return [row, *facts, person_row(profile, config)]
 
 
 def apply_entry(profile: Profile, entry: Entry, config: CoreConfig) -> tuple[Touch, list[Fact]]:
