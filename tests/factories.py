@@ -6,7 +6,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from funnel.config import CoreConfig
 from funnel.events import Event, EventType
+from funnel.facts import Fact
+from funnel.processor import PersonState, process
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 
@@ -36,3 +39,15 @@ def make_event(
             **fields,
         }
     )
+
+
+def fold(
+    events: list[Event], config: CoreConfig, state: PersonState | None = None
+) -> tuple[PersonState, list[Fact]]:
+    """``events`` applied in the order given (onto ``state``): the state and every fact."""
+    facts: list[Fact] = []
+    for event in events:
+        state, out = process(state, event, config)
+        facts.extend(out)
+    assert state is not None
+    return state, facts

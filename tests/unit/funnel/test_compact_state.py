@@ -17,7 +17,7 @@ from funnel.events import Event
 from funnel.facts import Fact
 from funnel.processor import MAX_SEEN, CoreConfig, PersonState, process
 from funnel.profile import MAX_OPEN_ORDERS, MAX_PAID_ORDERS
-from tests.factories import make_event
+from tests.factories import fold, make_event
 
 CONFIG = CoreConfig.default()
 EVERY = CONFIG.checkpoint_every
@@ -120,13 +120,7 @@ def test_a_late_event_is_folded_again_from_the_mark_before_it(
 
 
 def _run(events: list[Event], config: CoreConfig = CONFIG) -> tuple[PersonState, list[Fact]]:
-    state: PersonState | None = None
-    out: list[Fact] = []
-    for event in events:
-        state, facts = process(state, event, config)
-        out.extend(facts)
-    assert state is not None
-    return state, out
+    return fold(events, config)
 
 
 def test_any_arrival_order_gives_the_same_state_with_marks() -> None:

@@ -15,7 +15,7 @@ from funnel.events import Event
 from funnel.facts import Fact, LeadChange, PersonRow
 from funnel.funnels import FunnelCatalog
 from funnel.processor import CoreConfig, PersonState, expire, next_deadline, process
-from tests.factories import T0, make_event
+from tests.factories import T0, fold, make_event
 
 DAY = 86_400_000
 HOUR = 3_600_000
@@ -30,12 +30,7 @@ Change = tuple[str, str, int, str]
 def run(
     events: list[Event], config: CoreConfig = LEADS_ONLY, state: PersonState | None = None
 ) -> tuple[PersonState, list[Fact]]:
-    facts: list[Fact] = []
-    for event in events:
-        state, out = process(state, event, config)
-        facts.extend(out)
-    assert state is not None
-    return state, facts
+    return fold(events, config, state)
 
 
 def changes(facts: list[Fact]) -> list[Change]:

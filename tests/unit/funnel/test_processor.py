@@ -8,18 +8,13 @@ from funnel.codec import decode_state, encode_state
 from funnel.events import EventType
 from funnel.facts import EventRow, StageReached
 from funnel.processor import CoreConfig, PersonState, process
-from tests.factories import make_event
+from tests.factories import fold, make_event
 
 CONFIG = CoreConfig.default()
 
 
 def run(events: list) -> tuple[PersonState, list]:  # type: ignore[type-arg]
-    state, facts = None, []
-    for event in events:
-        state, out = process(state, event, CONFIG)
-        facts.extend(out)
-    assert state is not None
-    return state, facts
+    return fold(events, CONFIG)
 
 
 def test_stage_facts_carry_times_and_last_touch() -> None:

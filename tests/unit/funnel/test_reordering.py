@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from funnel.events import Event
 from funnel.facts import AttributionRow, EventRow, Fact, StageReached
 from funnel.processor import CoreConfig, PersonState, process
-from tests.factories import make_event
+from tests.factories import fold, make_event
 
 CONFIG = CoreConfig.default()
 KINDS = ["impression", "click", "lead", "order", "payment", "repeat"]
@@ -21,13 +21,7 @@ CONTEXTS = [{}, {"utm_medium": "email"}, {"gclid": "g"}, {"referrer": "https://t
 
 
 def feed(events: list[Event]) -> tuple[PersonState, list[Fact]]:
-    state: PersonState | None = None
-    facts: list[Fact] = []
-    for event in events:
-        state, out = process(state, event, CONFIG)
-        facts.extend(out)
-    assert state is not None
-    return state, facts
+    return fold(events, CONFIG)
 
 
 def net(facts: list[Fact]) -> tuple[Counter[object], dict[object, float], set[str]]:

@@ -18,8 +18,8 @@ import pytest
 from funnel.codec import decode_state, encode_state
 from funnel.events import Event
 from funnel.funnels import FunnelCatalog
-from funnel.processor import CoreConfig, PersonState, expire, next_deadline, process
-from tests.factories import make_event
+from funnel.processor import CoreConfig, PersonState, expire, next_deadline
+from tests.factories import fold, make_event
 
 BEFORE = CoreConfig.default()
 
@@ -79,10 +79,7 @@ def _journey() -> list[Event]:
 
 
 def _run(events: list[Event], config: CoreConfig, state: PersonState | None = None) -> PersonState:
-    for event in events:
-        state, _ = process(state, event, config)
-    assert state is not None
-    return state
+    return fold(events, config, state)[0]
 
 
 def _saved(state: PersonState) -> PersonState:
