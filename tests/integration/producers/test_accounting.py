@@ -25,7 +25,6 @@ from funnel.topics import TopicNames
 from producers.collector import CollectorSettings, EmbeddedDelivery, KafkaDelivery, create_app
 from producers.collector.delivery import Delivery
 from storage.backends import ChdbStore
-from storage.sink import Sink
 from stream_processors.embedded import EmbeddedPipeline
 from stream_processors.topics import create_topics
 from tests.accounting import (
@@ -39,9 +38,7 @@ from tests.accounting import (
 from tests.integration.stream_processors import test_kafka_pipeline
 from tests.integration.stream_processors.test_kafka_pipeline import (
     PARTITIONS,
-    drained,
-    sink_running,
-    wait_until,
+    land_with_one_worker,
 )
 
 worker_factory = test_kafka_pipeline.worker_factory  # the fixture: `funnel worker` processes
@@ -120,13 +117,5 @@ def test_every_acknowledged_event_is_stored_once_through_kafka(
         fuzz(client, ledger, max(50, request_count() // 5))
     assert len(ledger.acknowledged) > 20
 
-    worker = worker_factory(app_id, names.prefix, "w1", "--status-every", "3600")
-    sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=f"sink-{run}", topics=names)
-    with sink_running(sink):
-        wait_until(
-            lambda: drained(kafka_bootstrap, app_id, f"sink-{run}", names, [worker]),
-            300,
-            "the worker and the sink to take every record",
-        )
-    assert worker.poll() is None, (tmp_path / "w1.log").read_text()[-3000:]
+    land_with_one_worker(kafka_bootstrap, store, worker_factory, app_id, names, run, tmp_path)
     assert_accounted(store, ledger)

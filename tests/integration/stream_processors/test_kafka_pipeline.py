@@ -137,6 +137,27 @@ def drained(
     )
 
 
+def land_with_one_worker(
+    bootstrap: str,
+    store: ChdbStore,
+    worker_factory: Callable[..., subprocess.Popen[bytes]],
+    app_id: str,
+    names: TopicNames,
+    run: str,
+    tmp_path: Path,
+) -> None:
+    """One worker (no timer ticks of its own) and the sink, until every record is taken."""
+    worker = worker_factory(app_id, names.prefix, "w1", "--status-every", "3600")
+    sink = Sink(store, bootstrap_servers=bootstrap, group_id=f"sink-{run}", topics=names)
+    with sink_running(sink):
+        wait_until(
+            lambda: drained(bootstrap, app_id, f"sink-{run}", names, [worker]),
+            300,
+            "the worker and the sink to take every record",
+        )
+    assert worker.poll() is None, (tmp_path / "w1.log").read_text()[-3000:]
+
+
 @pytest.fixture
 def worker_factory(
     tmp_path: Path, kafka_bootstrap: str
@@ -246,15 +267,7 @@ def test_simulated_traffic_lands_exactly(
     raw.close()
 
     # No timer ticks of its own in this test: the test sends the ticks (below).
-    worker = worker_factory(app_id, names.prefix, "w1", "--status-every", "3600")
-    sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=f"sink-{run}", topics=names)
-    with sink_running(sink):
-        wait_until(
-            lambda: drained(kafka_bootstrap, app_id, f"sink-{run}", names, [worker]),
-            300,
-            "the worker and the sink to take every record",
-        )
-    assert worker.poll() is None, (tmp_path / "w1.log").read_text()[-3000:]
+    land_with_one_worker(kafka_bootstrap, store, worker_factory, app_id, names, run, tmp_path)
 
     assert_landed_exactly(store, sim, "kafka-it")
     truth = {p.customer_id or p.person_id: p.levels["sales"] for p in sim.truth.persons.values()}
@@ -496,15 +509,7 @@ def test_the_kafka_worker_and_the_embedded_runner_land_the_same_facts(
     sent = produce_messy(kafka_bootstrap, names, traffic)
     assert sent["duplicate"] > 0
 
-    worker = worker_factory(app_id, names.prefix, "w1", "--status-every", "3600")
-    sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=f"sink-{run}", topics=names)
-    with sink_running(sink):
-        wait_until(
-            lambda: drained(kafka_bootstrap, app_id, f"sink-{run}", names, [worker]),
-            300,
-            "the worker and the sink to take every record",
-        )
-    assert worker.poll() is None, (tmp_path / "w1.log").read_text()[-3000:]
+    land_with_one_worker(kafka_bootstrap, store, worker_factory, app_id, names, run, tmp_path)
 
     embedded = store.using(f"e_{run}")
     migrate(embedded)
