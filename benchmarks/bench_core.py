@@ -73,9 +73,12 @@ def _late_vs_in_order(config: CoreConfig, repeat: int) -> tuple[float, float]:
     decoder = msgspec.msgpack.Decoder(PersonState)
     before_last = state.log[-1].at_us - 1
     late = history[0].model_copy(
-        update={"event_id": "10000000-0000-4000-8000-000000000000", "type": EventType.CLICK}
+        update={
+            "event_id": "10000000-0000-4000-8000-000000000000",
+            "type": EventType.CLICK,
+            "occurred_at": from_micros(before_last),
+        }
     )
-    late = late.model_copy(update={"occurred_at": from_micros(before_last)})
     in_order = late.model_copy(update={"occurred_at": t0 + timedelta(days=1)})
     rounds = 200
 
