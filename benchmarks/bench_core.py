@@ -31,7 +31,7 @@ import msgspec
 from funnel.clock import from_micros
 from funnel.events import Event, EventType, parse_event
 from funnel.processor import CoreConfig, PersonState, process
-from funnel.runtime import Batch
+from funnel.runtime import Batch, tune_gc
 from producers.simulator import simulate
 from storage.fact_columns import fact_blocks
 from stream_processors.state import SavedState
@@ -106,7 +106,9 @@ def main() -> None:
     wire = [e.model_dump_json(exclude_none=True) for e in events]
     records = [msgspec.msgpack.encode(json.loads(w)) for w in wire]
     keys = [e.partition_key for e in events]
+    del events  # a host holds the records, not the simulator's objects
     config = CoreConfig.default()
+    tune_gc()  # as every ``funnel`` command does at start
 
     def baseline() -> None:
         decode = msgspec.msgpack.decode

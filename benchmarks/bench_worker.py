@@ -203,6 +203,7 @@ def drain_worker(bootstrap: str, prefix: str, partitions: int, work: Path) -> di
 def drain_embedded(payloads: list[bytes], work: Path) -> dict[str, float]:
     from funnel.events import parse_event
     from funnel.processor import CoreConfig
+    from funnel.runtime import tune_gc
     from storage.backends import ChdbStore
     from storage.migrate import migrate
     from stream_processors.embedded import EmbeddedPipeline
@@ -210,6 +211,7 @@ def drain_embedded(payloads: list[bytes], work: Path) -> dict[str, float]:
     store = ChdbStore(work / "store")
     migrate(store)
     pipeline = EmbeddedPipeline(store, CoreConfig.default())
+    tune_gc()  # as every ``funnel`` command does at start
     started = time.perf_counter()
     for payload in payloads:
         pipeline.submit(parse_event(payload))

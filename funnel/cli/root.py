@@ -29,6 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from funnel.logs import FORMATS
 from funnel.logs import configure as configure_logging
 from funnel.processor import CoreConfig
+from funnel.runtime import tune_gc
 from funnel.settings import (
     DEFAULT_DATABASE,
     DEFAULT_KAFKA,
@@ -301,6 +302,7 @@ def main(log_level: str, log_format: str, leads_file: Path | None) -> None:
         os.environ["FUNNEL_LEADS"] = str(leads_file)
         _lead_rules()  # a file it cannot use fails now, in one line
     configure_logging(log_level, log_format)
+    tune_gc()  # every command that runs the pipeline hosts the runtime
     driver = logging.getLogger("clickhouse_driver.connection")
     if log_level.lower() != "debug" and not any(
         isinstance(f, _WithoutTraceback) for f in driver.filters
