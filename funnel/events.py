@@ -6,6 +6,7 @@ storage rows) reads these typed fields; nothing re-parses the raw JSON.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -69,6 +70,7 @@ LongText = Annotated[str, StringConstraints(max_length=4000)]
 Scalar = str | int | Annotated[float, Field(allow_inf_nan=False)] | bool | None
 
 _MAX_PROPERTIES = 50
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 #: The times an event may carry (``occurred_at``, ``sent_at``): from 2000-01-01 to before
 #: 2100-01-01, UTC. What the store's time columns and buckets hold with room to spare
@@ -146,6 +148,8 @@ class Event(_Strict):
     @field_validator("event_id")
     @classmethod
     def _uuid(cls, value: str) -> str:
+        if _CANONICAL_UUID.fullmatch(value):
+            return value  # already its canonical form (what senders send): no UUID object
         try:
             return str(uuid.UUID(value))  # canonical lower-case form: one id, one spelling
         except ValueError:

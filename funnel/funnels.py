@@ -129,14 +129,35 @@ class FunnelSpec(BaseModel):
         return int(self.window / timedelta(milliseconds=1))
 
     @cached_property
-    def _steps_by_type(self) -> dict[EventType, tuple[int, ...]]:
-        """Event type → the indexes of the steps of that type (the candidates to match)."""
+    def _steps_by_type(self) -> dict[tuple[EventType, bool], tuple[int, ...]]:
+        """``(event type, also a repeat)`` → the indexes of the steps it may count as (the
+        candidates to match), in step order."""
         index: dict[EventType, list[int]] = {}
         for i, step in enumerate(self.steps):
             index.setdefault(step.type, []).append(i)
-        return {kind: tuple(found) for kind, found in index.items()}
+        repeats = index.get(EventType.REPEAT, [])
+        table: dict[tuple[EventType, bool], tuple[int, ...]] = {}
+        for kind in EventType:
+            own = index.get(kind, [])
+            table[kind, False] = tuple(own)
+            table[kind, True] = tuple(sorted({*own, *repeats}))
+        return table
 
-    def matching_steps(self, event: Event, *, also_repeat: bool = False) -> list[int]:
+    @cached_property
+    def _filtered(self) -> bool:
+        """Whether any step has a property filter."""
+        return any(step.where for step in self.steps)
+
+    @cached_property
+    def step_names(self) -> tuple[str, ...]:
+        return tuple(step.name for step in self.steps)
+
+    @cached_property
+    def mode_name(self) -> str:
+        """The mode as a plain string (what :func:`funnel.progression.advance` takes)."""
+        return self.mode.value
+
+    def matching_steps(self, event: Event, *, also_repeat: bool = False) -> tuple[int, ...]:
         """0-based indexes of the steps ``event`` counts as, in step order."""
         return self.steps_for(
             event.type, where_values(event, self.where_keys), also_repeat=also_repeat
@@ -149,18 +170,18 @@ class FunnelSpec(BaseModel):
 
     def steps_for(
         self, kind: EventType, values: Mapping[str, Scalar], *, also_repeat: bool = False
-    ) -> list[int]:
+    ) -> tuple[int, ...]:
         """:meth:`matching_steps` for an event of type ``kind`` whose filtered fields are
         ``values`` (:func:`where_values`)."""
-        candidates = self._steps_by_type.get(kind, ())
-        if also_repeat and kind is not EventType.REPEAT:
-            candidates = tuple(sorted(candidates + self._steps_by_type.get(EventType.REPEAT, ())))
+        candidates = self._steps_by_type[kind, also_repeat]
+        if not self._filtered:
+            return candidates
         steps = self.steps
-        return [
+        return tuple(
             i
             for i in candidates
             if not steps[i].where or steps[i].matches_values(kind, values, also_repeat=also_repeat)
-        ]
+        )
 
 
 class FunnelCatalog(BaseModel):

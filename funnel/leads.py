@@ -22,6 +22,7 @@ import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -222,7 +223,7 @@ class LeadRules(BaseModel):
         """Rules from a TOML file in the format of the default (:func:`load_lead_rules`)."""
         return load_lead_rules(path, env={})
 
-    @property
+    @cached_property
     def click_memory_ms(self) -> int:
         """How long click times matter: a click rule's ``within`` and then its freshness."""
         spans = [r.within + self._cool_after(r) for r in self.rule if r.min_clicks]

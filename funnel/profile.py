@@ -25,7 +25,7 @@ from funnel.clock import from_micros, from_millis, to_micros, to_millis
 from funnel.config import CoreConfig
 from funnel.events import Event, EventType, Scalar
 from funnel.facts import AttributionRow, EventRow, Fact, LeadChange, PersonRow, StageReached
-from funnel.funnels import where_values
+from funnel.funnels import FunnelMode, where_values
 from funnel.leads import LeadSignals, Temperature
 from funnel.progression import FunnelProgress, advance, status
 
@@ -230,31 +230,42 @@ def _stages(
     repeat: bool,
     facts: list[Fact],
 ) -> None:
+    funnels = state.funnels
+    kind = entry.type
+    at = None
     for spec in config.funnels.specs:
-        steps = spec.steps_for(entry.type, entry.values, also_repeat=repeat)
-        progress = state.funnels.get(spec.name)
+        steps = spec.steps_for(kind, entry.values, also_repeat=repeat)
+        progress = funnels.get(spec.name)
         if progress is None:
             if not steps:
                 continue
-            progress = state.funnels[spec.name] = FunnelProgress.empty(len(spec.steps))
-        for k in advance(progress, at_ms, steps, spec.window_ms, spec.mode.value):
+            progress = funnels[spec.name] = FunnelProgress.empty(len(spec.steps))
+        elif not steps and spec.mode is not FunnelMode.STRICT:
+            continue  # an event of no step changes nothing, unless it stops a strict scan
+        reached = advance(progress, at_ms, steps, spec.window_ms, spec.mode_name)
+        if not reached:
+            continue
+        if at is None:
+            at = from_millis(at_ms)
+        names = spec.step_names
+        for k in reached:
             start_ms, reached_ms = progress.chain[k] or (at_ms, at_ms)
             entered = _touch_at(state.touches, start_ms) or PathTouch(
                 at_ms, touch.channel, touch.campaign
             )
             facts.append(
                 StageReached(
-                    site_id=state.site_id,
-                    person_id=state.person_id,
-                    funnel=spec.name,
-                    step=spec.steps[k].name,
-                    step_index=k + 1,
-                    reached_at=from_millis(reached_ms),
-                    entered_at=from_millis(start_ms),
-                    channel=touch.channel,
-                    campaign=touch.campaign,
-                    entry_channel=entered.channel,
-                    entry_campaign=entered.campaign,
+                    state.site_id,
+                    state.person_id,
+                    spec.name,
+                    names[k],
+                    k + 1,
+                    at if reached_ms == at_ms else from_millis(reached_ms),
+                    at if start_ms == at_ms else from_millis(start_ms),
+                    touch.channel,
+                    touch.campaign,
+                    entered.channel,
+                    entered.campaign,
                 )
             )
 

@@ -20,6 +20,8 @@ check both against chDB).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
 __all__ = ["CONVERTED", "DROPPED", "IN_WINDOW", "FunnelProgress", "advance", "deadline", "status"]
@@ -46,7 +48,11 @@ class FunnelProgress(msgspec.Struct, array_like=True, gc=False):
 
 
 def advance(
-    progress: FunnelProgress, at_ms: int, steps: list[int], window_ms: int, mode: str = "ordered"
+    progress: FunnelProgress,
+    at_ms: int,
+    steps: Sequence[int],
+    window_ms: int,
+    mode: str = "ordered",
 ) -> list[int]:
     """Apply one event that counts as the 0-based ``steps`` (ascending; empty when it matches
     no step) at ``at_ms``.
@@ -84,7 +90,7 @@ def advance(
 
 
 def _advance_any(
-    progress: FunnelProgress, at_ms: int, steps: list[int], window_ms: int
+    progress: FunnelProgress, at_ms: int, steps: Sequence[int], window_ms: int
 ) -> list[int]:
     if not steps:
         return []
@@ -112,7 +118,12 @@ def deadline(progress: FunnelProgress, steps: int, window_ms: int) -> int | None
     """
     if progress.level >= steps or progress.stopped or not progress.started:
         return None
-    return max(c[0] for c in progress.chain if c is not None) + window_ms
+    # The newest chain start: ordered and strict re-start step 1 at every step-1 event (and a
+    # later step's chain began at an earlier step 1); any has one start for every step.
+    for reached in progress.chain:
+        if reached is not None:
+            return reached[0] + window_ms
+    return None
 
 
 def status(progress: FunnelProgress, steps: int, window_ms: int, now_ms: int) -> str:
