@@ -7,6 +7,7 @@ previous touch.
 
 from __future__ import annotations
 
+import operator
 import re
 import tomllib
 from dataclasses import dataclass
@@ -138,16 +139,10 @@ class ChannelRules(BaseModel):
         """
         # The answer depends on these fields only (click ids by presence, not value), and
         # pages, referrers and campaigns repeat: remember recent answers (bounded).
-        key = (
-            context.url,
-            context.referrer,
-            context.utm_source,
-            context.utm_medium,
-            context.utm_campaign,
-            context.utm_term,
-            context.utm_content,
-            tuple(name for name in CLICK_ID_PARAMS if getattr(context, name)),
-        )
+        key = _SIGNALS(context)
+        clicked = _CLICK_IDS(context)
+        if any(clicked):
+            key = (*key, tuple(name for name, v in zip(CLICK_ID_PARAMS, clicked, strict=True) if v))
         memo = self._memo
         if key in memo:
             return memo[key]
@@ -203,6 +198,12 @@ def _implied_source(rule: ChannelRule, signals: _Signals) -> str:
         return _CLICK_ID_SOURCES.get(name, rule.source)
     return signals.referrer_host or rule.source
 
+
+_SIGNALS = operator.attrgetter(
+    "url", "referrer", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"
+)
+"""The context's fields a classification reads, besides click ids (by presence)."""
+_CLICK_IDS = operator.attrgetter(*CLICK_ID_PARAMS)
 
 _CLICK_ID_SOURCES = {
     "gclid": "google",

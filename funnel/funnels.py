@@ -11,7 +11,7 @@ from enum import StrEnum
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -22,6 +22,7 @@ __all__ = [
     "FunnelMode",
     "FunnelSpec",
     "Step",
+    "StepPlan",
     "parse_duration",
     "where_values",
 ]
@@ -148,15 +149,6 @@ class FunnelSpec(BaseModel):
         """Whether any step has a property filter."""
         return any(step.where for step in self.steps)
 
-    @cached_property
-    def step_names(self) -> tuple[str, ...]:
-        return tuple(step.name for step in self.steps)
-
-    @cached_property
-    def mode_name(self) -> str:
-        """The mode as a plain string (what :func:`funnel.progression.advance` takes)."""
-        return self.mode.value
-
     def matching_steps(self, event: Event, *, also_repeat: bool = False) -> tuple[int, ...]:
         """0-based indexes of the steps ``event`` counts as, in step order."""
         return self.steps_for(
@@ -182,6 +174,23 @@ class FunnelSpec(BaseModel):
             for i in candidates
             if not steps[i].where or steps[i].matches_values(kind, values, also_repeat=also_repeat)
         )
+
+
+class StepPlan(NamedTuple):
+    """One funnel as the fold visits it for one kind of event (:attr:`FunnelCatalog.plan`)."""
+
+    spec: FunnelSpec
+    name: str
+    steps: tuple[int, ...]
+    """The steps the event counts as, unless ``filtered`` (then :meth:`FunnelSpec.steps_for`
+    narrows these candidates by the event's values)."""
+    filtered: bool
+    window_ms: int
+    mode: str
+    size: int
+    """How many steps the funnel has."""
+    names: tuple[str, ...]
+    """The steps' names."""
 
 
 class FunnelCatalog(BaseModel):
@@ -218,6 +227,33 @@ class FunnelCatalog(BaseModel):
     def where_keys(self) -> frozenset[str]:
         """The fields any funnel's step filters compare (what a compact log entry keeps)."""
         return frozenset(key for spec in self.specs for key in spec.where_keys)
+
+    @cached_property
+    def plan(self) -> dict[tuple[EventType, bool], tuple[StepPlan, ...]]:
+        """``(event type, also a repeat)`` → the funnels an event of that kind can change,
+        in configured order: those with a step of its type, and the strict ones (an event of
+        no step stops a strict scan). Any other funnel is left as it is by such an event."""
+        plan: dict[tuple[EventType, bool], tuple[StepPlan, ...]] = {}
+        for kind in EventType:
+            for repeat in (False, True):
+                visits = []
+                for spec in self.specs:
+                    steps = spec._steps_by_type[kind, repeat]
+                    if steps or spec.mode is FunnelMode.STRICT:
+                        visits.append(
+                            StepPlan(
+                                spec,
+                                spec.name,
+                                steps,
+                                spec._filtered,
+                                spec.window_ms,
+                                spec.mode.value,
+                                len(spec.steps),
+                                tuple(step.name for step in spec.steps),
+                            )
+                        )
+                plan[kind, repeat] = tuple(visits)
+        return plan
 
     def get(self, name: str) -> FunnelSpec:
         for spec in self.specs:

@@ -14,6 +14,8 @@ rule looks at (:data:`funnel.leads.MAX_CLICKS`) keep their most recent items.
 
 from __future__ import annotations
 
+import bisect
+import operator
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -25,7 +27,7 @@ from funnel.clock import from_micros, from_millis, to_micros, to_millis
 from funnel.config import CoreConfig
 from funnel.events import Event, EventType, Scalar
 from funnel.facts import AttributionRow, EventRow, Fact, LeadChange, PersonRow, StageReached
-from funnel.funnels import FunnelMode, where_values
+from funnel.funnels import where_values
 from funnel.leads import LeadSignals, Temperature
 from funnel.progression import FunnelProgress, advance, status
 
@@ -233,21 +235,23 @@ def _stages(
     funnels = state.funnels
     kind = entry.type
     at = None
-    for spec in config.funnels.specs:
-        steps = spec.steps_for(kind, entry.values, also_repeat=repeat)
-        progress = funnels.get(spec.name)
+    for spec, name, steps, filtered, window_ms, mode, size, names in config.funnels.plan[
+        kind, repeat
+    ]:
+        if filtered:
+            steps = spec.steps_for(kind, entry.values, also_repeat=repeat)
+        progress = funnels.get(name)
         if progress is None:
             if not steps:
                 continue
-            progress = funnels[spec.name] = FunnelProgress.empty(len(spec.steps))
-        elif not steps and spec.mode is not FunnelMode.STRICT:
+            progress = funnels[name] = FunnelProgress.empty(size)
+        elif not steps and mode != "strict":
             continue  # an event of no step changes nothing, unless it stops a strict scan
-        reached = advance(progress, at_ms, steps, spec.window_ms, spec.mode_name)
+        reached = advance(progress, at_ms, steps, window_ms, mode)
         if not reached:
             continue
         if at is None:
             at = from_millis(at_ms)
-        names = spec.step_names
         for k in reached:
             start_ms, reached_ms = progress.chain[k] or (at_ms, at_ms)
             entered = _touch_at(state.touches, start_ms) or PathTouch(
@@ -257,7 +261,7 @@ def _stages(
                 StageReached(
                     state.site_id,
                     state.person_id,
-                    spec.name,
+                    name,
                     names[k],
                     k + 1,
                     at if reached_ms == at_ms else from_millis(reached_ms),
@@ -273,12 +277,11 @@ def _stages(
 def _touch_at(touches: list[PathTouch], at_ms: int) -> PathTouch | None:
     """The touch in effect at ``at_ms``: the last one at or before it (touches are in time
     order), or ``None`` when the path starts later."""
-    found = None
-    for touch in touches:
-        if touch.at_ms > at_ms:
-            break
-        found = touch
-    return found
+    found = bisect.bisect_right(touches, at_ms, key=_touch_time)
+    return touches[found - 1] if found else None
+
+
+_touch_time = operator.attrgetter("at_ms")
 
 
 def _credits(

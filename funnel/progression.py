@@ -62,16 +62,19 @@ def advance(
     """
     if mode == "any":
         return _advance_any(progress, at_ms, steps, window_ms)
-    chain = progress.chain
-    strict = mode == "strict"
     if progress.stopped:
         return []
+    chain = progress.chain
+    strict = mode == "strict"
     if strict and not steps and progress.started:
         progress.stopped = True
+        return []
+    top = 0  # the deepest step this event set (1-based; only those can raise the level)
     for k in steps:
         if k == 0:
             chain[0] = (at_ms, at_ms)
             progress.started = True
+            top = top or 1
             continue
         previous = chain[k - 1]
         if strict and progress.started and previous is None:
@@ -79,14 +82,12 @@ def advance(
             break
         if previous is not None and at_ms <= previous[0] + window_ms:
             chain[k] = (previous[0], at_ms)
+            top = k + 1
     before = progress.level
-    level = before
-    for k in range(len(chain) - 1, before - 1, -1):
-        if chain[k] is not None:
-            level = k + 1
-            break
-    progress.level = level
-    return list(range(before, level))
+    if top <= before:
+        return []
+    progress.level = top
+    return list(range(before, top))
 
 
 def _advance_any(
