@@ -217,6 +217,7 @@ def drain_embedded(payloads: list[bytes], work: Path) -> dict[str, float]:
         pipeline.submit(parse_event(payload))
     pipeline.flush()
     seconds = time.perf_counter() - started
+    pipeline.close()
     tables = ("events", "stage_reached", "attributions", "lead_changes", "persons")
     rows = sum(
         int(store.query(f"SELECT count() AS n FROM {store.database}.{t}")[0]["n"]) for t in tables

@@ -18,9 +18,11 @@ are not retried: the rest lands, they go to ``rejected_events`` with the store's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from funnel.clock import Clock, SystemClock, to_millis
 from funnel.events import Event
@@ -30,18 +32,24 @@ from storage.backends import Store, StoreError
 from storage.fact_columns import fact_blocks
 from storage.gate import CommitGate
 from storage.poison import Refused, insert_isolating
-from stream_processors.state import SavedState
+from stream_processors.state import Outbox, SavedState
 
 __all__ = ["EmbeddedPipeline", "GatedPipeline"]
 
 log = logging.getLogger(__name__)
+
+_Landed = tuple[list[tuple[Outbox, str, list[Refused]]], StoreError | None]
+"""What a landing did: the entries that landed (token, rows refused), and its failure."""
 
 
 class EmbeddedPipeline:
     """Process events in-process and land the facts in ``store``.
 
     ``saved`` is the state to continue from (default: a new one in memory). A batch is
-    committed and landed when its facts reach ``batch_size`` rows, and on :meth:`flush`.
+    committed when its facts reach ``batch_size`` rows, and on :meth:`flush`. A batch
+    committed because it was full lands behind the next one: a thread inserts its blocks
+    while this one processes the next batch (the store's engine runs without Python's
+    lock), at most one batch in flight. :meth:`flush` lands everything before it returns.
     """
 
     def __init__(
@@ -60,6 +68,8 @@ class EmbeddedPipeline:
         self.saved = saved if saved is not None else SavedState(config=config)
         self.batch = Batch(config, self.saved)
         self._refused: list[Refused] = []
+        self._lander: ThreadPoolExecutor | None = None
+        self._landing: Future[_Landed] | None = None
         self.processed = 0
         self.duplicates = 0
         """Events dropped because their site and id were applied before."""
@@ -73,7 +83,8 @@ class EmbeddedPipeline:
         self.processed += 1
         self.duplicates += not applied
         if len(self.batch.changes.facts) >= self.batch_size:
-            self.flush()
+            self._commit()
+            self._land(behind=True)
         return applied
 
     def submit_all(self, events: Iterable[Event]) -> None:
@@ -107,18 +118,67 @@ class EmbeddedPipeline:
         """Commit the batch (state and facts, :mod:`stream_processors.state`) and land every
         pending fact; blocks until the store acknowledged them. Returns the rows the store
         refused for their values since the last flush (dead-lettered)."""
+        self._commit()
+        self._land(behind=False)
+        refused, self._refused = self._refused, []
+        return refused
+
+    def close(self) -> None:
+        """Stop the landing thread (what it holds lands first; :meth:`flush` lands the rest)."""
+        if self._lander is not None:
+            with contextlib.suppress(StoreError):
+                self._settle()
+            self._lander.shutdown()
+            self._lander = None
+
+    def _commit(self) -> None:
         changes = self.batch.close()
         if changes:
             self.saved.commit(changes, fact_blocks(changes.facts))
         self.batch = Batch(self.config, self.saved)
-        for entry in self.saved.pending():
+
+    def _land(self, *, behind: bool) -> None:
+        """Insert the pending outbox entries: now, or (``behind``) in the landing thread.
+        The entry in flight is settled first; a write it could not make raises here."""
+        self._settle()
+        entries = self.saved.pending()
+        if not entries:
+            return
+        if not behind:
+            self._settled(self._insert(entries))
+            return
+        if self._lander is None:
+            self._lander = ThreadPoolExecutor(1, thread_name_prefix="funnel-lander")
+        self._landing = self._lander.submit(self._insert, entries)
+
+    def _insert(self, entries: list[Outbox]) -> _Landed:
+        """Insert ``entries`` in order until one fails: what landed (with the rows the store
+        refused for their values), and the failure. Touches the store only, so that it may
+        run in the landing thread; the saved state is settled by the caller's thread."""
+        landed: list[tuple[Outbox, str, list[Refused]]] = []
+        for entry in entries:
             token = self.saved.token(entry)
-            refused = insert_isolating(self.store, entry.table, entry.rows, dedup_token=token)
+            try:
+                refused = insert_isolating(self.store, entry.table, entry.rows, dedup_token=token)
+            except StoreError as exc:
+                return landed, exc
+            landed.append((entry, token, refused))
+        return landed, None
+
+    def _settle(self) -> None:
+        """Wait for the entries in flight and mark what landed."""
+        landing, self._landing = self._landing, None
+        if landing is not None:
+            self._settled(landing.result())
+
+    def _settled(self, result: _Landed) -> None:
+        landed, failure = result
+        for entry, token, refused in landed:
             if refused:
                 self._dead_letter(refused, token)
             self.saved.landed(entry)
-        refused, self._refused = self._refused, []
-        return refused
+        if failure is not None:
+            raise failure
 
     def _dead_letter(self, refused: list[Refused], token: str) -> None:
         self.refused_rows += len(refused)

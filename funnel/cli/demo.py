@@ -78,12 +78,15 @@ def demo(
             processing = time.perf_counter()
             # Large batches: a bulk load commits each person's state once per batch.
             pipeline = EmbeddedPipeline(db, config, saved=saved, batch_size=DEMO_BATCH)
-            for i, event in enumerate(sim.events, 1):
-                pipeline.submit(event)
-                if i % 5000 == 0:
-                    progress.update(task, completed=i)
-            pipeline.expire()  # the status timer: windows that expired by now have dropped
-            pipeline.flush()
+            try:
+                for i, event in enumerate(sim.events, 1):
+                    pipeline.submit(event)
+                    if i % 5000 == 0:
+                        progress.update(task, completed=i)
+                pipeline.expire()  # the status timer: windows that expired by now have dropped
+                pipeline.flush()
+            finally:
+                pipeline.close()  # before the store: no landing thread outlives it
             processed = time.perf_counter() - processing
             progress.update(task, completed=len(sim.events))
         reports = funnel_report(db, spec, ReportScope(site=site))

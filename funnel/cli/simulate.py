@@ -128,7 +128,10 @@ def simulate(
             db = _open_store(store, database)
             try:
                 pipeline = EmbeddedPipeline(db, _config(None, None))
-                sent = send_inprocess(stream, pipeline, site, progress=advance)
+                try:
+                    sent = send_inprocess(stream, pipeline, site, progress=advance)
+                finally:
+                    pipeline.close()  # before the store: no landing thread outlives it
             finally:
                 db.close()
     if truth is not None:

@@ -3,6 +3,7 @@ facts committed with the state land once, whatever point a crash cut the commit 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,4 +95,53 @@ def test_state_ids_links_and_deadlines_survive_a_restart(store: ChdbStore, tmp_p
     assert rows == [{"person_id": "c1", "s": "dropped"}]
     assert (
         _count(store, "SELECT sum(sign) AS n FROM {db}.stage_reached WHERE funnel = 'sales'") == 3
+    )
+
+
+class FailsOnce:
+    """The real store; the ``nth`` insert into ``table`` fails (nothing of it lands)."""
+
+    def __init__(self, store: ChdbStore, table: str, nth: int) -> None:
+        self.store, self.table, self.left = store, table, nth
+        self.database = store.database
+        self.threads: set[str] = set()
+
+    def insert(self, table: str, rows: Sequence[Mapping[str, object]], **kw: Any) -> None:
+        self.threads.add(threading.current_thread().name.partition("_")[0])
+        if table == self.table:
+            self.left -= 1
+            if self.left == 0:
+                raise StoreError("the store was away (a test)")
+        self.store.insert(table, rows, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_batches_landed_behind_processing_land_once_even_when_a_write_fails(
+    store: ChdbStore,
+) -> None:
+    """A full batch lands in the landing thread while the next one is processed; a write it
+    could not make surfaces at the next batch (or flush), and is retried with its token."""
+    events = [
+        make_event(EventType.IMPRESSION, i, person=f"p{i % 40}", site="b") for i in range(400)
+    ]
+    flaky = FailsOnce(store, "stage_reached", 2)
+    pipeline = EmbeddedPipeline(flaky, CONFIG, batch_size=50)  # type: ignore[arg-type]
+    failures = 0
+    for event in events:
+        try:
+            pipeline.submit(event)
+        except StoreError:
+            failures += 1  # the client of this event would retry: it is a duplicate now
+            assert not pipeline.submit(event)
+    pipeline.flush()
+    pipeline.close()
+    assert failures == 1
+    assert flaky.threads == {"funnel-lander", "MainThread"}  # behind, and the final flush
+    assert not pipeline.saved.pending()
+    assert _count(store, "SELECT count() AS n FROM {db}.events") == 400
+    assert _count(store, "SELECT uniqExact(event_id) AS n FROM {db}.events") == 400
+    assert (
+        _count(store, "SELECT sum(sign) AS n FROM {db}.stage_reached WHERE funnel = 'sales'") == 40
     )
