@@ -229,6 +229,11 @@ class FunnelCatalog(BaseModel):
         return frozenset(key for spec in self.specs for key in spec.where_keys)
 
     @cached_property
+    def shapes(self) -> tuple[tuple[str, int, int], ...]:
+        """Per funnel, in configured order: its name, how many steps, its window (ms)."""
+        return tuple((spec.name, len(spec.steps), spec.window_ms) for spec in self.specs)
+
+    @cached_property
     def plan(self) -> dict[tuple[EventType, bool], tuple[StepPlan, ...]]:
         """``(event type, also a repeat)`` → the funnels an event of that kind can change,
         in configured order: those with a step of its type, and the strict ones (an event of

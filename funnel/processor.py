@@ -400,12 +400,13 @@ def _definitions(config: CoreConfig) -> dict[str, str]:
 
 def _deadlines(profile: Profile, config: CoreConfig) -> Iterator[tuple[str, int]]:
     """Per funnel the person entered and can still advance in: its deadline (epoch ms)."""
-    for spec in config.funnels.specs:
-        progress = profile.funnels.get(spec.name)
+    funnels = profile.funnels
+    for name, size, window_ms in config.funnels.shapes:
+        progress = funnels.get(name)
         if progress is not None:
-            due = deadline(progress, len(spec.steps), spec.window_ms)
+            due = deadline(progress, size, window_ms)
             if due is not None:
-                yield spec.name, due
+                yield name, due
 
 
 def _stamped(state: PersonState, facts: list[Fact]) -> list[Fact]:

@@ -375,10 +375,11 @@ def _lead_change(
 def person_row(state: Profile, config: CoreConfig, now_ms: int | None = None) -> PersonRow:
     """The person's row; statuses as of ``now_ms`` (default: the person's latest event)."""
     now = state.last_seen_ms if now_ms is None else now_ms
+    funnels = state.funnels
     statuses = {
-        spec.name: status(progress, len(spec.steps), spec.window_ms, now)
-        for spec in config.funnels.specs
-        if (progress := state.funnels.get(spec.name)) is not None
+        name: status(progress, size, window_ms, now)
+        for name, size, window_ms in config.funnels.shapes
+        if (progress := funnels.get(name)) is not None
     }
     return PersonRow(
         site_id=state.site_id,

@@ -258,9 +258,11 @@ class SavedState:
         assert db is not None
         with db:
             gone = [(k,) for k, s in changes.persons.items() if s is None]
+            # In key order: the table is clustered by key (WITHOUT ROWID), and states of ~1 KB
+            # inserted in random order split pages all over it (2.6x slower for 20k persons).
             db.executemany(
                 "INSERT OR REPLACE INTO persons VALUES (?, ?)",
-                [(k, encode_state(s)) for k, s in changes.persons.items() if s is not None],
+                [(k, encode_state(s)) for k, s in sorted(changes.persons.items()) if s is not None],
             )
             db.executemany("DELETE FROM persons WHERE key = ?", gone)
             db.executemany("INSERT OR REPLACE INTO aliases VALUES (?, ?)", changes.aliases.items())
