@@ -202,11 +202,20 @@ class Block(Sequence[dict[str, Any]]):
         return cls(pa.ipc.open_stream(data).read_all())
 
 
-def fact_blocks(facts: Sequence[Fact]) -> dict[str, Block]:
-    """A batch's facts as one block per table, in order (a table with no facts has none)."""
+def fact_blocks(facts: Sequence[Fact], ids: Sequence[str] | None = None) -> dict[str, Block]:
+    """A batch's facts as one block per table, in order (a table with no facts has none).
+
+    ``ids``: each fact's ``fact_id`` (parallel to ``facts``), added as a last column of that
+    name (the Kafka worker's blocks: the sink drops a fact whose id it landed before)."""
     by_kind: dict[type[Any], list[Fact]] = {}
-    for fact in facts:
-        by_kind.setdefault(type(fact), []).append(fact)
+    id_lists: dict[type[Any], list[str]] = {}
+    if ids is None:
+        for fact in facts:
+            by_kind.setdefault(type(fact), []).append(fact)
+    else:
+        for fact, fact_id in zip(facts, ids, strict=True):
+            by_kind.setdefault(type(fact), []).append(fact)
+            id_lists.setdefault(type(fact), []).append(fact_id)
     blocks = {}
     for kind, group in by_kind.items():
         schema = _SCHEMAS[kind]
@@ -216,5 +225,8 @@ def fact_blocks(facts: Sequence[Fact]) -> dict[str, Block]:
             pa.array(list(map(get, group)), f.type)
             for get, f in zip(_GETTERS[kind], schema, strict=True)
         ]
+        if ids is not None:
+            schema = schema.append(pa.field("fact_id", pa.string()))
+            arrays.append(pa.array(id_lists[kind], pa.string()))
         blocks[kind.table] = Block(pa.Table.from_arrays(arrays, schema=schema))
     return blocks

@@ -52,11 +52,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no annotations
 from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError
@@ -67,6 +68,7 @@ from funnel.settings import DEDUP_HORIZON
 from funnel.topics import FACT_TABLES, TopicNames
 from storage.backends import Store, StoreError, StoreUnavailable
 from storage.batches import Cut, PartitionBatches
+from storage.fact_columns import Block
 from storage.poison import Refused, insert_isolating
 from storage.sink_metrics import SinkMetrics
 
@@ -81,6 +83,8 @@ DEFAULT_MAX_ROWS = 50_000
 DEFAULT_MAX_AGE_S = 1.0
 
 _PLAN = "plan:"
+_IPC = b"\xff\xff\xff\xff"
+"""The first bytes of an Arrow IPC stream (a continuation marker): a record holding a block."""
 _LAG_EVERY_S = 5.0
 
 
@@ -321,18 +325,38 @@ class Sink:
         return written
 
     def _land(self, tp: TopicPartition, cut: Cut) -> int:
-        """Insert ``cut``'s fresh rows; :class:`Backpressure` if the store refuses them."""
-        # One json.loads for the batch: faster, and the rows share their key objects, which
-        # the store's Arrow path compares per row.
-        rows: list[dict[str, Any]] = json.loads(
-            b"[" + b",".join(record.value for record in cut.records) + b"]"
-        )
-        fresh, ids = self._fresh(rows)
+        """Insert ``cut``'s fresh rows; :class:`Backpressure` if the store refuses them.
+
+        A record is one fact as JSON, or a typed block of facts (Arrow IPC, the worker's
+        ``events``, ``stage_reached`` and ``attributions``): the blocks of a cut are joined
+        and inserted as they are, without row dicts. A cut holding both (a worker upgraded
+        while records of the older one were in flight) is two inserts."""
+        texts = [r.value for r in cut.records if r.value[:4] != _IPC]
+        blocks = [r.value for r in cut.records if r.value[:4] == _IPC]
         table = self.names.table_of(tp.topic)
+        token = f"{tp.topic}:{tp.partition}:{cut.first}:{cut.last}"
+        written = 0
+        if texts:
+            # One json.loads for the batch: faster, and the rows share their key objects,
+            # which the store's Arrow path compares per row.
+            rows: list[dict[str, Any]] = json.loads(b"[" + b",".join(texts) + b"]")
+            fresh, ids = self._fresh(rows)
+            part = f"{token}:rows" if blocks else token
+            written += self._insert(table, fresh, ids, len(rows), part)
+        if blocks:
+            joined = pa.concat_tables([Block.from_ipc(value).arrow for value in blocks])
+            fresh_block, ids = self._fresh_block(joined)
+            part = f"{token}:blocks" if texts else token
+            written += self._insert(table, fresh_block, ids, joined.num_rows, part)
+        return written
+
+    def _insert(
+        self, table: str, fresh: Sequence[dict[str, Any]], ids: list[str], total: int, token: str
+    ) -> int:
+        """Insert the ``fresh`` rows of ``total`` under ``token`` (see :meth:`_land`)."""
         started = time.perf_counter()
         if fresh:
-            token = f"{tp.topic}:{tp.partition}:{cut.first}:{cut.last}"
-            if len(fresh) != len(rows):
+            if len(fresh) != total:
                 # Other rows than the batch's first try: a token of their own, or ClickHouse
                 # could take a part of them (a poison split, numbered by position) for a
                 # part of the first try that landed, and drop it.
@@ -351,10 +375,10 @@ class Sink:
                 raise Backpressure(self.backoff.next_delay(), exc) from exc
             self.landed.add_all(ids)
             self.inserts += 1
-        self.duplicates_dropped += len(rows) - len(fresh)
+        self.duplicates_dropped += total - len(fresh)
         self.rows_written += len(fresh)
         self.metrics.landed(
-            table, fresh, len(rows) - len(fresh), time.perf_counter() - started, datetime.now(UTC)
+            table, fresh, total - len(fresh), time.perf_counter() - started, datetime.now(UTC)
         )
         return len(fresh)
 
@@ -384,6 +408,20 @@ class Sink:
                 ids.append(fact_id)
             fresh.append(row)
         return fresh, ids
+
+    def _fresh_block(self, arrow: pa.Table) -> tuple[Block, list[str]]:
+        """:meth:`_fresh` for a block: its rows whose ``fact_id`` is new, as a block."""
+        landed = self.landed
+        keep, ids, seen = [], [], set()
+        for fact_id in arrow.column("fact_id").to_pylist():
+            fresh = not fact_id or (fact_id not in landed and fact_id not in seen)
+            keep.append(fresh)
+            if fresh and fact_id:
+                seen.add(fact_id)
+                ids.append(fact_id)
+        if len(ids) != arrow.num_rows:
+            arrow = arrow.filter(pa.array(keep, pa.bool_()))
+        return Block(arrow), ids
 
     def _report_lag(self) -> None:
         """Records behind the end of each assigned partition (from the fetch responses)."""

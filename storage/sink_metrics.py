@@ -8,7 +8,7 @@ two sinks in one process (tests) do not share series.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +17,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from funnel import metrics as names
 
 __all__ = ["SinkMetrics"]
+
+
+def _column(rows: Sequence[Mapping[str, Any]], name: str) -> list[Any]:
+    """One column of ``rows``: read off a typed block's Arrow column, or off the row dicts."""
+    arrow = getattr(rows, "arrow", None)  # a typed block (storage.fact_columns.Block)
+    if arrow is not None:
+        return list(arrow.column(name).to_pylist()) if name in arrow.column_names else []
+    return [row.get(name) for row in rows]
 
 
 class SinkMetrics:
@@ -80,12 +88,13 @@ class SinkMetrics:
     def landed(
         self,
         table: str,
-        rows: list[dict[str, Any]],
+        rows: Sequence[Mapping[str, Any]],
         duplicates: int,
         seconds: float,
         now: datetime,
     ) -> None:
-        """A batch of ``table`` was committed (``rows`` fresh, ``duplicates`` dropped)."""
+        """A batch of ``table`` was committed (``rows`` fresh: row dicts or a typed block,
+        ``duplicates`` dropped)."""
         self.store_up.set(1)
         self.duplicates.labels(table).inc(duplicates)
         if not rows:
@@ -94,19 +103,21 @@ class SinkMetrics:
         self.batch_rows.observe(len(rows))
         self.insert_seconds.observe(seconds)
         if table == "events":
-            self._fresh(rows, now)
+            self._fresh(_column(rows, "received_at"), now)
         elif table == "stage_reached":
             steps = Tally(
-                (str(r.get("site_id")), str(r.get("funnel")), str(r.get("step")))
-                for r in rows
-                if int(r.get("sign", 1)) > 0
+                (str(site), str(funnel), str(step))
+                for site, funnel, step, sign in zip(
+                    *(_column(rows, name) for name in ("site_id", "funnel", "step", "sign")),
+                    strict=True,
+                )
+                if int(sign if sign is not None else 1) > 0
             )
             for (site, funnel, step), n in steps.items():
                 self.stage_reached.labels(site, funnel, step).inc(n)
 
-    def _fresh(self, rows: Iterable[Mapping[str, Any]], now: datetime) -> None:
-        for row in rows:
-            received = row.get("received_at")
+    def _fresh(self, times: Iterable[Any], now: datetime) -> None:
+        for received in times:
             if isinstance(received, str):
                 try:
                     received = datetime.fromisoformat(received)

@@ -67,6 +67,7 @@ from funnel.processor import CoreConfig, PersonState
 from funnel.runtime import Batch
 from funnel.serialization import dumps_row
 from funnel.topics import FACT_TABLES, TopicNames
+from storage.fact_columns import fact_blocks
 from stream_processors.topics import partition_of
 
 __all__ = ["register"]
@@ -76,6 +77,11 @@ BATCH_SIZE = 500
 """Records per batch: one acknowledgement round trip per batch, not per record."""
 BATCH_WAIT_S = 0.1
 """How long a batch waits to fill up."""
+BLOCK_TABLES = frozenset({"events", "stage_reached", "attributions"})
+"""The fact tables whose facts go as Arrow blocks (a few records per batch); those of
+``lead_changes`` and ``persons`` stay one keyed JSON record each (public topics, DESIGN §9a)."""
+BLOCK_ROWS = 1_000
+"""Rows per block record (well under the producer's 1 MB request limit)."""
 EXIT_BATCH_CUT_SHORT = 70
 TICK_KEY = b"funnel:tick"
 _REPORT_EVERY_S = 5.0
@@ -90,7 +96,9 @@ def register(
     events = app.topic(names.events, key_type=bytes, value_type=bytes)
     person_events = app.topic(names.person_events, key_type=bytes, value_type=bytes)
     rejected = app.topic(names.rejected, key_type=bytes, value_type=bytes)
-    facts = {t: app.topic(names.facts(t), key_type=bytes, value_type=bytes) for t in FACT_TABLES}
+    fact_topics = {
+        t: app.topic(names.facts(t), key_type=bytes, value_type=bytes) for t in FACT_TABLES
+    }
     table = partial(app.Table, default=None, key_type=bytes, value_type=bytes)
     links = table("device-links")
     recent = table("recent-event-ids")
@@ -121,12 +129,8 @@ def register(
         person, so that compacting the persons topic keeps every person's latest row)."""
         if isinstance(fact, PersonRow):
             key = f"{fact.site_id}:{fact.person_id}".encode()
-        elif isinstance(fact, EventRow):
-            # An event is stored once per site and event id, whichever person it reached
-            # (the same id sent under two persons is one event: the sink drops the second).
-            fact_id = f"event:{fact.site_id}:{fact.event_id}"
-        value = dumps_row({**fact.row(), "fact_id": fact_id}).encode()
-        return facts[fact.table], key, value
+        value = dumps_row({**fact.row(), "fact_id": fact_id_of(fact, fact_id)}).encode()
+        return fact_topics[fact.table], key, value
 
     async def route(stream: faust.StreamT[bytes]) -> None:
         async for batch in _batches(stream):
@@ -207,15 +211,31 @@ def register(
 
         run = Batch(config, Saved())
         facts = run.changes.facts
-        out = 0  # facts[:out] are sent
+        out = 0  # facts[:out] are sent (or kept for a block)
+        blocked: list[Fact] = []  # the facts of the block tables, sent as blocks at the end
+        blocked_ids: list[str] = []
 
         async def send_facts(origin: str) -> None:
-            """Send the facts made since the last call; their ids are ``origin:n``."""
+            """Send the facts made since the last call (those of the block tables are kept
+            for :func:`send_blocks`); their ids are ``origin:n``."""
             nonlocal out
             for n, fact in enumerate(facts[out:]):
+                if fact.table in BLOCK_TABLES:
+                    blocked.append(fact)
+                    blocked_ids.append(fact_id_of(fact, f"{origin}:{n}"))
+                    continue
                 key = f"{fact.site_id}:{fact.person_id}".encode()
                 sent.append(await send(*fact_record(key, fact, f"{origin}:{n}")))
             out = len(facts)
+
+        async def send_blocks(partition: int) -> None:
+            """The batch's facts of the block tables: a few records per table, each an Arrow
+            block of at most :data:`BLOCK_ROWS` rows with their fact ids."""
+            key = f"block:{partition}".encode()
+            for table, block in fact_blocks(blocked, blocked_ids).items():
+                for start in range(0, len(block), BLOCK_ROWS):
+                    part = block[start : start + BLOCK_ROWS]
+                    sent.append(await send(fact_topics[table], key, part.to_ipc()))
 
         def moved_to(key: str, item: EventT[bytes]) -> str | None:
             if key in moved:
@@ -288,6 +308,7 @@ def register(
             await send_facts(origin)
         changes = run.close()  # the persons' rows, once per batch, and their deadlines
         await send_facts(f"{origin}:rows")
+        await send_blocks(batch[-1].message.partition)
         for person, saved in changes.persons.items():
             if person in moved or person not in last:
                 continue
@@ -338,6 +359,15 @@ def register(
     app.agent(person_events, name="funnel.persons")(advance_persons)
     app.timer(timer_interval_s, name="funnel.expire")(tick)
     app.timer(_REPORT_EVERY_S, name="funnel.metrics")(report)
+
+
+def fact_id_of(fact: Fact, position: str) -> str:
+    """A fact's id: the position of the record that caused it (``partition:offset:n``), but
+    an event is stored once per site and event id, whichever person it reached (the same id
+    sent under two persons is one event: the sink drops the second)."""
+    if isinstance(fact, EventRow):
+        return f"event:{fact.site_id}:{fact.event_id}"
+    return position
 
 
 _Value = bytes | PersonState | None

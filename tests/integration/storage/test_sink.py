@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 import uuid
 
+import msgspec
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from funnel.dedup import BoundedIds
+from funnel.facts import StageReached
+from funnel.processor import CoreConfig
+from funnel.runtime import Batch
+from funnel.serialization import dumps_row
 from funnel.topics import TopicNames
+from producers.simulator import simulate
 from storage.backends import ChdbStore
+from storage.fact_columns import fact_blocks
 from storage.sink import Sink
+from stream_processors.state import SavedState
 from stream_processors.topics import create_topics
 from tests.integration.stream_processors.test_kafka_pipeline import (
     caught_up,
@@ -195,3 +203,60 @@ def test_a_poison_batch_replayed_without_its_landed_rows_lands_the_rest(
     run_until_caught_up(sink, kafka_bootstrap, group, names)
     landed = store.query(f"SELECT person_id FROM {store.database}.lead_changes")
     assert sorted(r["person_id"] for r in landed) == sorted(f"p{n}" for n in range(30) if n != 25)
+
+
+def test_block_records_land_once_beside_json_records_and_poison_is_dead_lettered(
+    kafka_bootstrap: str, store: ChdbStore
+) -> None:
+    """Issue 15: the worker sends a batch's stage rows as Arrow blocks with their fact ids. A
+    replay cut at other boundaries re-sends some of them; a record of an older worker (one
+    fact as JSON) sits among them; a row the store refuses is dead-lettered, not retried."""
+    store.execute(
+        f"ALTER TABLE {store.database}.stage_reached ADD CONSTRAINT no_poison "
+        "CHECK person_id != 'poison'"
+    )
+    batch = Batch(CoreConfig.default(), SavedState())
+    batch.submit_all(simulate(60, seed=3, site_id="blk").events)
+    stages = [f for f in batch.close().facts if isinstance(f, StageReached)]
+    stages[-5] = msgspec.structs.replace(stages[-5], person_id="poison")  # sent once
+    ids = [f"0:{n}:0" for n in range(len(stages))]
+    names = TopicNames(f"blk{uuid.uuid4().hex[:8]}.")
+    group = f"sink-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_bootstrap, names, 2)
+    topic = names.facts("stage_reached")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+
+    def send_blocks(start: int, stop: int) -> None:
+        block = fact_blocks(stages[start:stop], ids[start:stop])["stage_reached"]
+        producer.send(topic, block.to_ipc(), key=b"block:0")
+
+    third = len(stages) // 3
+    send_blocks(0, 2 * third)
+    send_blocks(third, len(stages))  # the replay: its first third landed already
+    old = {**stages[-1].row(), "fact_id": ids[-1]}  # an older worker's copy of the last fact
+    producer.send(topic, dumps_row(old).encode(), key=b"block:0")
+    producer.flush()
+    sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=group, topics=names)
+    run_until_caught_up(sink, kafka_bootstrap, group, names)
+    assert sink.refused_rows == 1
+    assert sink.duplicates_dropped == third + 1
+
+    send_blocks(0, third)  # after a restart: the new sink reloads the ids landed
+    producer.flush()
+    producer.close()
+    again = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=group, topics=names)
+    run_until_caught_up(again, kafka_bootstrap, group, names)
+    assert again.duplicates_dropped == third
+    landed = store.query(
+        f"SELECT fact_id, person_id, funnel, step, reached_at FROM {store.database}.stage_reached"
+    )
+    expected = [
+        {"fact_id": i, "person_id": f.person_id, "funnel": f.funnel, "step": f.step}
+        for i, f in zip(ids, stages, strict=True)
+        if f.person_id != "poison"
+    ]
+    assert sorted((r["fact_id"], r["person_id"], r["funnel"], r["step"]) for r in landed) == sorted(
+        tuple(e.values()) for e in expected
+    )
+    [dead] = store.query(f"SELECT reason FROM {store.database}.rejected_events")
+    assert "no_poison" in dead["reason"]
