@@ -7,14 +7,19 @@ partition (DESIGN §2, issue 4):
 1. ``route`` reads the events topic. It drops client retries (event ids seen for the same
    key within the dedup horizon, table ``recent-event-ids``). Per device it keeps the
    customer the device is linked to (table ``device-links``), resolves each event's person
-   (:func:`funnel.identity.resolve`) and forwards it to the ``person-events`` topic keyed by
-   person. When an event creates a link it first sends the device's anonymous person a
-   ``handover`` command.
+   (:func:`funnel.identity.resolve`) and forwards it to the ``person-events`` topic, to the
+   partition of its person. When an event creates a link it first sends the device's
+   anonymous person a ``handover`` command. A batch's messages go as one ``batch`` record per
+   partition (:data:`ROUTE_ITEMS` messages at most), each message keyed by its person: the
+   cost of a Kafka stage is per record, not per byte.
 2. ``persons`` reads ``person-events``. Per person it keeps the state (table
    ``person-state``) and applies events with :func:`funnel.processor.process`. On a
    ``handover`` the anonymous person sends its whole state to the customer's person as an
    ``absorb`` message and leaves a forwarding marker behind; on ``absorb`` the customer's
-   person merges it (:func:`funnel.processor.merge`).
+   person merges it (:func:`funnel.processor.merge`). A batch's facts of the ``events``,
+   ``stage_reached`` and ``attributions`` tables go as Arrow blocks (a few records per batch,
+   :data:`BLOCK_ROWS` rows each); person rows and lead changes as one keyed JSON record each
+   (their topics are public, DESIGN §9a).
 
 Exactly once, from at-least-once delivery (DESIGN §9; Faust's ``exactly_once`` mode crashes on
 rebalance, faust-streaming #323):
@@ -27,8 +32,9 @@ rebalance, faust-streaming #323):
   same or older than at the first run, and the core is deterministic: replayed inputs already
   in the state are no-ops (event ids, hand-over markers, merged ids), and the others produce
   the very outputs they produced the first time.
-* Every fact carries ``fact_id = "<partition>:<offset>:<n>"``: the person-events record that
-  caused it and its place among that record's facts. A replayed fact has the id of its first
+* Every fact carries ``fact_id = "<partition>:<offset>[.<i>]:<n>"``: the person-events
+  record that caused it (and the message's place in a ``batch`` record) and its place among
+  that message's facts. A replayed fact has the id of its first
   copy, and the sink drops it (:class:`storage.sink.Sink`). An ``events`` row's id is
   ``event:<site>:<event_id>`` instead, so an event id sent under two persons lands once.
 
@@ -84,6 +90,11 @@ BLOCK_ROWS = 1_000
 """Rows per block record (well under the producer's 1 MB request limit)."""
 EXIT_BATCH_CUT_SHORT = 70
 TICK_KEY = b"funnel:tick"
+BATCH_KEY = b"funnel:batch"
+"""The key of a person-events record that carries many persons' messages (sent to the
+partition of their keys, each item keyed)."""
+ROUTE_ITEMS = 250
+"""Messages per batch record at most (well under the producer's 1 MB request limit)."""
 _REPORT_EVERY_S = 5.0
 
 log = logging.getLogger(__name__)
@@ -140,6 +151,14 @@ def register(
     async def route_batch(stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]]) -> None:
         sent: list[Awaitable[Any]] = []
         writes = _TableTransaction(stream)
+        outgoing: dict[int, list[dict[str, Any]]] = {}  # person-events partition → messages
+
+        def forward(key: str, message: dict[str, Any]) -> None:
+            """Queue a message for the person ``key`` (sent with its partition's others)."""
+            outgoing.setdefault(partition_of(key.encode(), partitions), []).append(
+                {**message, "key": key}
+            )
+
         for item in batch:
             key, payload = cast(bytes, item.key), cast(bytes, item.value)
             try:
@@ -168,13 +187,20 @@ def register(
             if who.link_from is not None:
                 writes.put(links, link_key, who.key.encode(), item)
                 handover = {"kind": "handover", "into": who.key, "person_id": who.person_id}
-                sent.append(await send_person(who.link_from, handover))
+                forward(who.link_from, handover)
             message = {
                 "kind": "event",
                 "person_id": who.person_id,
                 "event": json.loads(payload),
             }
-            sent.append(await send_person(who.key, message))
+            forward(who.key, message)
+        # One record per person-events partition (or a few, for a large batch), carrying its
+        # messages in order: the per-record cost, not the events, bounds a Kafka stage.
+        for partition, messages in sorted(outgoing.items()):
+            for start in range(0, len(messages), ROUTE_ITEMS):
+                items = messages[start : start + ROUTE_ITEMS]
+                value = json.dumps({"kind": "batch", "items": items}).encode()
+                sent.append(await send(person_events, BATCH_KEY, value, partition))
         await _acknowledged(sent)
         writes.commit()
 
@@ -247,11 +273,21 @@ def register(
                 return stored[len(_MOVED) :].decode()
             return None
 
+        def arrivals() -> Iterator[tuple[EventT[bytes], str, dict[str, Any], str]]:
+            """Each message with its record, its person key and its position (what its facts'
+            ids start with); a ``batch`` record carries many, keyed each."""
+            for item in batch:
+                message = json.loads(cast(bytes, item.value))
+                position = f"{item.message.partition}:{item.message.offset}"
+                if message["kind"] == "batch":
+                    for i, one in enumerate(message["items"]):
+                        yield item, one.pop("key"), one, f"{position}.{i}"
+                else:
+                    yield item, cast(bytes, item.key).decode(), message, position
+
         origin = ""
-        for item in batch:
+        for item, key, message, origin in arrivals():
             reading.append(item)
-            key, message = cast(bytes, item.key).decode(), json.loads(cast(bytes, item.value))
-            origin = f"{item.message.partition}:{item.message.offset}"
             if message["kind"] == "tick":
                 # The status timer, as a record: expire every due person of this partition,
                 # in key order, at the tick's time. A replay does the same, with the same ids.
