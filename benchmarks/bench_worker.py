@@ -145,6 +145,21 @@ def _committed(bootstrap: str, group: str, topics: list[str]) -> tuple[int, int]
         consumer.close()
 
 
+def _records(bootstrap: str, prefixes: tuple[str, ...]) -> int:
+    """Records written to every topic whose name starts with one of ``prefixes`` (the run's
+    topics and the worker's changelogs: all new in this run), inputs included."""
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        topics = [t for t in consumer.topics() if t.startswith(prefixes)]
+        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t)]
+        return sum(consumer.end_offsets(tps).values())
+    finally:
+        consumer.close()
+
+
 def _free_port() -> int:
     import socket
 
@@ -191,7 +206,13 @@ def drain_worker(bootstrap: str, prefix: str, partitions: int, work: Path) -> di
                 # The second stage too: every person message taken.
                 inner, inner_end = _committed(bootstrap, group, [names.person_events])
                 if inner >= inner_end:
-                    return {"events": total - first, "seconds": time.perf_counter() - started}
+                    seconds = time.perf_counter() - started
+                    records = _records(bootstrap, (prefix, group))
+                    return {
+                        "events": total - first,
+                        "seconds": seconds,
+                        "records_per_event": records / total,
+                    }
             time.sleep(0.5)
     finally:
         # SIGINT to the whole group: the worker stops, and py-spy (if any) writes its profile.
@@ -284,6 +305,9 @@ def main() -> None:
         },
         "rows_per_event": {
             t: round(r["rows_per_event"], 2) for t, r in runs.items() if "rows_per_event" in r
+        },
+        "kafka_records_per_event": {
+            t: round(r["records_per_event"], 2) for t, r in runs.items() if "records_per_event" in r
         },
     }
     RESULTS.parent.mkdir(exist_ok=True)

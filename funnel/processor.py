@@ -62,6 +62,8 @@ __all__ = [
 ]
 
 _MS = timedelta(milliseconds=1)
+MAX_ABSORBED = 256
+"""Merged persons a person remembers (see :attr:`PersonState.absorbed`)."""
 MAX_SEEN = 1024
 """Applied event ids a person remembers (within the dedup horizon, the most recent). Older
 duplicates are the host's to catch: the runtime keeps applied ids across persons
@@ -103,6 +105,9 @@ class PersonState(msgspec.Struct, array_like=True, gc=False):
     """The ``changed_at`` of the person's last lead change: every later one is later still
     (the current temperature is the latest change), even when a late event changes the
     temperature from earlier on."""
+    absorbed: list[str] = msgspec.field(default_factory=list)
+    """The persons merged into this one (:func:`merge`; the :data:`MAX_ABSORBED` most
+    recent): a hand-over replayed after a crash is recognised by them, not by its events."""
 
 
 def process(
@@ -268,8 +273,11 @@ def merge(
     site_id = other.site_id
     other = upgraded(other, config)
     into = upgraded(into, config) if into is not None else None
-    if into is not None and other.log and all(e.event_id in into.seen for e in other.log):
+    if into is not None and other.person_id in into.absorbed:
         return into, []  # merged before (a replayed hand-over): nothing changes
+    # Not "every event of ``other`` is known to ``into``": after a crash, a replayed event of
+    # the device can reach the customer directly (its link restored) before the hand-over
+    # does; the merge must still retract what ``other`` landed.
     before = _fold(_copy(other.base), other.log, config, site_id, other.person_id).facts
     if into is not None:
         before += _fold(_copy(into.base), into.log, config, site_id, into.person_id).facts
@@ -296,6 +304,8 @@ def merge(
         definitions=_definitions(config),
         marks=marks,
     )
+    absorbed = [*(into.absorbed if into is not None else []), *other.absorbed, other.person_id]
+    state.absorbed = absorbed[-MAX_ABSORBED:]
     state.row_at_ms = max(other.row_at_ms, into.row_at_ms if into is not None else 0)
     state.lead_at_ms = max(other.lead_at_ms, into.lead_at_ms if into is not None else 0)
     _trim(state, config)

@@ -4,9 +4,8 @@ Two stages, because a person's events arrive keyed by device (or by customer for
 events) and a device can turn out to belong to a customer whose state lives on another
 partition (DESIGN §2, issue 4):
 
-1. ``route`` reads the events topic. It drops client retries (event ids seen for the same
-   key within the dedup horizon, table ``recent-event-ids``). Per device it keeps the
-   customer the device is linked to (table ``device-links``), resolves each event's person
+1. ``route`` reads the events topic. Per device it keeps the customer the device is linked
+   to (table ``device-links``), resolves each event's person
    (:func:`funnel.identity.resolve`) and forwards it to the ``person-events`` topic, to the
    partition of its person. When an event creates a link it first sends the device's
    anonymous person a ``handover`` command. A batch's messages go as one ``batch`` record per
@@ -64,7 +63,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from funnel import metrics as series
 from funnel.codec import decode_state, encode_state, state_from_builtins, state_to_builtins
-from funnel.dedup import RecentIds
 from funnel.events import InvalidEvent, parse_event
 from funnel.facts import EventRow, Fact, PersonRow
 from funnel.identity import person_id_of, resolve
@@ -112,7 +110,6 @@ def register(
     }
     table = partial(app.Table, default=None, key_type=bytes, value_type=bytes)
     links = table("device-links")
-    recent = table("recent-event-ids")
     persons = table("person-state")
     deadlines = table("person-deadlines")  # person key → when its status may change (ms)
     metrics = _Metrics()
@@ -176,12 +173,9 @@ def register(
                 sent.append(await send(rejected, key or b"", dumps_row(rejection).encode()))
                 metrics.events.labels("rejected").inc()
                 continue
+            # A client's retry goes on like any event: the person's state knows the ids it
+            # applied (the runtime's dedup), wherever identity sends it, merges included.
             link_key = key or event.partition_key.encode()
-            seen = RecentIds.load(writes.get_bytes(recent, link_key, item))
-            if not seen.add(event.event_id, event.occurred_at, config.dedup_horizon):
-                metrics.events.labels("retry").inc()
-                continue  # a client retry: the same key always lands on this partition
-            writes.put(recent, link_key, seen.dump(), item)
             alias = writes.get_bytes(links, link_key, item) if event.anonymous_id else None
             who = resolve(event, alias.decode() if alias else None)
             if who.link_from is not None:
@@ -476,10 +470,10 @@ class _Metrics:
     """The worker's Prometheus series (``GET /metrics`` on its web port; names in
     :mod:`funnel.metrics`).
 
-    ``funnel_worker_events_total{outcome}``: ``retry`` (a client retry, dropped by the route
-    stage by event id), ``rejected`` (dead-lettered), and how the persons stage took each
-    event: ``applied``, ``reordered``, ``late`` (beyond the lateness bound: corrected, and
-    counted here), ``duplicate`` (a re-delivered event already in the person's state). Counted
+    ``funnel_worker_events_total{outcome}``: ``rejected`` (dead-lettered by the route stage),
+    and how the persons stage took each event: ``applied``, ``reordered``, ``late`` (beyond
+    the lateness bound: corrected, and counted here), ``duplicate`` (a client's retry or a
+    re-delivered event: its id is in the person's state, the runtime's dedup). Counted
     at least once: a batch replayed after a crash counts again.
     """
 

@@ -96,8 +96,8 @@ def pipeline() -> Dashboard:
                 "Worker outcomes",
                 f"sum by (outcome) (rate({m.WORKER_EVENTS}_total{_RATE}))",
                 "{{outcome}}",
-                "Events per second by outcome: applied, reordered, late, duplicate, retry, "
-                "rejected.",
+                "Events per second by outcome: applied, reordered, late, duplicate (retries "
+                "included), rejected.",
                 unit="reqps",
             ),
             _panel(
