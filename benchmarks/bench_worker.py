@@ -145,17 +145,23 @@ def _committed(bootstrap: str, group: str, topics: list[str]) -> tuple[int, int]
         consumer.close()
 
 
-def _records(bootstrap: str, prefixes: tuple[str, ...]) -> int:
-    """Records written to every topic whose name starts with one of ``prefixes`` (the run's
-    topics and the worker's changelogs: all new in this run), inputs included."""
+def _records(bootstrap: str, prefixes: tuple[str, ...]) -> dict[str, int]:
+    """Records written to each topic whose name starts with one of ``prefixes`` (the run's
+    topics and the worker's changelogs: all new in this run), inputs included; by topic name
+    without its prefix."""
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
-        topics = [t for t in consumer.topics() if t.startswith(prefixes)]
-        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t)]
-        return sum(consumer.end_offsets(tps).values())
+        found: dict[str, int] = {}
+        for topic in consumer.topics():
+            prefix = next((p for p in prefixes if topic.startswith(p)), None)
+            if prefix is None:
+                continue
+            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+            found[topic[len(prefix) :].lstrip("-.")] = sum(consumer.end_offsets(tps).values())
+        return found
     finally:
         consumer.close()
 
@@ -168,7 +174,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def drain_worker(bootstrap: str, prefix: str, partitions: int, work: Path) -> dict[str, float]:
+def drain_worker(bootstrap: str, prefix: str, partitions: int, work: Path) -> dict[str, Any]:
     """``funnel worker`` from a fresh group; timed from its first commit to the end."""
     from funnel.topics import TopicNames
 
@@ -211,7 +217,8 @@ def drain_worker(bootstrap: str, prefix: str, partitions: int, work: Path) -> di
                     return {
                         "events": total - first,
                         "seconds": seconds,
-                        "records_per_event": records / total,
+                        "records_per_event": sum(records.values()) / total,
+                        "records_by_topic": {t: round(n / total, 3) for t, n in records.items()},
                     }
             time.sleep(0.5)
     finally:
@@ -268,7 +275,7 @@ def main() -> None:
     from stream_processors.topics import create_topics
 
     targets = [t for t in args.targets.split(",") if t]
-    runs: dict[str, dict[str, float]] = {}
+    runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp, KafkaBroker() as broker:
         work, bootstrap = Path(tmp), broker.bootstrap_servers
         names = TopicNames(f"bench{uuid.uuid4().hex[:8]}.")
@@ -308,6 +315,9 @@ def main() -> None:
         },
         "kafka_records_per_event": {
             t: round(r["records_per_event"], 2) for t, r in runs.items() if "records_per_event" in r
+        },
+        "kafka_records_per_event_by_topic": {
+            t: r["records_by_topic"] for t, r in runs.items() if "records_by_topic" in r
         },
     }
     RESULTS.parent.mkdir(exist_ok=True)
