@@ -53,6 +53,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
@@ -67,7 +68,7 @@ from funnel.events import InvalidEvent, parse_event
 from funnel.facts import EventRow, Fact, PersonRow
 from funnel.identity import person_id_of, resolve
 from funnel.intake import Rejection
-from funnel.processor import CoreConfig, PersonState
+from funnel.processor import CoreConfig, PersonState, next_deadline
 from funnel.runtime import Batch
 from funnel.serialization import dumps_row
 from funnel.topics import FACT_TABLES, TopicNames
@@ -111,7 +112,6 @@ def register(
     table = partial(app.Table, default=None, key_type=bytes, value_type=bytes)
     links = table("device-links")
     persons = table("person-state")
-    deadlines = table("person-deadlines")  # person key → when its status may change (ms)
     metrics = _Metrics()
 
     @app.page("/metrics")
@@ -220,7 +220,7 @@ def register(
             def person(self, key: str) -> PersonState | None:
                 stored = writes.get(persons, key.encode(), reading[-1])
                 if isinstance(stored, bytes) and not stored.startswith(_MOVED):
-                    return decode_state(stored, config)
+                    return _state_of(stored, config)
                 return None
 
             def alias(self, device: str) -> str | None:
@@ -289,11 +289,12 @@ def register(
                 changed = run.changes.persons
                 due = {
                     k.decode()
-                    for k, at in writes.items(deadlines).items()
-                    if isinstance(at, bytes)
-                    and int(at) <= now_ms
+                    for k, stored in writes.items(persons).items()
+                    if isinstance(stored, bytes)
                     and partition_of(k, partitions) == here
                     and k.decode() not in changed
+                    and (at := _due_of(stored, config)) is not None
+                    and at <= now_ms
                 }
                 due.update(
                     k for k in run.due(now_ms) if partition_of(k.encode(), partitions) == here
@@ -313,7 +314,6 @@ def register(
                 current = run.release(key)
                 moved[key] = message["into"]
                 writes.put(persons, key.encode(), _MOVED + message["into"].encode(), item)
-                writes.put(deadlines, key.encode(), None, item)
                 if current is not None:
                     absorb = {
                         "kind": "absorb",
@@ -342,10 +342,8 @@ def register(
         for person, saved in changes.persons.items():
             if person in moved or person not in last:
                 continue
-            at = changes.deadlines.get(person)
-            stamp = None if at is None else str(at).encode()
-            writes.put(persons, person.encode(), saved, last[person])
-            writes.put(deadlines, person.encode(), stamp, last[person])
+            value = None if saved is None else _Saved(saved, changes.deadlines.get(person))
+            writes.put(persons, person.encode(), value, last[person])
         await _acknowledged(sent)
         writes.commit()
 
@@ -400,7 +398,42 @@ def fact_id_of(fact: Fact, position: str) -> str:
     return position
 
 
-_Value = bytes | PersonState | None
+_STATE = b"\x00"
+"""A person-state value: this byte, the person's next deadline (8 bytes, big-endian, signed
+epoch ms; -1: none), then the state (:func:`funnel.codec.encode_state`). One changelog record
+per person per batch carries both; the tick reads the deadline without decoding the state. A
+value without this header is a state saved before (its deadline is computed when read)."""
+
+
+@dataclass(slots=True)
+class _Saved:
+    """A person's state and next deadline, to be written (:data:`_STATE`)."""
+
+    state: PersonState
+    due: int | None
+
+    def encode(self) -> bytes:
+        due = -1 if self.due is None else self.due
+        return _STATE + due.to_bytes(8, "big", signed=True) + encode_state(self.state)
+
+
+def _state_of(stored: bytes, config: CoreConfig) -> PersonState:
+    if stored[:1] == _STATE:
+        return decode_state(stored[9:], config)
+    return decode_state(stored, config)
+
+
+def _due_of(stored: bytes, config: CoreConfig) -> int | None:
+    """The next deadline of a stored person (``None``: none, or a forwarding marker)."""
+    if stored[:1] == _STATE:
+        due = int.from_bytes(stored[1:9], "big", signed=True)
+        return None if due < 0 else due
+    if stored.startswith(_MOVED):
+        return None
+    return next_deadline(decode_state(stored, config), config)
+
+
+_Value = bytes | _Saved | None
 
 
 class _TableTransaction:
@@ -445,8 +478,8 @@ class _TableTransaction:
 
     def commit(self) -> None:
         for (_, key), (table, value, item) in self._pending.items():
-            if isinstance(value, PersonState):
-                value = encode_state(value)
+            if isinstance(value, _Saved):
+                value = value.encode()
             with self._as_current(item):
                 if value is not None:
                     table[key] = value
