@@ -156,19 +156,23 @@ def register(
                 {**message, "key": key}
             )
 
-        for item in batch:
-            key, payload = cast(bytes, item.key), cast(bytes, item.value)
+        arrivals = (
+            (record, cast(bytes, record.key), payload, place)
+            for record in batch
+            for payload, place in _events_of(cast(bytes, record.value))
+        )
+        for item, key, payload, place in arrivals:
             try:
                 event = parse_event(payload)
             except InvalidEvent as exc:
-                # The collector's dead-letter record, plus the input's position: a copy
-                # re-sent after a crash has the same id.
+                # The collector's dead-letter record, plus the input's position (and the
+                # event's place in an array): a copy re-sent after a crash has the same id.
                 site = (key or b"").decode("utf-8", "replace").partition(":")[0]
                 text = payload.decode("utf-8", "replace")
                 at = datetime.fromtimestamp(item.message.timestamp, UTC)
                 rejection = {
                     **Rejection(item.message.offset, exc.errors, text, site).row(at),
-                    "rejection_id": f"{item.message.partition}:{item.message.offset}",
+                    "rejection_id": f"{item.message.partition}:{item.message.offset}{place}",
                 }
                 sent.append(await send(rejected, key or b"", dumps_row(rejection).encode()))
                 metrics.events.labels("rejected").inc()
@@ -387,6 +391,20 @@ def register(
     app.agent(person_events, name="funnel.persons")(advance_persons)
     app.timer(timer_interval_s, name="funnel.expire")(tick)
     app.timer(_REPORT_EVERY_S, name="funnel.metrics")(report)
+
+
+def _events_of(value: bytes) -> list[tuple[bytes, str]]:
+    """The events an ``events`` record holds (DESIGN §4: one event object, or a JSON array of
+    events sharing the record's key), each with its place (``""``, or ``:<index>`` in an
+    array). Anything else is one payload, refused by validation with its reason."""
+    if value.lstrip()[:1] == b"[":
+        try:
+            items = json.loads(value)
+        except ValueError:
+            return [(value, "")]
+        if isinstance(items, list):
+            return [(json.dumps(one).encode(), f":{i}") for i, one in enumerate(items)]
+    return [(value, "")]
 
 
 def fact_id_of(fact: Fact, position: str) -> str:

@@ -353,17 +353,27 @@ def messy(sim: Simulation, seed: int) -> list[Arrival]:
     return arrivals(sim.events, mess, seed=seed)
 
 
-def produce_messy(bootstrap: str, names: TopicNames, traffic: list[Arrival]) -> Counter[str]:
+def produce_messy(
+    bootstrap: str, names: TopicNames, traffic: list[Arrival], *, arrays: bool = False
+) -> Counter[str]:
     """Send the payloads straight to the events topic (no collector, so no clock correction:
-    clocks are right). Returns how many payloads of each kind were sent."""
+    clocks are right). Returns how many payloads of each kind were sent. With ``arrays``, the
+    payloads of one key among every 16 arrivals go as one record holding a JSON array (as a
+    tracker's batch from one device does, DESIGN §4); a key's payloads keep their order."""
     sent: Counter[str] = Counter()
+    window = 16 if arrays else 1
     with EventProducer(bootstrap, names.events) as producer:
-        for arrival in traffic:
-            payload = arrival.payload
-            person = payload.get("anonymous_id") or payload.get("customer_id")
-            key = f"{payload.get('site_id')}:{person}".encode()
-            producer.send_raw(key, json.dumps(payload).encode())
-            sent[arrival.kind] += 1
+        for start in range(0, len(traffic), window):
+            by_key: dict[bytes, list[dict[str, Any]]] = {}
+            for arrival in traffic[start : start + window]:
+                payload = arrival.payload
+                person = payload.get("anonymous_id") or payload.get("customer_id")
+                by_key.setdefault(f"{payload.get('site_id')}:{person}".encode(), []).append(payload)
+                sent[arrival.kind] += 1
+            for key, payloads in by_key.items():
+                value = payloads if len(payloads) > 1 else payloads[0]
+                producer.send_raw(key, json.dumps(value).encode())
+                sent["array records"] += len(payloads) > 1
         producer.flush()
     return sent
 
@@ -413,7 +423,7 @@ def test_two_workers_land_messy_traffic_exactly_once(
     sim = simulate(1200, seed=7 if crash else 5, site_id=site, multi_device=0.5)
     traffic = messy(sim, seed=3)
     half = len(traffic) // 2 if crash else len(traffic)
-    sent = produce_messy(kafka_bootstrap, names, traffic[:half])
+    sent = produce_messy(kafka_bootstrap, names, traffic[:half], arrays=True)
 
     workers = [worker_factory(app_id, names.prefix, f"w{i}") for i in (1, 2)]
     sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=f"sink-{run}", topics=names)
@@ -426,7 +436,7 @@ def test_two_workers_land_messy_traffic_exactly_once(
                 300,
                 "both workers to commit",
             )
-            sent += produce_messy(kafka_bootstrap, names, traffic[half:])
+            sent += produce_messy(kafka_bootstrap, names, traffic[half:], arrays=True)
             workers[0].kill()  # SIGKILL: no shutdown; its batch in flight is left half done
             workers[0].wait()
             workers[0] = worker_factory(app_id, names.prefix, "w1")
@@ -446,6 +456,7 @@ def test_two_workers_land_messy_traffic_exactly_once(
         assert retries >= sent["duplicate"]
     assert sent["duplicate"] > 0
     assert sent["malformed"] > 0
+    assert sent["array records"] > 0
     assert_landed_exactly(store, sim, site)
     # At least once, recognisably: every malformed payload is rejected under one id.
     assert len(set(rejection_ids(kafka_bootstrap, names))) == sent["malformed"]
