@@ -41,23 +41,35 @@ ROOT = HERE.parent
 RESULTS = HERE / "results" / "worker.jsonl"
 
 
-def fill(bootstrap: str, topic: str, events: int, seed: int) -> list[bytes]:
-    """Produce simulated events until at least ``events``; return their payloads."""
+def fill(
+    bootstrap: str, topic: str, events: int, seed: int, window: int = 1
+) -> tuple[list[bytes], int]:
+    """Produce simulated events until at least ``events``; return their payloads and the
+    records sent. With ``window`` > 1, the events of one key among every ``window``
+    consecutive events go as one record holding a JSON array (a tracker's batch from one
+    device, DESIGN §4)."""
     from producers.kafka_producer import EventProducer
     from producers.simulator import simulate
 
     payloads: list[bytes] = []
+    records = 0
     batch = 0
     with EventProducer(bootstrap, topic, compression=None) as producer:
         while len(payloads) < events:
             sim = simulate(20_000, seed=seed + batch, site_id=f"bench{batch}")
-            for event in sim.events:
-                value = event.model_dump_json(exclude_none=True).encode()
-                producer.send_raw(event.partition_key.encode(), value)
-                payloads.append(value)
+            for start in range(0, len(sim.events), window):
+                by_key: dict[bytes, list[bytes]] = {}
+                for event in sim.events[start : start + window]:
+                    value = event.model_dump_json(exclude_none=True).encode()
+                    by_key.setdefault(event.partition_key.encode(), []).append(value)
+                    payloads.append(value)
+                for key, values in by_key.items():
+                    record = values[0] if len(values) == 1 else b"[" + b",".join(values) + b"]"
+                    producer.send_raw(key, record)
+                    records += 1
             batch += 1
         producer.flush()
-    return payloads
+    return payloads, records
 
 
 async def drain_raw(bootstrap: str, topic: str, total: int) -> dict[str, float]:
@@ -174,8 +186,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def drain_worker(bootstrap: str, prefix: str, partitions: int, work: Path) -> dict[str, Any]:
-    """``funnel worker`` from a fresh group; timed from its first commit to the end."""
+def drain_worker(
+    bootstrap: str, prefix: str, partitions: int, work: Path, events: int
+) -> dict[str, Any]:
+    """``funnel worker`` from a fresh group; timed from its first commit to the end.
+    ``events``: how many the events topic holds (its records may hold several)."""
     from funnel.topics import TopicNames
 
     names = TopicNames(prefix)
@@ -215,10 +230,10 @@ def drain_worker(bootstrap: str, prefix: str, partitions: int, work: Path) -> di
                     seconds = time.perf_counter() - started
                     records = _records(bootstrap, (prefix, group))
                     return {
-                        "events": total - first,
+                        "events": (total - first) * events / total,
                         "seconds": seconds,
-                        "records_per_event": sum(records.values()) / total,
-                        "records_by_topic": {t: round(n / total, 3) for t, n in records.items()},
+                        "records_per_event": sum(records.values()) / events,
+                        "records_by_topic": {t: round(n / events, 3) for t, n in records.items()},
                     }
             time.sleep(0.5)
     finally:
@@ -260,6 +275,12 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--targets", default="raw,faust_count,worker,embedded")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=1,
+        help="the worker's input: a key's events among every N go as one array record",
+    )
     parser.add_argument("--note", default="")
     parser.add_argument("--role", default="main", help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
@@ -281,15 +302,27 @@ def main() -> None:
         names = TopicNames(f"bench{uuid.uuid4().hex[:8]}.")
         create_topics(bootstrap, names, args.partitions)
         filled = time.perf_counter()
-        payloads = fill(bootstrap, names.events, args.events, args.seed)
+        payloads, _ = fill(bootstrap, names.events, args.events, args.seed)
         print(f"filled {len(payloads):,} events in {time.perf_counter() - filled:.0f} s")
+        worker_names, worker_records = names, len(payloads)
+        if args.window > 1 and "worker" in targets:
+            # The baselines read one event per record; the worker, the tracker-like arrays.
+            worker_names = TopicNames(f"bench{uuid.uuid4().hex[:8]}.")
+            create_topics(bootstrap, worker_names, args.partitions)
+            _, worker_records = fill(
+                bootstrap, worker_names.events, args.events, args.seed, args.window
+            )
+            print(f"the worker's input: {worker_records:,} records (window {args.window})")
         for target in targets:
             if target == "raw":
                 runs[target] = asyncio.run(drain_raw(bootstrap, names.events, len(payloads)))
             elif target == "faust_count":
                 runs[target] = drain_faust_count(bootstrap, names.events, len(payloads), work)
             elif target == "worker":
-                runs[target] = drain_worker(bootstrap, names.prefix, args.partitions, work)
+                runs[target] = drain_worker(
+                    bootstrap, worker_names.prefix, args.partitions, work, len(payloads)
+                )
+                runs[target]["input_records_per_event"] = worker_records / len(payloads)
             elif target == "embedded":
                 runs[target] = drain_embedded(payloads, work)
             rate = runs[target]["events"] / runs[target]["seconds"]
@@ -301,7 +334,12 @@ def main() -> None:
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "bench": "worker",
         "machine": {"node": platform.node(), "cpus": os.cpu_count()},
-        "settings": {"events": len(payloads), "partitions": args.partitions, "note": args.note},
+        "settings": {
+            "events": len(payloads),
+            "partitions": args.partitions,
+            "window": args.window,
+            "note": args.note,
+        },
         "events_per_s": rates,
         "ratio_to_raw": {t: round(r / raw, 3) for t, r in rates.items()} if raw else {},
         "goal": {
