@@ -72,7 +72,14 @@ from storage.fact_columns import Block
 from storage.poison import Refused, insert_isolating
 from storage.sink_metrics import SinkMetrics
 
-__all__ = ["DEFAULT_MAX_AGE_S", "DEFAULT_MAX_ROWS", "Backoff", "Backpressure", "Sink"]
+__all__ = [
+    "DEFAULT_MAX_AGE_S",
+    "DEFAULT_MAX_ROWS",
+    "Backoff",
+    "Backpressure",
+    "Sink",
+    "fresh_block",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +93,21 @@ _PLAN = "plan:"
 _IPC = b"\xff\xff\xff\xff"
 """The first bytes of an Arrow IPC stream (a continuation marker): a record holding a block."""
 _LAG_EVERY_S = 5.0
+
+
+def fresh_block(arrow: pa.Table, landed: BoundedIds) -> tuple[Block, list[str]]:
+    """The rows of a block whose ``fact_id`` is not ``landed`` (nor repeated within it), as a
+    block, and their fact ids; rows without an id are kept."""
+    keep, ids, seen = [], [], set()
+    for fact_id in arrow.column("fact_id").to_pylist():
+        fresh = not fact_id or (fact_id not in landed and fact_id not in seen)
+        keep.append(fresh)
+        if fresh and fact_id:
+            seen.add(fact_id)
+            ids.append(fact_id)
+    if len(ids) != arrow.num_rows:
+        arrow = arrow.filter(pa.array(keep, pa.bool_()))
+    return Block(arrow), ids
 
 
 class Backpressure(Exception):  # a signal more than an error, as quix-streams' backpressure
@@ -410,18 +432,8 @@ class Sink:
         return fresh, ids
 
     def _fresh_block(self, arrow: pa.Table) -> tuple[Block, list[str]]:
-        """:meth:`_fresh` for a block: its rows whose ``fact_id`` is new, as a block."""
-        landed = self.landed
-        keep, ids, seen = [], [], set()
-        for fact_id in arrow.column("fact_id").to_pylist():
-            fresh = not fact_id or (fact_id not in landed and fact_id not in seen)
-            keep.append(fresh)
-            if fresh and fact_id:
-                seen.add(fact_id)
-                ids.append(fact_id)
-        if len(ids) != arrow.num_rows:
-            arrow = arrow.filter(pa.array(keep, pa.bool_()))
-        return Block(arrow), ids
+        """:meth:`_fresh` for a block (:func:`fresh_block`)."""
+        return fresh_block(arrow, self.landed)
 
     def _report_lag(self) -> None:
         """Records behind the end of each assigned partition (from the fetch responses)."""
