@@ -182,6 +182,10 @@ class Block(Sequence[dict[str, Any]]):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.rows())
 
+    def column(self, name: str) -> list[Any]:
+        """One column's values (empty when the block has no such column)."""
+        return list(self.arrow.column(name).to_pylist()) if name in self.arrow.column_names else []
+
     def rows(self) -> list[dict[str, Any]]:
         """The rows as plain values (maps as dicts), as the facts' ``row()`` gives them."""
         rows: list[dict[str, Any]] = self.arrow.to_pylist()

@@ -98,16 +98,23 @@ _LAG_EVERY_S = 5.0
 def fresh_block(arrow: pa.Table, landed: BoundedIds) -> tuple[Block, list[str]]:
     """The rows of a block whose ``fact_id`` is not ``landed`` (nor repeated within it), as a
     block, and their fact ids; rows without an id are kept."""
+    keep, ids = _fresh_mask(arrow.column("fact_id").to_pylist(), landed)
+    if len(ids) != arrow.num_rows:
+        arrow = arrow.filter(pa.array(keep, pa.bool_()))
+    return Block(arrow), ids
+
+
+def _fresh_mask(fact_ids: Iterable[str | None], landed: BoundedIds) -> tuple[list[bool], list[str]]:
+    """Per row, whether to keep it (no fact id, or one neither landed nor seen before in these
+    rows), and the kept rows' fact ids."""
     keep, ids, seen = [], [], set()
-    for fact_id in arrow.column("fact_id").to_pylist():
+    for fact_id in fact_ids:
         fresh = not fact_id or (fact_id not in landed and fact_id not in seen)
         keep.append(fresh)
         if fresh and fact_id:
             seen.add(fact_id)
             ids.append(fact_id)
-    if len(ids) != arrow.num_rows:
-        arrow = arrow.filter(pa.array(keep, pa.bool_()))
-    return Block(arrow), ids
+    return keep, ids
 
 
 class Backpressure(Exception):  # a signal more than an error, as quix-streams' backpressure
@@ -367,9 +374,9 @@ class Sink:
             written += self._insert(table, fresh, ids, len(rows), part)
         if blocks:
             joined = pa.concat_tables([Block.from_ipc(value).arrow for value in blocks])
-            fresh_block, ids = self._fresh_block(joined)
+            fresh_rows, ids = fresh_block(joined, self.landed)
             part = f"{token}:blocks" if texts else token
-            written += self._insert(table, fresh_block, ids, joined.num_rows, part)
+            written += self._insert(table, fresh_rows, ids, joined.num_rows, part)
         return written
 
     def _insert(
@@ -419,21 +426,8 @@ class Sink:
     def _fresh(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
         """``rows`` without the facts already landed (or repeated within ``rows``), and the
         fresh rows' fact ids."""
-        landed = self.landed
-        fresh, ids, seen = [], [], set()
-        for row in rows:
-            fact_id = row.get("fact_id")
-            if fact_id:
-                if fact_id in landed or fact_id in seen:
-                    continue
-                seen.add(fact_id)
-                ids.append(fact_id)
-            fresh.append(row)
-        return fresh, ids
-
-    def _fresh_block(self, arrow: pa.Table) -> tuple[Block, list[str]]:
-        """:meth:`_fresh` for a block (:func:`fresh_block`)."""
-        return fresh_block(arrow, self.landed)
+        keep, ids = _fresh_mask((row.get("fact_id") for row in rows), self.landed)
+        return [row for row, kept in zip(rows, keep, strict=True) if kept], ids
 
     def _report_lag(self) -> None:
         """Records behind the end of each assigned partition (from the fetch responses)."""

@@ -15,15 +15,15 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from funnel import metrics as names
+from storage.fact_columns import Block
 
 __all__ = ["SinkMetrics"]
 
 
 def _column(rows: Sequence[Mapping[str, Any]], name: str) -> list[Any]:
     """One column of ``rows``: read off a typed block's Arrow column, or off the row dicts."""
-    arrow = getattr(rows, "arrow", None)  # a typed block (storage.fact_columns.Block)
-    if arrow is not None:
-        return list(arrow.column(name).to_pylist()) if name in arrow.column_names else []
+    if isinstance(rows, Block):
+        return rows.column(name)
     return [row.get(name) for row in rows]
 
 
