@@ -24,14 +24,16 @@ from funnel.channels import Touch
 from funnel.config import CoreConfig
 from funnel.events import Event
 from funnel.leads import LeadSignals
-from funnel.processor import PersonState
+from funnel.processor import PersonState, next_deadline
 from funnel.profile import Profile, entry_of
 from funnel.progression import FunnelProgress
 
 __all__ = [
     "StateDecodeError",
+    "deadline_of",
     "decode_state",
     "encode_state",
+    "encode_with_deadline",
     "state_from_builtins",
     "state_to_builtins",
 ]
@@ -48,9 +50,35 @@ def encode_state(state: PersonState) -> bytes:
     return _ENCODER.encode(state)
 
 
+_WITH_DEADLINE = b"\x00"
+"""The first byte of :func:`encode_with_deadline`'s form (a MessagePack array, the form of
+:func:`encode_state`, never starts with it)."""
+
+
+def encode_with_deadline(state: PersonState, due: int | None) -> bytes:
+    """The state after a 9-byte header: :data:`_WITH_DEADLINE`, then the person's next
+    deadline (8 bytes, big-endian, signed epoch ms; -1: none), readable without decoding
+    the state (:func:`deadline_of`). :func:`decode_state` reads both forms."""
+    return (
+        _WITH_DEADLINE
+        + (-1 if due is None else due).to_bytes(8, "big", signed=True)
+        + (_ENCODER.encode(state))
+    )
+
+
+def deadline_of(data: bytes, config: CoreConfig) -> int | None:
+    """The next deadline in a state's header; for a state without one, computed from it."""
+    if data[:1] == _WITH_DEADLINE:
+        due = int.from_bytes(data[1:9], "big", signed=True)
+        return None if due < 0 else due
+    return next_deadline(decode_state(data, config), config)
+
+
 def decode_state(data: bytes, config: CoreConfig | None = None) -> PersonState:
-    """A state :func:`encode_state` wrote, or the JSON of an earlier version (whose events
-    become log entries under ``config``: required then)."""
+    """A state :func:`encode_state` or :func:`encode_with_deadline` wrote, or the JSON of an
+    earlier version (whose events become log entries under ``config``: required then)."""
+    if data[:1] == _WITH_DEADLINE:
+        data = data[9:]
     if data[:1] == b"{":  # a MessagePack map never starts with "{" (a positive fixint)
         if config is None:
             raise StateDecodeError("a person state saved as JSON needs the configuration")

@@ -63,12 +63,18 @@ from faust.types import EventT
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from funnel import metrics as series
-from funnel.codec import decode_state, encode_state, state_from_builtins, state_to_builtins
+from funnel.codec import (
+    deadline_of,
+    decode_state,
+    encode_with_deadline,
+    state_from_builtins,
+    state_to_builtins,
+)
 from funnel.events import InvalidEvent, parse_event
 from funnel.facts import EventRow, Fact, PersonRow
 from funnel.identity import person_id_of, resolve
 from funnel.intake import Rejection
-from funnel.processor import CoreConfig, PersonState, next_deadline
+from funnel.processor import CoreConfig, PersonState
 from funnel.runtime import Batch
 from funnel.serialization import dumps_row
 from funnel.topics import FACT_TABLES, TopicNames
@@ -224,7 +230,7 @@ def register(
             def person(self, key: str) -> PersonState | None:
                 stored = writes.get(persons, key.encode(), reading[-1])
                 if isinstance(stored, bytes) and not stored.startswith(_MOVED):
-                    return _state_of(stored, config)
+                    return decode_state(stored, config)
                 return None
 
             def alias(self, device: str) -> str | None:
@@ -416,39 +422,21 @@ def fact_id_of(fact: Fact, position: str) -> str:
     return position
 
 
-_STATE = b"\x00"
-"""A person-state value: this byte, the person's next deadline (8 bytes, big-endian, signed
-epoch ms; -1: none), then the state (:func:`funnel.codec.encode_state`). One changelog record
-per person per batch carries both; the tick reads the deadline without decoding the state. A
-value without this header is a state saved before (its deadline is computed when read)."""
-
-
 @dataclass(slots=True)
 class _Saved:
-    """A person's state and next deadline, to be written (:data:`_STATE`)."""
+    """A person's state and next deadline, to be written as one value: the tick reads the
+    deadline without decoding the state (:func:`funnel.codec.encode_with_deadline`)."""
 
     state: PersonState
     due: int | None
 
     def encode(self) -> bytes:
-        due = -1 if self.due is None else self.due
-        return _STATE + due.to_bytes(8, "big", signed=True) + encode_state(self.state)
-
-
-def _state_of(stored: bytes, config: CoreConfig) -> PersonState:
-    if stored[:1] == _STATE:
-        return decode_state(stored[9:], config)
-    return decode_state(stored, config)
+        return encode_with_deadline(self.state, self.due)
 
 
 def _due_of(stored: bytes, config: CoreConfig) -> int | None:
     """The next deadline of a stored person (``None``: none, or a forwarding marker)."""
-    if stored[:1] == _STATE:
-        due = int.from_bytes(stored[1:9], "big", signed=True)
-        return None if due < 0 else due
-    if stored.startswith(_MOVED):
-        return None
-    return next_deadline(decode_state(stored, config), config)
+    return None if stored.startswith(_MOVED) else deadline_of(stored, config)
 
 
 _Value = bytes | _Saved | None

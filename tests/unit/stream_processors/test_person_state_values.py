@@ -3,9 +3,9 @@ changelog record (the tick reads the deadline without decoding the state)."""
 
 from __future__ import annotations
 
-from funnel.codec import encode_state
+from funnel.codec import decode_state, encode_state
 from funnel.processor import CoreConfig, next_deadline, process
-from stream_processors.agents import _MOVED, _due_of, _Saved, _state_of
+from stream_processors.agents import _MOVED, _due_of, _Saved
 from tests.factories import make_event
 
 CONFIG = CoreConfig.default()
@@ -18,10 +18,10 @@ def test_a_value_carries_the_state_and_its_deadline_and_reads_older_values() -> 
 
     stored = _Saved(state, due).encode()
     assert _due_of(stored, CONFIG) == due
-    assert _state_of(stored, CONFIG) == state
+    assert decode_state(stored, CONFIG) == state
     assert _due_of(_Saved(state, None).encode(), CONFIG) is None
 
     older = encode_state(state)  # a value written before the deadline moved into it
-    assert _state_of(older, CONFIG) == state
+    assert decode_state(older, CONFIG) == state
     assert _due_of(older, CONFIG) == due
     assert _due_of(_MOVED + b"s:customer", CONFIG) is None
