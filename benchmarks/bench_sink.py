@@ -48,6 +48,7 @@ from storage.backends import ChdbStore, encode_rows
 from storage.fact_columns import Block
 from storage.migrate import migrate
 from storage.sink import fresh_block
+from stream_processors.agents import BLOCK_ROWS, BLOCK_TABLES
 from tests.fact_traffic import fact_stream
 
 Batches = list[tuple[str, list[bytes]]]
@@ -171,15 +172,14 @@ def main() -> None:
         migrate(blocked)
         records: list[tuple[str, list[bytes]]] = []
         for table, values in batches:
-            if table in ("events", "stage_reached", "attributions"):
+            if table in BLOCK_TABLES:
                 arrow = arrow_block(decode(values), blocked._describe(table))
                 assert arrow is not None
                 block = Block(arrow)
-                parts = [block[i : i + 1_000].to_ipc() for i in range(0, len(block), 1_000)]
+                starts = range(0, len(block), BLOCK_ROWS)
+                parts = [block[i : i + BLOCK_ROWS].to_ipc() for i in starts]
                 records.append((table, parts))
-        block_rows = sum(
-            len(v) for t, v in batches if t in ("events", "stage_reached", "attributions")
-        )
+        block_rows = sum(len(v) for t, v in batches if t in BLOCK_TABLES)
         landed = BoundedIds()
         start = time.perf_counter()
         for n, (table, values) in enumerate(records):
