@@ -6,7 +6,7 @@ Starts what a Kafka-mode deployment runs, each as its own process on this machin
 Apache Kafka broker (:class:`~devtools.kafka_broker.KafkaBroker`), the collector (``funnel
 serve --kafka``), ``--workers`` stream workers (``funnel worker``, one consumer group, 4
 partitions) and the sink (``funnel sink`` into a chDB store). This process is the load
-generator: tracker-like requests (``POST /v1/batch``, one device per request, its next 1–20
+generator: tracker-like requests (``POST /v1/batch``, one device per request, its next 1-20
 events, simulated journeys moved to end a minute ago, every event id fresh) on keep-alive
 connections, paced to each offered rate of ``--rates`` for ``--seconds`` in turn.
 
@@ -77,7 +77,7 @@ _SERVER_SET: dict[str, Any] = {  # the fields the collector sets itself
 
 def tracker_requests(events_needed: int, seed: int) -> list[tuple[int, bytes]]:
     """Request bodies in sending order, each with its event count: one device per request,
-    that device's next 1–20 events, devices interleaved by the time of their first event."""
+    that device's next 1-20 events, devices interleaved by the time of their first event."""
     from producers.simulator import simulate
 
     persons = max(1_000, int(events_needed / 2.0))
@@ -345,7 +345,7 @@ class Step:
     offered: int
     accepted: int
     backlog: list[tuple[float, int]]
-    """(seconds into the step, accepted − landed)."""
+    """(seconds into the step, accepted - landed)."""
     cores: dict[str, float | None]
     drained_s: float | None
     """Seconds after the step until the backlog was landed (``None``: not within the wait)."""
@@ -436,7 +436,8 @@ def freshness(store_path: Path, steps: list[Step]) -> tuple[list[dict[str, Any]]
             )
             per_step.append({k: int(str(v)) for k, v in rows[0].items()})
         counts = store.query(
-            "SELECT count() AS rows, uniqExact(site_id, event_id) AS distinct_ids FROM funnel.events"
+            "SELECT count() AS rows, uniqExact(site_id, event_id) AS distinct_ids "
+            "FROM funnel.events"
         )
         return per_step, {k: int(str(v)) for k, v in counts[0].items()}
     finally:
@@ -473,15 +474,16 @@ def markdown(record: dict[str, Any]) -> str:
             f"| {cores} |"
         )
     v = record["verified"]
+    by_topic = ", ".join(f"{t} {n}" for t, n in record["kafka_records_per_event_by_topic"].items())
     lines += [
         "",
         f"Highest sustained rate: **{record['highest_sustained_rate'] or 'none'}** events/s. "
         f"Kafka records per accepted event: **{record['kafka_records_per_event']}** "
-        f"({', '.join(f'{t} {n}' for t, n in record['kafka_records_per_event_by_topic'].items())}).",
+        f"({by_topic}).",
         "",
         f"Store check: {v['accepted']:,} events accepted, {v['rows']:,} rows in `events`, "
         f"{v['distinct_ids']:,} distinct ids — {'exactly once' if v['ok'] else 'MISMATCH'}. "
-        f"Freshness is `landed_at − received_at`; the sink's insert p99 "
+        f"Freshness is `landed_at - received_at`; the sink's insert p99 "
         f"(`funnel_sink_insert_seconds`) was ≤ {record['sink_insert_p99_s']} s.",
         "",
     ]
@@ -509,7 +511,8 @@ def main(argv: list[str] | None = None) -> None:
     built = time.perf_counter()
     requests = tracker_requests(needed, args.seed)
     total_events = sum(n for n, _ in requests)
-    print(f"{len(requests):,} requests of {total_events:,} events in {time.perf_counter() - built:.0f} s")
+    took = time.perf_counter() - built
+    print(f"{len(requests):,} requests of {total_events:,} events in {took:.0f} s")
     steps: list[Step] = []
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, KafkaBroker() as broker:
         deployment = Deployment(broker.bootstrap_servers, Path(tmp), args.workers)
@@ -534,7 +537,8 @@ def main(argv: list[str] | None = None) -> None:
                 steps.append(step)
                 accepted += step.accepted
                 print(
-                    f"offered {rate:>6,} ev/s: accepted {step.accepted / args.seconds:>8,.0f} ev/s, "
+                    f"offered {rate:>6,} ev/s: "
+                    f"accepted {step.accepted / args.seconds:>8,.0f} ev/s, "
                     f"backlog at end {step.backlog[-1][1] if step.backlog else '?'}, "
                     f"drained after {step.drained_s} s"
                 )
@@ -552,12 +556,15 @@ def main(argv: list[str] | None = None) -> None:
         fresh, counts = freshness(deployment.store, steps)
 
     sustained = [s.rate for s in steps if s.sustained]
+    command = "python -m benchmarks" + (
+        " --quick" if args.quick else f" --rates {args.rates} --seconds {args.seconds:g}"
+    )
+    command += f" --workers {args.workers}" if args.workers != 1 else ""
     record: dict[str, Any] = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "bench": "e2e",
         "mode": "quick" if args.quick else "full",
-        "command": "python -m benchmarks" + (" --quick" if args.quick else f" --rates {args.rates} --seconds {args.seconds:g}")
-        + (f" --workers {args.workers}" if args.workers != 1 else ""),
+        "command": command,
         "machine": {"node": platform.node(), "cpus": os.cpu_count()},
         "settings": {
             "rates": rates,

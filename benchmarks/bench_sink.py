@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fact_t
 import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no annotations
 
 from funnel.dedup import BoundedIds
+from storage import origin
 from storage.arrow_rows import arrow_block
 from storage.backends import ChdbStore, encode_rows
 from storage.fact_columns import Block
@@ -54,11 +55,16 @@ from tests.fact_traffic import fact_stream
 Batches = list[tuple[str, list[bytes]]]
 
 
-def records_by_table(persons: int) -> dict[str, list[bytes]]:
+def records_by_table(
+    persons: int,
+) -> tuple[dict[str, list[bytes]], dict[str, list[tuple[int, int]]]]:
+    """Each table's JSON records, and their origins (``(-1, -1)``: none)."""
     by_table: dict[str, list[bytes]] = defaultdict(list)
+    origins: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for record in fact_stream(persons, seed=3, messy=False):
         by_table[record.table].append(record.value)
-    return by_table
+        origins[record.table].append(origin.origin_of(record.headers))
+    return by_table, origins
 
 
 def batches_of(by_table: dict[str, list[bytes]], batch_rows: int) -> Batches:
@@ -91,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.batch_rows.split(",")]
 
-    by_table = records_by_table(args.persons)
+    by_table, origins = records_by_table(args.persons)
     engine = ChdbStore(tempfile.mkdtemp(prefix="bench-sink-"), "bench")
     runs: list[dict[str, object]] = []
     for size in sizes:
@@ -166,27 +172,37 @@ def main() -> None:
             result[key] = round(rows / (time.perf_counter() - start))
 
         # The worker's block records (issue 15): a batch of a block table arrives as Arrow
-        # IPC records of 1,000 rows with their fact ids; timed is what the sink does with
-        # them: read, join, drop the landed ids, insert the block (with the views).
+        # IPC records of 1,000 rows with their fact ids and origins; timed is what the sink
+        # does with them: read, join, drop what is at or below the watermarks (and, for
+        # events, the ids landed), drop the origin columns, insert the block (with the views).
         blocked = engine.using(f"blocks_{size}")
         migrate(blocked)
         records: list[tuple[str, list[bytes]]] = []
+        placed: dict[str, int] = defaultdict(int)
         for table, values in batches:
             if table in BLOCK_TABLES:
                 arrow = arrow_block(decode(values), blocked._describe(table))
                 assert arrow is not None
+                where = origins[table][placed[table] : placed[table] + len(values)]
+                placed[table] += len(values)
+                arrow = arrow.append_column(
+                    pa.field(origin.PARTITION, pa.int32()), pa.array([w[0] for w in where])
+                ).append_column(pa.field(origin.SEQ, pa.int64()), pa.array([w[1] for w in where]))
                 block = Block(arrow)
                 starts = range(0, len(block), BLOCK_ROWS)
                 parts = [block[i : i + BLOCK_ROWS].to_ipc() for i in starts]
                 records.append((table, parts))
         block_rows = sum(len(v) for t, v in batches if t in BLOCK_TABLES)
         landed = BoundedIds()
+        marks: dict[str, origin.Watermarks] = defaultdict(origin.Watermarks)
         start = time.perf_counter()
         for n, (table, values) in enumerate(records):
             joined = pa.concat_tables([Block.from_ipc(v).arrow for v in values])
-            block, ids = fresh_block(joined, landed)
-            blocked.insert(table, block, dedup_token=f"{table}:0:{n}")
-            landed.add_all(ids)
+            fresh = fresh_block(joined, marks[table], landed if table == "events" else None)
+            assert len(fresh.rows) == fresh.total, "no replays here: every row is fresh"
+            blocked.insert(table, fresh.rows, dedup_token=f"{table}:0:{n}")
+            landed.add_all(fresh.event_ids)
+            marks[table] = fresh.marks
         result["blocks_rows_per_s"] = round(block_rows / (time.perf_counter() - start))
 
         start = time.perf_counter()

@@ -10,6 +10,8 @@ one after the other, on the same machine:
 * ``faust_count`` — the framework floor: a minimal Faust agent that only counts records;
 * ``worker`` — ``funnel worker`` (both stages: route, then persons), from a fresh consumer
   group until it has committed the end of the events topic and of ``person-events``;
+* ``worker2`` — the same with two ``funnel worker`` processes in one group (the scale-out
+  figure: each takes half of the partitions);
 * ``embedded`` — :class:`~stream_processors.embedded.EmbeddedPipeline` in this process over
   the same events, into a chDB store (what ``funnel demo`` and ``funnel serve`` run), with
   the rows it landed per event.
@@ -187,39 +189,47 @@ def _free_port() -> int:
 
 
 def drain_worker(
-    bootstrap: str, prefix: str, partitions: int, work: Path, events: int
+    bootstrap: str, prefix: str, partitions: int, work: Path, events: int, processes: int = 1
 ) -> dict[str, Any]:
-    """``funnel worker`` from a fresh group; timed from its first commit to the end.
-    ``events``: how many the events topic holds (its records may hold several)."""
+    """``funnel worker`` (``processes`` of them, one group) from a fresh group; timed from
+    the group's first commit to the end. ``events``: how many the events topic holds (its
+    records may hold several)."""
     from funnel.topics import TopicNames
 
     names = TopicNames(prefix)
     group = f"bench-worker-{uuid.uuid4().hex[:8]}"
-    log = (work / "worker.log").open("wb")
-    profile: list[str] = []
-    if where := os.environ.get("FUNNEL_BENCH_PROFILE"):  # py-spy's collapsed stacks
-        profile = ["py-spy", "record", "--nonblocking", "--rate", "100", "--format", "raw"]
-        profile += ["--output", f"{where}-worker.txt", "--"]
-    worker = subprocess.Popen(
-        [
-            *profile,
-            *(sys.executable, "-m", "funnel.cli", "worker", "--kafka", bootstrap),
-            *("--app-id", group, "--topic-prefix", prefix, "--partitions", str(partitions)),
-            *("--data-dir", str(work / "worker"), "--web-port", str(_free_port())),
-            *("--status-every", "3600"),
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    logs = [work / f"worker-{group}-{n}.log" for n in range(processes)]
+    workers = []
+    for n, log_path in enumerate(logs):
+        profile: list[str] = []
+        if where := os.environ.get("FUNNEL_BENCH_PROFILE"):  # py-spy's collapsed stacks
+            profile = ["py-spy", "record", "--nonblocking", "--rate", "100", "--format", "raw"]
+            profile += ["--output", f"{where}-worker{n}.txt", "--"]
+        with log_path.open("wb") as log:
+            workers.append(
+                subprocess.Popen(
+                    [
+                        *profile,
+                        *(sys.executable, "-m", "funnel.cli", "worker", "--kafka", bootstrap),
+                        *("--app-id", group, "--topic-prefix", prefix),
+                        *("--partitions", str(partitions)),
+                        *("--data-dir", str(work / f"worker-{group}-{n}")),
+                        *("--web-port", str(_free_port()), "--status-every", "3600"),
+                    ],
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
     try:
         _, total = _committed(bootstrap, group, [names.events])
         started, first = 0.0, 0
         while True:
-            if worker.poll() is not None:
-                tail = (work / "worker.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"the worker exited:\n{tail}")
+            for worker, log_path in zip(workers, logs, strict=True):
+                if worker.poll() is not None:
+                    tail = log_path.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"a worker exited:\n{tail}")
             done, _ = _committed(bootstrap, group, [names.events])
             if done and not started:
                 started, first = time.perf_counter(), done
@@ -237,10 +247,11 @@ def drain_worker(
                     }
             time.sleep(0.5)
     finally:
-        # SIGINT to the whole group: the worker stops, and py-spy (if any) writes its profile.
-        os.killpg(worker.pid, signal.SIGINT)
-        worker.wait(60)
-        log.close()
+        # SIGINT to each process group: the workers stop, and py-spy (if any) writes profiles.
+        for worker in workers:
+            os.killpg(worker.pid, signal.SIGINT)
+        for worker in workers:
+            worker.wait(60)
 
 
 def drain_embedded(payloads: list[bytes], work: Path) -> dict[str, float]:
@@ -305,7 +316,7 @@ def main() -> None:
         payloads, _ = fill(bootstrap, names.events, args.events, args.seed)
         print(f"filled {len(payloads):,} events in {time.perf_counter() - filled:.0f} s")
         worker_names, worker_records = names, len(payloads)
-        if args.window > 1 and "worker" in targets:
+        if args.window > 1 and ("worker" in targets or "worker2" in targets):
             # The baselines read one event per record; the worker, the tracker-like arrays.
             worker_names = TopicNames(f"bench{uuid.uuid4().hex[:8]}.")
             create_topics(bootstrap, worker_names, args.partitions)
@@ -318,9 +329,19 @@ def main() -> None:
                 runs[target] = asyncio.run(drain_raw(bootstrap, names.events, len(payloads)))
             elif target == "faust_count":
                 runs[target] = drain_faust_count(bootstrap, names.events, len(payloads), work)
-            elif target == "worker":
+            elif target in ("worker", "worker2"):
+                if target == "worker2" and "worker" in runs:
+                    # A second drain of the same input needs its own copy of the topics.
+                    worker_names = TopicNames(f"bench{uuid.uuid4().hex[:8]}.")
+                    create_topics(bootstrap, worker_names, args.partitions)
+                    fill(bootstrap, worker_names.events, args.events, args.seed, args.window)
                 runs[target] = drain_worker(
-                    bootstrap, worker_names.prefix, args.partitions, work, len(payloads)
+                    bootstrap,
+                    worker_names.prefix,
+                    args.partitions,
+                    work,
+                    len(payloads),
+                    processes=2 if target == "worker2" else 1,
                 )
                 runs[target]["input_records_per_event"] = worker_records / len(payloads)
             elif target == "embedded":
@@ -342,6 +363,11 @@ def main() -> None:
         },
         "events_per_s": rates,
         "ratio_to_raw": {t: round(r / raw, 3) for t, r in rates.items()} if raw else {},
+        "two_workers_vs_one": (
+            round(rates["worker2"] / rates["worker"], 2)
+            if rates.get("worker") and rates.get("worker2")
+            else None
+        ),
         "goal": {
             "worker_at_least_15000": rates.get("worker", 0) >= 15_000,
             "worker_at_least_half_of_raw": bool(raw) and rates.get("worker", 0) >= raw / 2,

@@ -21,6 +21,7 @@ from typing import Any, overload
 import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no annotations
 
 from funnel.facts import AttributionRow, EventRow, Fact, LeadChange, PersonRow, StageReached
+from storage import origin
 
 __all__ = ["COLUMNS", "Block", "fact_blocks"]
 
@@ -206,22 +207,22 @@ class Block(Sequence[dict[str, Any]]):
         return cls(pa.ipc.open_stream(data).read_all())
 
 
-def fact_blocks(facts: Sequence[Fact], ids: Sequence[str] | None = None) -> dict[str, Block]:
+def fact_blocks(
+    facts: Sequence[Fact],
+    ids: Sequence[str] | None = None,
+    origins: Sequence[tuple[int, int]] | None = None,
+) -> dict[str, Block]:
     """A batch's facts as one block per table, in order (a table with no facts has none).
 
     ``ids``: each fact's ``fact_id`` (parallel to ``facts``), added as a last column of that
-    name (the Kafka worker's blocks: the sink drops a fact whose id it landed before)."""
-    by_kind: dict[type[Any], list[Fact]] = {}
-    id_lists: dict[type[Any], list[str]] = {}
-    if ids is None:
-        for fact in facts:
-            by_kind.setdefault(type(fact), []).append(fact)
-    else:
-        for fact, fact_id in zip(facts, ids, strict=True):
-            by_kind.setdefault(type(fact), []).append(fact)
-            id_lists.setdefault(type(fact), []).append(fact_id)
+    name; ``origins``: each fact's origin (partition, seq), added as the two origin columns
+    after it (the Kafka worker's blocks, :mod:`storage.origin`)."""
+    by_kind: dict[type[Any], list[int]] = {}
+    for n, fact in enumerate(facts):
+        by_kind.setdefault(type(fact), []).append(n)
     blocks = {}
-    for kind, group in by_kind.items():
+    for kind, places in by_kind.items():
+        group = [facts[n] for n in places]
         schema = _SCHEMAS[kind]
         # Column by column (one pass over the facts per column): 2-3x faster than
         # transposing row tuples with zip(*rows).
@@ -231,6 +232,11 @@ def fact_blocks(facts: Sequence[Fact], ids: Sequence[str] | None = None) -> dict
         ]
         if ids is not None:
             schema = schema.append(pa.field("fact_id", pa.string()))
-            arrays.append(pa.array(id_lists[kind], pa.string()))
+            arrays.append(pa.array([ids[n] for n in places], pa.string()))
+        if origins is not None:
+            schema = schema.append(pa.field(origin.PARTITION, pa.int32()))
+            schema = schema.append(pa.field(origin.SEQ, pa.int64()))
+            arrays.append(pa.array([origins[n][0] for n in places], pa.int32()))
+            arrays.append(pa.array([origins[n][1] for n in places], pa.int64()))
         blocks[kind.table] = Block(pa.Table.from_arrays(arrays, schema=schema))
     return blocks

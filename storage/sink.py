@@ -24,13 +24,21 @@ Exactly once, and what covers what:
   with a deduplication window (``non_replicated_deduplication_window``; all fact tables but
   ``persons``).
 * *Facts re-sent by the stream* (a worker replays what it had not committed) arrive at new
-  offsets, so no token can recognise them: they carry the ``fact_id`` of their first copy,
-  and the sink drops a fact whose id it landed within its horizon
-  (:class:`~funnel.dedup.BoundedIds`: the ids landed by this process, plus those in the
-  tables within ``dedup_horizon`` — reloaded on start, so the sink's own crash is covered
-  for every table, ``persons`` included).
-* Rows without a ``fact_id`` are covered by the token only; ``persons`` rows without one
-  by neither (its ReplacingMergeTree keeps the latest version per person anyway).
+  offsets, so no token can recognise them: they carry the **origin** of their first copy
+  (:mod:`storage.origin`: the ``person-events`` record that caused them and their place
+  among its facts), and the sink drops a fact at or below the highest origin it landed from
+  that origin partition (the topic-partition's :class:`~storage.origin.Watermarks`,
+  committed with its offsets as commit metadata: a restarted sink or the partition's next
+  owner reads them back with the offset — a few numbers per partition, not the ids of every
+  row landed). The insert token of a batch some of whose facts were dropped so is the
+  batch's token followed by a digest of the kept facts' origins.
+* An ``events`` row is stored once per site and event id, whichever person it reached: the
+  sink also drops an ``events`` row whose ``fact_id`` it landed before (in this process;
+  :class:`~funnel.dedup.BoundedIds`). That check is not part of the token, so a replayed
+  batch is recognised whatever this process remembers.
+* Facts without an origin are covered by the token only: ``persons`` rows (its
+  ReplacingMergeTree keeps the latest version per person: a replayed row is the same
+  version) and the records of other producers.
 
 Failures: :class:`~storage.backends.StoreUnavailable` is backpressure: the sink pauses every
 partition it holds (no more fetching, so memory stays within the buffered batches), keeps
@@ -54,7 +62,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no annotations
@@ -64,8 +72,8 @@ from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from funnel.dedup import BoundedIds
-from funnel.settings import DEDUP_HORIZON
-from funnel.topics import FACT_TABLES, TopicNames
+from funnel.topics import TopicNames
+from storage import origin
 from storage.backends import Store, StoreError, StoreUnavailable
 from storage.batches import Cut, PartitionBatches
 from storage.fact_columns import Block
@@ -90,21 +98,101 @@ DEFAULT_MAX_ROWS = 50_000
 DEFAULT_MAX_AGE_S = 1.0
 
 _PLAN = "plan:"
+_MARKS = "marks:"
 _IPC = b"\xff\xff\xff\xff"
 """The first bytes of an Arrow IPC stream (a continuation marker): a record holding a block."""
 _LAG_EVERY_S = 5.0
 
 
-def fresh_block(arrow: pa.Table, landed: BoundedIds) -> tuple[Block, list[str]]:
-    """The rows of a block whose ``fact_id`` is not ``landed`` (nor repeated within it), as a
-    block, and their fact ids; rows without an id are kept."""
-    keep, ids = _fresh_mask(arrow.column("fact_id").to_pylist(), landed)
-    if len(ids) != arrow.num_rows:
-        arrow = arrow.filter(pa.array(keep, pa.bool_()))
-    return Block(arrow), ids
+@dataclass(slots=True)
+class Fresh:
+    """What of a batch to insert (see :meth:`Sink._land`)."""
+
+    rows: Sequence[dict[str, Any]] | Block
+    total: int
+    """Rows in the batch."""
+    digest: str
+    """Of the kept rows' origins, when the origins dropped some (else empty): part of the
+    insert token."""
+    marks: origin.Watermarks
+    """The watermarks once these rows landed."""
+    event_ids: list[str]
+    """The kept ``events`` rows' fact ids (remembered once landed)."""
 
 
-def _fresh_mask(fact_ids: Iterable[str | None], landed: BoundedIds) -> tuple[list[bool], list[str]]:
+def fresh_block(
+    arrow: pa.Table, marks: origin.Watermarks, landed: BoundedIds | None = None
+) -> Fresh:
+    """A block's rows that are not at or below their origin's watermark (nor repeated within
+    it), without the origin columns; with ``landed``, also without the ``fact_id`` values in
+    it (the ``events`` table's ids)."""
+    keep, after = origin.fresh_by_origin(*_block_origins(arrow), marks)
+    return _select_block(arrow, keep, after, landed)
+
+
+def fresh_rows(
+    rows: list[dict[str, Any]],
+    origins: Sequence[tuple[int, int]],
+    marks: origin.Watermarks,
+    landed: BoundedIds | None = None,
+) -> Fresh:
+    """:func:`fresh_block` for JSON rows, ``origins`` being theirs (``(-1, -1)``: none)."""
+    parts, seqs = [p for p, _ in origins], [s for _, s in origins]
+    keep, after = origin.fresh_by_origin(parts, seqs, marks)
+    return _select_rows(rows, origins, keep, after, landed)
+
+
+def _block_origins(arrow: pa.Table) -> tuple[pa.Array, pa.Array]:
+    if origin.SEQ not in arrow.column_names:
+        none = pa.array([-1] * arrow.num_rows, pa.int64())
+        return none, none
+    parts = arrow.column(origin.PARTITION).combine_chunks()
+    return parts, arrow.column(origin.SEQ).combine_chunks()
+
+
+def _select_block(
+    arrow: pa.Table, keep: pa.Array | None, after: origin.Watermarks, landed: BoundedIds | None
+) -> Fresh:
+    total, digest = arrow.num_rows, ""
+    if keep is not None:
+        arrow = arrow.filter(keep)
+        digest = _digest(*(a.to_pylist() for a in _block_origins(arrow)))
+    if origin.SEQ in arrow.column_names:
+        arrow = arrow.drop_columns([origin.PARTITION, origin.SEQ])
+    ids: list[str] = []
+    if landed is not None:
+        unseen, ids = _unseen(arrow.column("fact_id").to_pylist(), landed)
+        if len(ids) != arrow.num_rows:
+            arrow = arrow.filter(pa.array(unseen, pa.bool_()))
+    return Fresh(Block(arrow), total, digest, after, ids)
+
+
+def _select_rows(
+    rows: list[dict[str, Any]],
+    origins: Sequence[tuple[int, int]],
+    keep: pa.Array | None,
+    after: origin.Watermarks,
+    landed: BoundedIds | None,
+) -> Fresh:
+    total, digest = len(rows), ""
+    if keep is not None:
+        kept = keep.to_pylist()
+        rows = [row for row, k in zip(rows, kept, strict=True) if k]
+        origins = [o for o, k in zip(origins, kept, strict=True) if k]
+        digest = _digest([p for p, _ in origins], [s for _, s in origins])
+    ids: list[str] = []
+    if landed is not None:
+        unseen, ids = _unseen((row.get("fact_id") for row in rows), landed)
+        rows = [row for row, k in zip(rows, unseen, strict=True) if k]
+    return Fresh(rows, total, digest, after, ids)
+
+
+def _digest(partitions: Sequence[int], seqs: Sequence[int]) -> str:
+    text = ",".join(f"{p}:{s}" for p, s in zip(partitions, seqs, strict=True))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _unseen(fact_ids: Iterable[str | None], landed: BoundedIds) -> tuple[list[bool], list[str]]:
     """Per row, whether to keep it (no fact id, or one neither landed nor seen before in these
     rows), and the kept rows' fact ids."""
     keep, ids, seen = [], [], set()
@@ -115,6 +203,22 @@ def _fresh_mask(fact_ids: Iterable[str | None], landed: BoundedIds) -> tuple[lis
             seen.add(fact_id)
             ids.append(fact_id)
     return keep, ids
+
+
+def _metadata(marks: origin.Watermarks, plan: int | None = None) -> str:
+    """Commit metadata: the planned last offset (if any) and the watermarks."""
+    text = f"{_MARKS}{marks.encode()}"
+    return f"{_PLAN}{plan} {text}" if plan is not None else text
+
+
+def _parse_metadata(text: str) -> tuple[int | None, origin.Watermarks]:
+    plan, marks = None, origin.Watermarks()
+    for part in text.split():
+        if part.startswith(_PLAN):
+            plan = int(part[len(_PLAN) :])
+        elif part.startswith(_MARKS):
+            marks = origin.Watermarks.decode(part[len(_MARKS) :])
+    return plan, marks
 
 
 class Backpressure(Exception):  # a signal more than an error, as quix-streams' backpressure
@@ -173,7 +277,6 @@ class Sink:
         max_rows: int = DEFAULT_MAX_ROWS,
         max_age_s: float = DEFAULT_MAX_AGE_S,
         poll_timeout_ms: int = 500,
-        dedup_horizon: timedelta = DEDUP_HORIZON,
         max_landed_ids: int = 2_000_000,
         backoff: Backoff | None = None,
         max_errors: int = 5,
@@ -199,7 +302,9 @@ class Sink:
         """Rows the store refused on their own (dead-lettered, not retried)."""
         self.rebalances = 0
         self.landed = BoundedIds(max_landed_ids)
-        self._load_landed(dedup_horizon)
+        """The ``events`` rows' fact ids landed by this process."""
+        self.marks: dict[Hashable, origin.Watermarks] = {}
+        """Per topic-partition held, the watermarks of what landed (:mod:`storage.origin`)."""
         self._errors = 0
         self._retry_at: float | None = None
         self._assigned: set[TopicPartition] = set()
@@ -279,24 +384,12 @@ class Sink:
     def close(self) -> None:
         self._consumer.close()
 
-    def _load_landed(self, horizon: timedelta) -> None:
-        """Remember the fact ids landed within ``horizon`` (newest kept if over the bound)."""
-        seconds = int(horizon.total_seconds())
-        if seconds <= 0:
-            return
-        for table in FACT_TABLES:
-            found = self.store.query(
-                f"SELECT fact_id FROM {self.store.database}.{table} "
-                f"WHERE fact_id != '' AND landed_at >= now64(3) - INTERVAL {seconds} SECOND "
-                f"ORDER BY landed_at DESC LIMIT {self.landed.max_ids}"
-            )
-            self.landed.add_all(row["fact_id"] for row in reversed(found))
-
     def _on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         # Their buffered records are not committed: the next owner reads them again.
         for tp in revoked:
             self.batches.drop(tp)
             self._fetched.pop(tp, None)
+            self.marks.pop(tp, None)
 
     def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         # Handled after the poll returns (_restart_assigned): no blocking calls in here.
@@ -308,18 +401,21 @@ class Sink:
 
         kafka-python keeps the position of a partition assigned again, past records dropped
         at the revocation, so every assigned partition is moved back to its committed offset
-        (the beginning if none), and what this poll returned for it is read again.
+        (the beginning if none), and what this poll returned for it is read again. The
+        watermarks committed with the offset come back with it.
         """
         for tp in sorted(self._assigned):
             self.batches.drop(tp)
             self._fetched.pop(tp, None)
             committed = self._consumer.committed(tp, metadata=True)
             if committed is None:
+                self.marks[tp] = origin.Watermarks()
                 self._consumer.seek_to_beginning(tp)
                 continue
             self._consumer.seek(tp, committed.offset)
-            if committed.metadata.startswith(_PLAN):
-                self.batches.plan(tp, committed.offset, int(committed.metadata[len(_PLAN) :]))
+            plan, self.marks[tp] = _parse_metadata(committed.metadata or "")
+            if plan is not None:
+                self.batches.plan(tp, committed.offset, plan)
         restarted, self._assigned = self._assigned, set()
         if self._retry_at is not None:
             self._consumer.pause(*restarted)
@@ -332,7 +428,7 @@ class Sink:
             return 0
         cuts = {tp: self.batches.peek(tp) for tp in due}
         plans = {
-            tp: OffsetAndMetadata(cut.first, f"{_PLAN}{cut.last}", -1)
+            tp: OffsetAndMetadata(cut.first, _metadata(self._marks(tp), cut.last), -1)
             for tp, cut in cuts.items()
             if not cut.planned
         }
@@ -347,11 +443,14 @@ class Sink:
             for tp, cut in cuts.items():
                 written += self._land(tp, cut)
                 self.batches.done(tp, cut, now)
-                landed[tp] = OffsetAndMetadata(cut.last + 1, "", -1)
+                landed[tp] = OffsetAndMetadata(cut.last + 1, _metadata(self._marks(tp)), -1)
         finally:
             if landed:
                 self._commit(landed)
         return written
+
+    def _marks(self, tp: Hashable) -> origin.Watermarks:
+        return self.marks.setdefault(tp, origin.Watermarks())
 
     def _land(self, tp: TopicPartition, cut: Cut) -> int:
         """Insert ``cut``'s fresh rows; :class:`Backpressure` if the store refuses them.
@@ -360,38 +459,89 @@ class Sink:
         ``events``, ``stage_reached`` and ``attributions``): the blocks of a cut are joined
         and inserted as they are, without row dicts. A cut holding both (a worker upgraded
         while records of the older one were in flight) is two inserts."""
-        texts = [r.value for r in cut.records if r.value[:4] != _IPC]
+        texts = [r for r in cut.records if r.value[:4] != _IPC]
         blocks = [r.value for r in cut.records if r.value[:4] == _IPC]
         table = self.names.table_of(tp.topic)
+        landed = self.landed if table == "events" else None
         token = f"{tp.topic}:{tp.partition}:{cut.first}:{cut.last}"
-        written = 0
+        # The cut's watermarks are set once all of it landed: a retry starts where the first
+        # try started, and keeps the same rows.
+        marks = self._marks(tp)
+        rows: list[dict[str, Any]] = []
+        origins: list[tuple[int, int]] = []
         if texts:
             # One json.loads for the batch: faster, and the rows share their key objects,
             # which the store's Arrow path compares per row.
-            rows: list[dict[str, Any]] = json.loads(b"[" + b",".join(texts) + b"]")
-            fresh, ids = self._fresh(rows)
-            part = f"{token}:rows" if blocks else token
-            written += self._insert(table, fresh, ids, len(rows), part)
-        if blocks:
-            joined = pa.concat_tables([Block.from_ipc(value).arrow for value in blocks])
-            fresh_rows, ids = fresh_block(joined, self.landed)
-            part = f"{token}:blocks" if texts else token
-            written += self._insert(table, fresh_rows, ids, joined.num_rows, part)
+            rows = json.loads(b"[" + b",".join(r.value for r in texts) + b"]")
+            origins = [origin.origin_of(getattr(r, "headers", None)) for r in texts]
+        joined = pa.concat_tables([Block.from_ipc(v).arrow for v in blocks]) if blocks else None
+        if joined is None:
+            fresh = fresh_rows(rows, origins, marks, landed)
+            written = self._insert(table, fresh, token)
+        elif not texts:
+            fresh = fresh_block(joined, marks, landed)
+            written = self._insert(table, fresh, token)
+        else:
+            fresh, fresh_blocks = self._mixed(cut, rows, origins, joined, marks, landed)
+            written = self._insert(table, fresh, f"{token}:rows")
+            written += self._insert(table, fresh_blocks, f"{token}:blocks")
+        self.marks[tp] = fresh.marks
         return written
 
-    def _insert(
-        self, table: str, fresh: Sequence[dict[str, Any]], ids: list[str], total: int, token: str
-    ) -> int:
-        """Insert the ``fresh`` rows of ``total`` under ``token`` (see :meth:`_land`)."""
+    @staticmethod
+    def _mixed(
+        cut: Cut,
+        rows: list[dict[str, Any]],
+        origins: list[tuple[int, int]],
+        joined: pa.Table,
+        marks: origin.Watermarks,
+        landed: BoundedIds | None,
+    ) -> tuple[Fresh, Fresh]:
+        """A cut of JSON and block records (a worker upgraded while records of the older one
+        were in flight): one pass over the origins in record order, then two parts."""
+        block_parts, block_seqs = (a.to_pylist() for a in _block_origins(joined))
+        parts: list[int] = []
+        seqs: list[int] = []
+        is_block: list[bool] = []
+        texts, at = iter(origins), 0
+        for record in cut.records:
+            if record.value[:4] == _IPC:
+                n = Block.from_ipc(record.value).arrow.num_rows
+                parts += block_parts[at : at + n]
+                seqs += block_seqs[at : at + n]
+                is_block += [True] * n
+                at += n
+            else:
+                p, s = next(texts)
+                parts.append(p)
+                seqs.append(s)
+                is_block.append(False)
+        keep, after = origin.fresh_by_origin(parts, seqs, marks)
+        if keep is None:
+            return (
+                _select_rows(rows, origins, None, after, landed),
+                _select_block(joined, None, after, landed),
+            )
+        kept = keep.to_pylist()
+        row_keep = pa.array([k for k, b in zip(kept, is_block, strict=True) if not b], pa.bool_())
+        block_keep = pa.array([k for k, b in zip(kept, is_block, strict=True) if b], pa.bool_())
+        return (
+            _select_rows(rows, origins, row_keep, after, landed),
+            _select_block(joined, block_keep, after, landed),
+        )
+
+    def _insert(self, table: str, fresh: Fresh, token: str) -> int:
+        """Insert the ``fresh`` rows under ``token`` (see :meth:`_land`)."""
         started = time.perf_counter()
-        if fresh:
-            if len(fresh) != total:
+        rows, total = fresh.rows, fresh.total
+        if len(rows):
+            if fresh.digest:
                 # Other rows than the batch's first try: a token of their own, or ClickHouse
                 # could take a part of them (a poison split, numbered by position) for a
                 # part of the first try that landed, and drop it.
-                token += ":" + hashlib.blake2b("\n".join(ids).encode(), digest_size=8).hexdigest()
+                token += ":" + fresh.digest
             try:
-                refused = insert_isolating(self.store, table, fresh, dedup_token=token)
+                refused = insert_isolating(self.store, table, rows, dedup_token=token)
                 if refused:
                     self._dead_letter(refused, token)
             except StoreError as exc:
@@ -402,14 +552,14 @@ class Sink:
                     if self._errors >= self.max_errors:
                         raise
                 raise Backpressure(self.backoff.next_delay(), exc) from exc
-            self.landed.add_all(ids)
+            self.landed.add_all(fresh.event_ids)
             self.inserts += 1
-        self.duplicates_dropped += total - len(fresh)
-        self.rows_written += len(fresh)
+        self.duplicates_dropped += total - len(rows)
+        self.rows_written += len(rows)
         self.metrics.landed(
-            table, fresh, total - len(fresh), time.perf_counter() - started, datetime.now(UTC)
+            table, rows, total - len(rows), time.perf_counter() - started, datetime.now(UTC)
         )
-        return len(fresh)
+        return len(rows)
 
     def _dead_letter(self, refused: list[Refused], token: str) -> None:
         """Rows the store refused on their own go to ``rejected_events`` (with the batch's
@@ -422,12 +572,6 @@ class Sink:
         self.store.insert("rejected_events", rows, dedup_token=f"{token}/refused")
         self.refused_rows += len(refused)
         self.metrics.refused_rows(refused[0].table, len(refused))
-
-    def _fresh(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-        """``rows`` without the facts already landed (or repeated within ``rows``), and the
-        fresh rows' fact ids."""
-        keep, ids = _fresh_mask((row.get("fact_id") for row in rows), self.landed)
-        return [row for row, kept in zip(rows, keep, strict=True) if kept], ids
 
     def _report_lag(self) -> None:
         """Records behind the end of each assigned partition (from the fetch responses)."""

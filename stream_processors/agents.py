@@ -31,11 +31,15 @@ rebalance, faust-streaming #323):
   same or older than at the first run, and the core is deterministic: replayed inputs already
   in the state are no-ops (event ids, hand-over markers, merged ids), and the others produce
   the very outputs they produced the first time.
-* Every fact carries ``fact_id = "<partition>:<offset>[.<i>]:<n>"``: the person-events
-  record that caused it (and the message's place in a ``batch`` record) and its place among
-  that message's facts. A replayed fact has the id of its first
-  copy, and the sink drops it (:class:`storage.sink.Sink`). An ``events`` row's id is
-  ``event:<site>:<event_id>`` instead, so an event id sent under two persons lands once.
+* Every fact but a person row carries its **origin** (:mod:`storage.origin`): the
+  person-events partition and offset of the record that caused it and its place among that
+  record's facts; in a block as two columns, on a JSON record as a header. A replayed fact
+  has the origin of its first copy, and the sink drops it (:class:`storage.sink.Sink`).
+  Blocks go per origin partition (key ``block:<partition>``), so that one facts partition
+  receives an origin partition's blocks, in order. Every fact also carries ``fact_id =
+  "<partition>:<offset>[.<i>]:<n>"`` (the message's place in a ``batch`` record and its place
+  among that message's facts); an ``events`` row's id is ``event:<site>:<event_id>`` instead,
+  so an event id sent under two persons lands once.
 
 A batch that cannot complete (an output the broker did not acknowledge, a bug, a stop in the
 middle of it) ends the process with exit code 70 instead of going on: its offsets are then
@@ -78,6 +82,7 @@ from funnel.processor import CoreConfig, PersonState
 from funnel.runtime import Batch
 from funnel.serialization import dumps_row
 from funnel.topics import FACT_TABLES, TopicNames
+from storage import origin
 from storage.fact_columns import fact_blocks
 from stream_processors.topics import partition_of
 
@@ -128,12 +133,16 @@ def register(
     partitions = app.conf.topic_partitions  # of person-events, which the tables follow
 
     async def send(
-        topic: faust.TopicT, key: bytes, value: bytes, partition: int | None = None
+        topic: faust.TopicT,
+        key: bytes,
+        value: bytes,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> Awaitable[Any]:
         """Queue one record; the returned awaitable resolves when the broker acknowledged it."""
         # Straight to the producer: records are bytes already, and Faust's send path (futures,
         # sensors, attachments) cost more than the record (benchmarks/bench_worker.py).
-        return await app.producer.send(topic.get_topic_name(), key, value, partition, None, None)
+        return await app.producer.send(topic.get_topic_name(), key, value, partition, None, headers)
 
     async def send_person(key: str, message: dict[str, Any]) -> Awaitable[Any]:
         return await send(person_events, key.encode(), json.dumps(message).encode())
@@ -143,8 +152,22 @@ def register(
         person, so that compacting the persons topic keeps every person's latest row)."""
         if isinstance(fact, PersonRow):
             key = f"{fact.site_id}:{fact.person_id}".encode()
-        value = dumps_row({**fact.row(), "fact_id": fact_id_of(fact, fact_id)}).encode()
+        value = dumps_row({**fact.row(), "fact_id": fact_id}).encode()
         return fact_topics[fact.table], key, value
+
+    class Origins:
+        """The origins of a batch's facts: per record, its facts numbered in order."""
+
+        def __init__(self) -> None:
+            self.record: tuple[int, int] = (-1, -1)
+            self.k = 0
+
+        def next(self, item: EventT[bytes]) -> tuple[int, int]:
+            here = (item.message.partition, item.message.offset)
+            if here != self.record:
+                self.record, self.k = here, 0
+            self.k += 1
+            return here[0], origin.seq_of(here[1], self.k - 1)
 
     async def route(stream: faust.StreamT[bytes]) -> None:
         async for batch in _batches(stream):
@@ -242,30 +265,41 @@ def register(
         run = Batch(config, Saved())
         facts = run.changes.facts
         out = 0  # facts[:out] are sent (or kept for a block)
-        blocked: list[Fact] = []  # the facts of the block tables, sent as blocks at the end
-        blocked_ids: list[str] = []
+        origins = Origins()
+        # The facts of the block tables, sent as blocks at the end, per origin partition.
+        blocked: dict[int, tuple[list[Fact], list[str], list[tuple[int, int]]]] = {}
 
-        async def send_facts(origin: str) -> None:
-            """Send the facts made since the last call (those of the block tables are kept
-            for :func:`send_blocks`); their ids are ``origin:n``."""
+        async def send_facts(position: str, item: EventT[bytes]) -> None:
+            """Send the facts ``item`` made since the last call (those of the block tables
+            are kept for :func:`send_blocks`); their ids are ``position:n``."""
             nonlocal out
             for n, fact in enumerate(facts[out:]):
+                fact_id = fact_id_of(fact, f"{position}:{n}")
+                if isinstance(fact, PersonRow):  # idempotent in its table: no origin
+                    sent.append(await send(*fact_record(b"", fact, fact_id)))
+                    continue
+                where = origins.next(item)
                 if fact.table in BLOCK_TABLES:
-                    blocked.append(fact)
-                    blocked_ids.append(fact_id_of(fact, f"{origin}:{n}"))
+                    kept = blocked.setdefault(where[0], ([], [], []))
+                    kept[0].append(fact)
+                    kept[1].append(fact_id)
+                    kept[2].append(where)
                     continue
                 key = f"{fact.site_id}:{fact.person_id}".encode()
-                sent.append(await send(*fact_record(key, fact, f"{origin}:{n}")))
+                headers = [origin.header(*where)]
+                sent.append(await send(*fact_record(key, fact, fact_id), None, headers))
             out = len(facts)
 
-        async def send_blocks(partition: int) -> None:
-            """The batch's facts of the block tables: a few records per table, each an Arrow
-            block of at most :data:`BLOCK_ROWS` rows with their fact ids."""
-            key = f"block:{partition}".encode()
-            for table, block in fact_blocks(blocked, blocked_ids).items():
-                for start in range(0, len(block), BLOCK_ROWS):
-                    part = block[start : start + BLOCK_ROWS]
-                    sent.append(await send(fact_topics[table], key, part.to_ipc()))
+        async def send_blocks() -> None:
+            """The batch's facts of the block tables: per origin partition, a few records per
+            table, each an Arrow block of at most :data:`BLOCK_ROWS` rows with their fact ids
+            and origins."""
+            for partition, (kept, ids, where) in sorted(blocked.items()):
+                key = f"block:{partition}".encode()
+                for table, block in fact_blocks(kept, ids, where).items():
+                    for start in range(0, len(block), BLOCK_ROWS):
+                        part = block[start : start + BLOCK_ROWS]
+                        sent.append(await send(fact_topics[table], key, part.to_ipc()))
 
         def moved_to(key: str, item: EventT[bytes]) -> str | None:
             if key in moved:
@@ -289,8 +323,8 @@ def register(
                 else:
                     yield item, cast(bytes, item.key).decode(), message, position
 
-        origin = ""
-        for item, key, message, origin in arrivals():
+        position = ""
+        for item, key, message, position in arrivals():
             reading.append(item)
             if message["kind"] == "tick":
                 # The status timer, as a record: expire every due person of this partition,
@@ -312,7 +346,7 @@ def register(
                 for person in sorted(due):
                     last.setdefault(person, item)
                     run.expire([person], now_ms)
-                await send_facts(origin)
+                await send_facts(position, item)
                 continue
             target = moved_to(key, item)
             if target is not None:  # an event in flight follows the person
@@ -331,7 +365,7 @@ def register(
                         "state": state_to_builtins(current),
                     }
                     sent.append(await send_person(message["into"], absorb))
-                await send_facts(origin)
+                await send_facts(position, item)
                 continue
             if message["kind"] == "absorb":
                 other = state_from_builtins(message["state"], config)
@@ -345,10 +379,10 @@ def register(
                         max(0.0, time.time() - event.received_at.timestamp())
                     )
             last[key] = item
-            await send_facts(origin)
+            await send_facts(position, item)
         changes = run.close()  # the persons' rows, once per batch, and their deadlines
-        await send_facts(f"{origin}:rows")
-        await send_blocks(batch[-1].message.partition)
+        await send_facts(f"{position}:rows", batch[-1])
+        await send_blocks()
         for person, saved in changes.persons.items():
             if person in moved or person not in last:
                 continue

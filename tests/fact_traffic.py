@@ -4,7 +4,8 @@
 intake and the pure core, resolving identities like the Faust agents, and gives every fact
 the id the persons agent would give it (``fact_id = "<partition>:<offset>:<n>"``: the
 person-events record that caused it, on a topic of ``partitions`` partitions, and its place
-among that record's facts). Deterministic for a seed.
+among that record's facts) and, but for person rows, its origin header
+(:mod:`storage.origin`). Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from funnel.processor import CoreConfig, PersonState, merge, process
 from funnel.serialization import dumps_row
 from producers.messiness import Mess, arrivals
 from producers.simulator import simulate
+from storage import origin
 from stream_processors.topics import partition_of
 
 __all__ = ["FactRecord", "fact_stream"]
@@ -27,11 +29,13 @@ __all__ = ["FactRecord", "fact_stream"]
 
 @dataclass(frozen=True, slots=True)
 class FactRecord:
-    """One record of a facts topic: its table, key and JSON value (with ``fact_id``)."""
+    """One record of a facts topic: its table, key, JSON value (with ``fact_id``) and
+    headers (the origin, but for person rows)."""
 
     table: str
     key: bytes
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def row(self) -> dict[str, object]:
@@ -50,12 +54,16 @@ def fact_stream(
 
     def records(key: str, facts: list[Fact]) -> Iterator[FactRecord]:
         partition = partition_of(key.encode(), partitions)
-        origin = f"{partition}:{offsets[partition]}"
+        offset = offsets[partition]
         offsets[partition] += 1
         for n, fact in enumerate(facts):
-            owner = f"{fact.site_id}:{fact.person_id}" if isinstance(fact, PersonRow) else key
-            value = dumps_row({**fact.row(), "fact_id": f"{origin}:{n}"}).encode()
-            yield FactRecord(fact.table, owner.encode(), value)
+            value = dumps_row({**fact.row(), "fact_id": f"{partition}:{offset}:{n}"}).encode()
+            if isinstance(fact, PersonRow):
+                owner = f"{fact.site_id}:{fact.person_id}".encode()
+                yield FactRecord(fact.table, owner, value)
+            else:
+                where = origin.header(partition, origin.seq_of(offset, n))
+                yield FactRecord(fact.table, key.encode(), value, (where,))
 
     for arrival in arrivals(sim.events, Mess.realistic() if messy else Mess(), seed=seed):
         intake = take_batch([arrival.payload], site_id="s", received_at=arrival.arrives_at)

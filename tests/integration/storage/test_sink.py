@@ -16,6 +16,7 @@ from funnel.runtime import Batch
 from funnel.serialization import dumps_row
 from funnel.topics import TopicNames
 from producers.simulator import simulate
+from storage import origin
 from storage.backends import ChdbStore
 from storage.fact_columns import fact_blocks
 from storage.sink import Sink
@@ -50,25 +51,32 @@ def run_until_caught_up(sink: Sink, bootstrap: str, group: str, names: TopicName
 def test_facts_resent_by_the_stream_land_once_across_sink_restarts(
     kafka_bootstrap: str, store: ChdbStore
 ) -> None:
+    """A replay re-sends facts with the origins of their first copies (keyed by person, as
+    the worker sends them); the sink drops them by the watermarks it commits with its
+    offsets, also after a restart, without reading any row id back from the tables."""
     names = TopicNames(f"sink{uuid.uuid4().hex[:8]}.")
     group = f"sink-{uuid.uuid4().hex[:8]}"
     create_topics(kafka_bootstrap, names, 2)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    topic = names.facts("lead_changes")
 
     def send(numbers: range) -> None:
         for n in numbers:
-            producer.send(names.facts("lead_changes"), json.dumps(lead_change(n)).encode())
+            row = lead_change(n)
+            where = origin.header(n % 3, origin.seq_of(n, 0))  # three origin partitions
+            key = str(row["person_id"]).encode()
+            producer.send(topic, json.dumps(row).encode(), key=key, headers=[where])
         producer.flush()
 
     send(range(100))
-    send(range(50, 100))  # a worker's replay: the same facts, the same ids
+    send(range(50, 100))  # a worker's replay: the same facts, the same origins
     first = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=group, topics=names)
     run_until_caught_up(first, kafka_bootstrap, group, names)
     assert first.duplicates_dropped == 50
 
-    send(range(90, 120))  # after a sink restart: the new sink reloads the ids landed
+    send(range(90, 120))  # after a sink restart: the watermarks come back with the offsets
     second = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=group, topics=names)
-    assert len(second.landed) == 100
+    assert len(second.landed) == 0, "nothing is read back from the tables"
     run_until_caught_up(second, kafka_bootstrap, group, names)
     producer.close()
     assert second.duplicates_dropped == 10
@@ -76,6 +84,14 @@ def test_facts_resent_by_the_stream_land_once_across_sink_restarts(
         f"SELECT count() AS n, uniqExact(fact_id) AS u FROM {store.database}.lead_changes"
     )
     assert row == {"n": 120, "u": 120}
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+    committed = [consumer.committed(TopicPartition(topic, p), metadata=True) for p in (0, 1)]
+    consumer.close()
+    # The identity a restart reads back: a highest origin per origin partition, no more.
+    assert all(c is not None and c.metadata.startswith("marks:") for c in committed)
+    marks = [m for c in committed if c for m in c.metadata[len("marks:") :].split(",")]
+    assert {m.partition("=")[0] for m in marks} == {"0", "1", "2"}
+    assert len(marks) <= 6
 
 
 def test_landed_ids_forget_the_oldest_beyond_their_bound() -> None:
@@ -178,8 +194,8 @@ def test_a_poison_batch_replayed_without_its_landed_rows_lands_the_rest(
     kafka_bootstrap: str, store: ChdbStore
 ) -> None:
     """A sink killed while splitting a refused batch (:mod:`storage.poison`): the part
-    ``<token>/0-9`` had landed. The replay leaves those rows out (their fact ids are landed),
-    so its own ``/0-9`` part is other rows: under the same token ClickHouse would drop them."""
+    ``<token>/0-14`` had landed. The replay has the same rows (the watermarks committed with
+    the plan make it so), splits them the same way, and ClickHouse drops what landed."""
     store.execute(
         f"ALTER TABLE {store.database}.lead_changes ADD CONSTRAINT no_poison "
         "CHECK person_id != 'p25'"
@@ -197,7 +213,7 @@ def test_a_poison_batch_replayed_without_its_landed_rows_lands_the_rest(
     consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
     consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(0, "plan:29", -1)})
     consumer.close()
-    store.insert("lead_changes", rows[:10], dedup_token=f"{topic}:0:0:29/0-9")
+    store.insert("lead_changes", rows[:15], dedup_token=f"{topic}:0:0:29/0-14")
 
     sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=group, topics=names)
     run_until_caught_up(sink, kafka_bootstrap, group, names)
@@ -220,6 +236,7 @@ def test_block_records_land_once_beside_json_records_and_poison_is_dead_lettered
     stages = [f for f in batch.close().facts if isinstance(f, StageReached)]
     stages[-5] = msgspec.structs.replace(stages[-5], person_id="poison")  # sent once
     ids = [f"0:{n}:0" for n in range(len(stages))]
+    origins = [(0, origin.seq_of(n, 0)) for n in range(len(stages))]
     names = TopicNames(f"blk{uuid.uuid4().hex[:8]}.")
     group = f"sink-{uuid.uuid4().hex[:8]}"
     create_topics(kafka_bootstrap, names, 2)
@@ -227,21 +244,23 @@ def test_block_records_land_once_beside_json_records_and_poison_is_dead_lettered
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
 
     def send_blocks(start: int, stop: int) -> None:
-        block = fact_blocks(stages[start:stop], ids[start:stop])["stage_reached"]
-        producer.send(topic, block.to_ipc(), key=b"block:0")
+        block = fact_blocks(stages[start:stop], ids[start:stop], origins[start:stop])
+        producer.send(topic, block["stage_reached"].to_ipc(), key=b"block:0")
 
     third = len(stages) // 3
     send_blocks(0, 2 * third)
     send_blocks(third, len(stages))  # the replay: its first third landed already
-    old = {**stages[-1].row(), "fact_id": ids[-1]}  # an older worker's copy of the last fact
-    producer.send(topic, dumps_row(old).encode(), key=b"block:0")
+    # The last fact again, as a JSON record (as a worker of a JSON format would send it).
+    old = {**stages[-1].row(), "fact_id": ids[-1]}
+    where = origin.header(*origins[-1])
+    producer.send(topic, dumps_row(old).encode(), key=b"block:0", headers=[where])
     producer.flush()
     sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=group, topics=names)
     run_until_caught_up(sink, kafka_bootstrap, group, names)
     assert sink.refused_rows == 1
     assert sink.duplicates_dropped == third + 1
 
-    send_blocks(0, third)  # after a restart: the new sink reloads the ids landed
+    send_blocks(0, third)  # after a restart: the watermarks come back with the offsets
     producer.flush()
     producer.close()
     again = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=group, topics=names)

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,9 @@ def produce(
     pending: list[Any] = []
     try:
         for record in records:
-            pending.append(producer.send(names.facts(record.table), record.value, key=record.key))
+            topic = names.facts(record.table)
+            headers = list(record.headers)
+            pending.append(producer.send(topic, record.value, key=record.key, headers=headers))
             if sent is not None:
                 sent.append(record)
             if len(pending) >= 50_000:
@@ -363,7 +365,6 @@ def test_a_batch_landed_but_not_committed_is_replayed_with_the_same_token(
             group_id=group,
             topics=names,
             max_rows=max_rows,
-            dedup_horizon=timedelta(0),  # knows no landed ids
         )
 
     first = sink(1000)
