@@ -185,9 +185,10 @@ def main() -> None:
                 assert arrow is not None
                 where = origins[table][placed[table] : placed[table] + len(values)]
                 placed[table] += len(values)
-                arrow = arrow.append_column(
-                    pa.field(origin.PARTITION, pa.int32()), pa.array([w[0] for w in where])
-                ).append_column(pa.field(origin.SEQ, pa.int64()), pa.array([w[1] for w in where]))
+                parts = pa.array([w[0] for w in where], pa.int32())
+                seqs = pa.array([w[1] for w in where], pa.int64())
+                arrow = arrow.append_column(pa.field(origin.PARTITION, pa.int32()), parts)
+                arrow = arrow.append_column(pa.field(origin.SEQ, pa.int64()), seqs)
                 block = Block(arrow)
                 starts = range(0, len(block), BLOCK_ROWS)
                 parts = [block[i : i + BLOCK_ROWS].to_ipc() for i in starts]
