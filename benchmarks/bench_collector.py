@@ -387,14 +387,22 @@ def _count_topic(bootstrap: str, topic: str, timeout: float = 120) -> dict[str, 
         end = consumer.end_offsets(partitions)
         expected = sum(end.values()) - sum(consumer.beginning_offsets(partitions).values())
         ids: set[str] = set()
-        records = 0
+        records = events = 0
         deadline = time.monotonic() + timeout
         while records < expected and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=1000, max_records=20_000).values():
                 for record in batch:
                     records += 1
-                    ids.add(json.loads(record.value)["event_id"])
-        return {"offsets": expected, "records": records, "distinct_event_ids": len(ids)}
+                    value = json.loads(record.value)
+                    for event in value if isinstance(value, list) else [value]:
+                        events += 1
+                        ids.add(event["event_id"])
+        return {
+            "offsets": expected,
+            "records": records,
+            "events": events,
+            "distinct_event_ids": len(ids),
+        }
     finally:
         consumer.close()
 
@@ -461,7 +469,7 @@ def _run_target(
         counted["rejected_topic"] = _count_topic(bootstrap, f"{prefix}rejected")["records"]
         result["verified"] = counted
         result["verified"]["ok"] = (
-            counted["records"] == counted["distinct_event_ids"] == result["accepted_total"]
+            counted["events"] == counted["distinct_event_ids"] == result["accepted_total"]
             and counted["offsets"] == counted["records"]
             and counted["rejected_topic"] == 0
         )

@@ -197,7 +197,11 @@ def register(
                 # The collector's dead-letter record, plus the input's position (and the
                 # event's place in an array): a copy re-sent after a crash has the same id.
                 site = (key or b"").decode("utf-8", "replace").partition(":")[0]
-                text = payload.decode("utf-8", "replace")
+                text = (
+                    payload.decode("utf-8", "replace")
+                    if isinstance(payload, bytes)
+                    else json.dumps(payload)
+                )
                 at = datetime.fromtimestamp(item.message.timestamp, UTC)
                 rejection = {
                     **Rejection(item.message.offset, exc.errors, text, site).row(at),
@@ -218,7 +222,7 @@ def register(
             message = {
                 "kind": "event",
                 "person_id": who.person_id,
-                "event": json.loads(payload),
+                "event": payload,  # decoded once, forwarded as it came
             }
             forward(who.key, message)
         # One record per person-events partition (or a few, for a large batch), carrying its
@@ -433,17 +437,22 @@ def register(
     app.timer(_REPORT_EVERY_S, name="funnel.metrics")(report)
 
 
-def _events_of(value: bytes) -> list[tuple[bytes, str]]:
+def _events_of(value: bytes) -> list[tuple[dict[str, Any] | bytes, str]]:
     """The events an ``events`` record holds (DESIGN §4: one event object, or a JSON array of
-    events sharing the record's key), each with its place (``""``, or ``:<index>`` in an
-    array). Anything else is one payload, refused by validation with its reason."""
-    if value.lstrip()[:1] == b"[":
-        try:
-            items = json.loads(value)
-        except ValueError:
-            return [(value, "")]
-        if isinstance(items, list):
-            return [(json.dumps(one).encode(), f":{i}") for i, one in enumerate(items)]
+    events sharing the record's key), each decoded (once) with its place (``""``, or
+    ``:<index>`` in an array). What is not a JSON object stays bytes: validation refuses it
+    with its reason."""
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return [(value, "")]
+    if isinstance(decoded, dict):
+        return [(decoded, "")]
+    if isinstance(decoded, list):
+        return [
+            (one if isinstance(one, dict) else json.dumps(one).encode(), f":{i}")
+            for i, one in enumerate(decoded)
+        ]
     return [(value, "")]
 
 

@@ -48,6 +48,14 @@ from funnel.settings import (
     help="Host names the live page and report API answer to, comma-separated "
     "(default: localhost,127.0.0.1,[::1]; * for any). Guards against DNS rebinding.",
 )
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Collector processes on the one port (Kafka mode only: embedded mode is one process, "
+    "the one owner of its chDB store).",
+)
 def serve(
     host: str,
     port: int,
@@ -59,6 +67,7 @@ def serve(
     topic_prefix: str,
     partitions: int,
     allowed_hosts: str | None,
+    workers: int,
 ) -> None:
     """Run the collector: embedded processing into the store, or produce to Kafka (--kafka).
 
@@ -78,14 +87,21 @@ def serve(
         KafkaDelivery,
         create_app,
     )
-    from producers.collector.serving import run
+    from producers.collector.serving import run, run_kafka_workers
 
+    if workers > 1 and not kafka:
+        raise click.UsageError(
+            "--workers needs --kafka: embedded mode is one process (chDB: one owner per store)"
+        )
+    if workers > 1 and port == 0:
+        raise click.UsageError("--workers needs a fixed --port")
     overrides: dict[str, object] = {}
     if allowed_hosts:
         overrides["allowed_hosts"] = allowed_hosts
     settings = CollectorSettings.from_env(None, **overrides)
+    one_off_key = None
     if not settings.write_keys:
-        key = secrets.token_urlsafe(18)
+        key = one_off_key = secrets.token_urlsafe(18)
         settings = CollectorSettings.from_env(None, write_keys={key: "demo"}, **overrides)
         err.print(f"[yellow]no write keys configured: using key {key} for site 'demo'[/]")
     delivery: Delivery
@@ -99,6 +115,19 @@ def serve(
 
         names = TopicNames(topic_prefix)
         create_topics(kafka, names, partitions)
+        if workers > 1:
+            err.print(f"collector → Kafka {kafka} ({names.events}), {workers} processes")
+            err.print(f"collector on http://{host}:{port}")
+            run_kafka_workers(
+                host,
+                port,
+                workers,
+                kafka=kafka,
+                topic_prefix=topic_prefix,
+                one_off_key=one_off_key,
+                allowed_hosts=allowed_hosts,
+            )
+            return
         delivery = KafkaDelivery(
             kafka,
             events_topic=names.events,

@@ -1,7 +1,9 @@
 """Where accepted events go, and what "acknowledged" means for each destination.
 
 * :class:`KafkaDelivery` — produced with kafka-python (``acks=all``, idempotent, key
-  ``site_id:person``); :meth:`deliver` returns once the broker acknowledged every event.
+  ``site_id:person``): one record per key and request, holding that key's events (one JSON
+  object, or a JSON array of several, DESIGN §4); :meth:`deliver` returns once the broker
+  acknowledged every record.
 * :class:`EmbeddedDelivery` — group commit into the embedded pipeline and store: concurrent
   requests are committed together; :meth:`deliver` returns once their facts are in the store.
 
@@ -24,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from kafka.errors import KafkaError
+from pydantic import TypeAdapter
 
 from funnel.events import Event
 from funnel.intake import Rejection
@@ -34,6 +37,32 @@ from stream_processors.embedded import EmbeddedPipeline
 __all__ = ["Delivery", "EmbeddedDelivery", "KafkaDelivery", "Receipt", "Unavailable"]
 
 log = logging.getLogger(__name__)
+
+_EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+RECORD_BYTES = 512 * 1024
+"""A record's events stop here (well under the producer's and broker's 1 MB limit)."""
+
+
+def event_records(events: list[Event]) -> list[tuple[bytes, bytes]]:
+    """The ``events`` topic's records for one request: per person key (in the order of its
+    first event), that key's events in order, one JSON object or an array of several, each
+    array at most :data:`RECORD_BYTES` (a larger group goes as several records)."""
+    groups: dict[str, list[Event]] = {}
+    for event in events:
+        groups.setdefault(event.partition_key, []).append(event)
+    records = []
+    for key, group in groups.items():
+        raw = key.encode()
+        if len(group) == 1:
+            records.append((raw, group[0].model_dump_json(exclude_none=True).encode()))
+            continue
+        value = _EVENTS.dump_json(group, exclude_none=True)  # one pass, in Rust
+        if len(value) <= RECORD_BYTES:
+            records.append((raw, value))
+            continue
+        middle = len(group) // 2
+        records += event_records(group[:middle]) + event_records(group[middle:])
+    return records
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +158,9 @@ class KafkaDelivery:
             raise Unavailable("Kafka did not acknowledge in time") from None
 
     async def deliver(self, events: list[Event]) -> Receipt:
-        records = [
-            (event.partition_key.encode(), event.model_dump_json(exclude_none=True).encode())
-            for event in events
-        ]
-        await self._send(self.events_topic, records)
+        # One record per person key: the cost of a Kafka record (here and in every stage
+        # that reads it) is per record, not per byte.
+        await self._send(self.events_topic, event_records(events))
         return Receipt()  # the sink dead-letters what the store refuses (storage.poison)
 
     async def dead_letter(self, rejections: list[Rejection], received_at: datetime) -> None:

@@ -19,7 +19,7 @@ import uvicorn
 
 from storage.reports.owner import Owner, remove_owner, write_owner
 
-__all__ = ["run"]
+__all__ = ["kafka_app", "run", "run_kafka_workers"]
 
 
 class _OwnerServer(uvicorn.Server):
@@ -83,3 +83,56 @@ def run(
     finally:
         if owner_of is not None:
             remove_owner(owner_of)
+
+
+def kafka_app() -> Any:
+    """The collector in Kafka mode, configured from the environment (``FUNNEL_KAFKA``,
+    ``FUNNEL_TOPIC_PREFIX`` and what :meth:`CollectorSettings.from_env` reads): the app
+    factory each process of :func:`run_kafka_workers` builds its own app and producer with
+    (a producer's I/O thread does not survive a fork)."""
+    from funnel.settings import DEFAULT_TOPIC_PREFIX
+    from funnel.topics import TopicNames
+    from producers.collector.app import create_app
+    from producers.collector.delivery import KafkaDelivery
+    from producers.collector.settings import CollectorSettings
+
+    settings = CollectorSettings.from_env()
+    names = TopicNames(os.environ.get("FUNNEL_TOPIC_PREFIX", DEFAULT_TOPIC_PREFIX))
+    delivery = KafkaDelivery(
+        os.environ["FUNNEL_KAFKA"],
+        events_topic=names.events,
+        rejected_topic=names.rejected,
+        ack_timeout_s=settings.ack_timeout_s,
+    )
+    return create_app(settings, delivery)
+
+
+def run_kafka_workers(
+    host: str,
+    port: int,
+    workers: int,
+    *,
+    kafka: str,
+    topic_prefix: str,
+    one_off_key: str | None = None,
+    allowed_hosts: str | None = None,
+) -> None:
+    """Serve the Kafka-mode collector from ``workers`` processes on one socket (uvicorn's
+    supervisor: it binds the socket, starts the processes, restarts one that dies, and stops
+    them on SIGINT/SIGTERM). The processes read their settings from the environment, as this
+    one did; ``one_off_key`` (made up for site ``demo`` when none is configured) and the
+    options given as flags are passed to them there. Blocks."""
+    os.environ["FUNNEL_KAFKA"] = kafka
+    os.environ["FUNNEL_TOPIC_PREFIX"] = topic_prefix
+    if one_off_key is not None:
+        os.environ["FUNNEL_WRITE_KEYS"] = f"{one_off_key}:demo"
+    if allowed_hosts is not None:
+        os.environ["FUNNEL_ALLOWED_HOSTS"] = allowed_hosts
+    uvicorn.run(
+        "producers.collector.serving:kafka_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaConsumer
 from starlette.testclient import TestClient
@@ -33,7 +34,8 @@ def batch(n: int) -> list[dict[str, object]]:
     ]
 
 
-def topic_contents(bootstrap: str, topic: str) -> list[tuple[bytes, dict[str, object]]]:
+def topic_records(bootstrap: str, topic: str) -> list[tuple[bytes, Any]]:
+    """Each record's key and decoded value (an object, or an array of a key's events)."""
     import json
 
     consumer = KafkaConsumer(
@@ -47,6 +49,15 @@ def topic_contents(bootstrap: str, topic: str) -> list[tuple[bytes, dict[str, ob
         return [(record.key, json.loads(record.value)) for record in consumer]
     finally:
         consumer.close()
+
+
+def topic_contents(bootstrap: str, topic: str) -> list[tuple[bytes, dict[str, object]]]:
+    """Each item (an event, or a rejection) with its record's key."""
+    return [
+        (key, one)
+        for key, value in topic_records(bootstrap, topic)
+        for one in (value if isinstance(value, list) else [value])
+    ]
 
 
 def scenario(broker: KafkaBroker, names: TopicNames) -> tuple[list[str], list[str]]:
@@ -114,6 +125,10 @@ def test_acknowledged_events_are_in_the_topic_once_and_a_down_broker_gets_503(
 
         records = topic_contents(bootstrap, names.events)
         counts = Counter(str(value["event_id"]) for _, value in records)
+        # One record per request and person key (DESIGN §4): 7 devices per request of 25.
+        arrays = [v for _, v in topic_records(bootstrap, names.events) if isinstance(v, list)]
+        assert len(arrays) >= 8 * 7
+        assert all(len({e["anonymous_id"] for e in events}) == 1 for events in arrays)
         assert set(counts) == set(acknowledged) | set(retried)
         # A 2xx means in the topic once. A request refused with 503 may still have landed
         # (its acknowledgement came too late, just after the broker restarted): the client's

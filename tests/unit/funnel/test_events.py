@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -70,3 +71,38 @@ def test_event_ids_are_canonical_uuids() -> None:
 def test_malformed_json_is_an_invalid_event() -> None:
     with pytest.raises(InvalidEvent):
         parse_event(b"{not json")
+
+
+def test_a_batch_validated_in_one_call_gives_each_item_what_one_by_one_gives() -> None:
+    """Issue 16: one validation call per request; every refusal keeps its reasons."""
+    from funnel.events import parse_events
+
+    good = {
+        "event_id": "0f8fad5b-d9cb-469f-a165-70867728950e",
+        "type": "order",
+        "site_id": "s",
+        "anonymous_id": "a",
+        "occurred_at": "2026-10-01T10:00:00Z",
+        "order_id": "o1",
+        "revenue": "10.5",
+        "currency": "EUR",
+    }
+    items: list[dict[str, Any]] = [
+        good,
+        {**good, "event_id": "not-a-uuid"},
+        {**good, "event_id": "1f8fad5b-d9cb-469f-a165-70867728950e", "type": "nope"},
+        {**good, "event_id": "2f8fad5b-d9cb-469f-a165-70867728950e", "anonymous_id": None},
+        {**good, "event_id": "3f8fad5b-d9cb-469f-a165-70867728950e", "currency": None},
+        {k: v for k, v in good.items() if k != "occurred_at"},
+        {**good, "event_id": "4F8FAD5B-D9CB-469F-A165-70867728950E"},
+    ]
+    expected: list[object] = []
+    for item in items:
+        try:
+            expected.append(parse_event(item))
+        except InvalidEvent as exc:
+            expected.append(exc.errors)
+    got = [e.errors if isinstance(e, InvalidEvent) else e for e in parse_events(items)]
+    assert got == expected
+    assert sum(isinstance(e, list) for e in got) == 5
+    assert parse_events([good, good]) == [parse_event(good)] * 2
