@@ -141,3 +141,74 @@ def test_acknowledged_events_are_in_the_topic_once_and_a_down_broker_gets_503(
         assert "occurred_at" in str(rejected[0][1]["reason"])
     finally:
         broker.stop()
+
+
+def test_serve_with_two_processes_stores_every_2xx_event_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Issue 16: ``funnel serve --kafka … --workers 2`` serves from two processes on one port;
+    every event of a 2xx answer is in the topic once, a request's events of one device in one
+    record. Embedded mode refuses the option (one owner per store)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    names = TopicNames(f"work{uuid.uuid4().hex[:6]}.")
+    port = free_port()
+    env = {**os.environ, "FUNNEL_WRITE_KEYS": f"{KEY}:shop"}
+    args = ["--kafka", kafka_bootstrap, "--topic-prefix", names.prefix, "--partitions", "2"]
+    args += ["--workers", "2"]
+    with (tmp_path / "serve.log").open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "funnel.cli", "serve", "--port", str(port), *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    sent: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with http.open(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline, "the collector did not start"
+            time.sleep(0.2)
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        commands = [Path(f"/proc/{c}/cmdline").read_bytes() for c in children]
+        assert sum(b"spawn_main" in c for c in commands) == 2, "two collector processes"
+        for _ in range(20):  # a new connection each: the kernel spreads them over both
+            body = batch(10)
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/batch",
+                data=json.dumps(body).encode(),
+                headers={"X-Funnel-Key": KEY, "Content-Type": "application/json"},
+            )
+            with http.open(request, timeout=30) as answer:
+                assert answer.status == 200
+            sent += [str(e["event_id"]) for e in body]
+    finally:
+        server.terminate()
+        server.wait(30)
+    counts = Counter(str(v["event_id"]) for _, v in topic_contents(kafka_bootstrap, names.events))
+    assert counts == Counter(sent)
+    records = topic_records(kafka_bootstrap, names.events)
+    assert len(records) == 20 * 7  # 7 devices per request of 10
+    embedded = subprocess.run(
+        [sys.executable, "-m", "funnel.cli", "serve", "--workers", "2"],
+        env={**env, "FUNNEL_STORE": f"chdb://{tmp_path / 'store'}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert embedded.returncode == 2
+    assert "--workers needs --kafka" in embedded.stderr
