@@ -66,7 +66,11 @@ def origin_of(headers: Iterable[tuple[str, bytes]] | None) -> tuple[int, int]:
 
 
 class Watermarks(dict[int, int]):
-    """Origin partition → the highest ``seq`` landed (of one facts topic-partition)."""
+    """Origin partition → the highest ``seq`` landed (of one facts topic-partition).
+
+    Encoded in the commit metadata: about 20 bytes per origin partition, so the broker's
+    ``offset.metadata.max.bytes`` (4096 by default) holds the marks of about 180
+    ``person-events`` partitions; raise it for more."""
 
     def encode(self) -> str:
         return ",".join(f"{p}={s}" for p, s in sorted(self.items()))
