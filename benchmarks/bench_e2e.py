@@ -351,13 +351,24 @@ class Step:
     """Seconds after the step until the backlog was landed (``None``: not within the wait)."""
 
     @property
+    def growth(self) -> float | None:
+        """How fast the backlog grew over the step's second half, in events/s (a least-squares
+        slope: the backlog is a sawtooth, the sink lands a partition's rows once a second)."""
+        half = [(t, b) for t, b in self.backlog if t >= self.seconds / 2]
+        if len(half) < 3:
+            return None
+        mean_t = sum(t for t, _ in half) / len(half)
+        mean_b = sum(b for _, b in half) / len(half)
+        spread = sum((t - mean_t) ** 2 for t, _ in half)
+        return sum((t - mean_t) * (b - mean_b) for t, b in half) / spread if spread else None
+
+    @property
     def sustained(self) -> bool:
-        """The backlog did not grow over the step's second half (by less than half a second
-        of offered load), and the collector took what was offered."""
-        half = [b for t, b in self.backlog if t >= self.seconds / 2]
-        if len(half) < 2 or self.accepted < 0.95 * self.rate * self.seconds:
+        """The collector took what was offered, and the backlog grew over the step's second
+        half by less than 5% of the offered rate."""
+        if self.accepted < 0.95 * self.rate * self.seconds or self.growth is None:
             return False
-        return half[-1] - min(half) < self.rate / 2
+        return self.growth < 0.05 * self.rate
 
 
 def run_step(
@@ -581,6 +592,8 @@ def main(argv: list[str] | None = None) -> None:
                 "freshness_ms": f,
                 "backlog_at_end": s.backlog[-1][1] if s.backlog else None,
                 "backlog_max": max((b for _, b in s.backlog), default=None),
+                "backlog_growth_per_s": round(s.growth, 1) if s.growth is not None else None,
+                "backlog": [(round(t, 1), b) for t, b in s.backlog],
                 "sustained": s.sustained,
                 "drained_after_s": s.drained_s,
                 "cores": s.cores,
