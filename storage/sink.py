@@ -60,7 +60,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -474,7 +474,8 @@ class Sink:
             # which the store's Arrow path compares per row.
             rows = json.loads(b"[" + b",".join(r.value for r in texts) + b"]")
             origins = [origin.origin_of(getattr(r, "headers", None)) for r in texts]
-        joined = pa.concat_tables([Block.from_ipc(v).arrow for v in blocks]) if blocks else None
+        arrows = [Block.from_ipc(v).arrow for v in blocks]
+        joined = pa.concat_tables(arrows) if arrows else None
         if joined is None:
             fresh = fresh_rows(rows, origins, marks, landed)
             written = self._insert(table, fresh, token)
@@ -482,7 +483,8 @@ class Sink:
             fresh = fresh_block(joined, marks, landed)
             written = self._insert(table, fresh, token)
         else:
-            fresh, fresh_blocks = self._mixed(cut, rows, origins, joined, marks, landed)
+            sizes = iter(a.num_rows for a in arrows)
+            fresh, fresh_blocks = self._mixed(cut, sizes, rows, origins, joined, marks, landed)
             written = self._insert(table, fresh, f"{token}:rows")
             written += self._insert(table, fresh_blocks, f"{token}:blocks")
         self.marks[tp] = fresh.marks
@@ -491,6 +493,7 @@ class Sink:
     @staticmethod
     def _mixed(
         cut: Cut,
+        sizes: Iterator[int],
         rows: list[dict[str, Any]],
         origins: list[tuple[int, int]],
         joined: pa.Table,
@@ -506,7 +509,7 @@ class Sink:
         texts, at = iter(origins), 0
         for record in cut.records:
             if record.value[:4] == _IPC:
-                n = Block.from_ipc(record.value).arrow.num_rows
+                n = next(sizes)  # the rows of this block record, in record order
                 parts += block_parts[at : at + n]
                 seqs += block_seqs[at : at + n]
                 is_block += [True] * n
