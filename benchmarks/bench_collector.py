@@ -193,19 +193,20 @@ def build_bodies(
 # Load generator (runs in its own process: --role load)
 
 
-def _cpu_seconds(pid: int | None) -> tuple[float, float] | None:
-    """(user, system) CPU seconds of ``pid`` and its child processes (all their threads; a
-    ``--workers`` collector's processes) from /proc, or ``None``."""
+def _cpu_seconds(pid: int | None, children: bool = True) -> tuple[float, float] | None:
+    """(user, system) CPU seconds of ``pid`` and (unless ``children`` is false) its child
+    processes (all their threads; a ``--workers`` collector's processes) from /proc, or
+    ``None``."""
     if not pid:
         return None
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return None
     tick = os.sysconf("SC_CLK_TCK")
     user, system = int(fields[11]) / tick, int(fields[12]) / tick
-    for child in children:
+    for child in kids if children else ():
         if (more := _cpu_seconds(int(child))) is not None:
             user, system = user + more[0], system + more[1]
     return user, system
@@ -258,6 +259,18 @@ class _Window:
         return round((m1[0] - m0[0]) / (m1[1] - m0[1]), 2)
 
 
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One HTTP/1.1 answer from a keep-alive connection: its status and body."""
+    header = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in header.lower().split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            length = int(line[15:])
+        elif line.startswith(b"transfer-encoding:"):
+            raise RuntimeError("chunked answers are not expected")
+    return int(header[9:12]), await reader.readexactly(length) if length else b""
+
+
 async def _load(args: argparse.Namespace) -> dict[str, object]:
     bodies = build_bodies(args.bodies, args.batch, args.event_bytes, args.seed, args.shape)
     head = (
@@ -293,15 +306,7 @@ async def _load(args: argparse.Namespace) -> dict[str, object]:
                     .replace(PERSON_SLOT, b"%06x" % (seq // len(requests) % 0xFFFFFF))
                 )
                 writer.write(request)
-                header = await reader.readuntil(b"\r\n\r\n")
-                status = int(header[9:12])
-                length = 0
-                for line in header.lower().split(b"\r\n"):
-                    if line.startswith(b"content-length:"):
-                        length = int(line[15:])
-                    elif line.startswith(b"transfer-encoding:"):
-                        raise RuntimeError("chunked answers are not expected")
-                answer = await reader.readexactly(length) if length else b""
+                status, answer = await read_answer(reader)
                 done = time.perf_counter()
                 statuses[status] += 1
                 if not 200 <= status < 300:

@@ -41,7 +41,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from benchmarks.bench_collector import _cpu_seconds as process_cpu
+from benchmarks.bench_collector import _free_port, read_answer
+from benchmarks.bench_worker import _records as topic_records
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -148,13 +151,7 @@ async def offer(
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 tally.offered += count
                 writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-                header = await reader.readuntil(b"\r\n\r\n")
-                status = int(header[9:12])
-                length = 0
-                for line in header.lower().split(b"\r\n"):
-                    if line.startswith(b"content-length:"):
-                        length = int(line[15:])
-                answer = await reader.readexactly(length) if length else b""
+                status, answer = await read_answer(reader)
                 tally.statuses[status] = tally.statuses.get(status, 0) + 1
                 if 200 <= status < 300:
                     tally.accepted += int(json.loads(answer)["accepted"]) if answer else count
@@ -173,12 +170,6 @@ async def offer(
 # Processes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(port: int, path: str, timeout: float = 5) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as answer:
         return str(answer.read().decode())
@@ -194,14 +185,10 @@ def _metric(text: str, name: str, labels: str = "") -> float:
 
 
 def _cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU seconds of ``pid`` (all its threads) from /proc, or ``None``."""
-    if not pid:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of ``pid`` (with its children, but for this process: the
+    load generator's children are the components measured apart), or ``None``."""
+    cpu = process_cpu(pid, children=pid != os.getpid())
+    return sum(cpu) if cpu is not None else None
 
 
 class Deployment:
@@ -315,21 +302,7 @@ class Deployment:
 
     def records(self) -> dict[str, int]:
         """Records written to each topic of the run (the workers' changelogs included)."""
-        from kafka import KafkaConsumer
-        from kafka.structs import TopicPartition
-
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
-        try:
-            found: dict[str, int] = {}
-            for topic in consumer.topics():
-                prefix = next((p for p in (self.prefix, self.group) if topic.startswith(p)), None)
-                if prefix is None:
-                    continue
-                tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-                found[topic[len(prefix) :].lstrip("-.")] = sum(consumer.end_offsets(tps).values())
-            return found
-        finally:
-            consumer.close()
+        return topic_records(self.bootstrap, (self.prefix, self.group))
 
 
 # --------------------------------------------------------------------------------------------
