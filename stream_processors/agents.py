@@ -147,27 +147,12 @@ def register(
     async def send_person(key: str, message: dict[str, Any]) -> Awaitable[Any]:
         return await send(person_events, key.encode(), json.dumps(message).encode())
 
-    def fact_record(key: bytes, fact: Fact, fact_id: str) -> tuple[faust.TopicT, bytes, bytes]:
-        """Where a fact goes: its table's topic, keyed by person (a person row by its own
-        person, so that compacting the persons topic keeps every person's latest row)."""
-        if isinstance(fact, PersonRow):
-            key = f"{fact.site_id}:{fact.person_id}".encode()
+    def fact_record(fact: Fact, fact_id: str) -> tuple[faust.TopicT, bytes, bytes]:
+        """Where a fact goes: its table's topic, keyed by its person (so that compacting the
+        persons topic keeps every person's latest row)."""
+        key = f"{fact.site_id}:{fact.person_id}".encode()
         value = dumps_row({**fact.row(), "fact_id": fact_id}).encode()
         return fact_topics[fact.table], key, value
-
-    class Origins:
-        """The origins of a batch's facts: per record, its facts numbered in order."""
-
-        def __init__(self) -> None:
-            self.record: tuple[int, int] = (-1, -1)
-            self.k = 0
-
-        def next(self, item: EventT[bytes]) -> tuple[int, int]:
-            here = (item.message.partition, item.message.offset)
-            if here != self.record:
-                self.record, self.k = here, 0
-            self.k += 1
-            return here[0], origin.seq_of(here[1], self.k - 1)
 
     async def route(stream: faust.StreamT[bytes]) -> None:
         async for batch in _batches(stream):
@@ -269,7 +254,7 @@ def register(
         run = Batch(config, Saved())
         facts = run.changes.facts
         out = 0  # facts[:out] are sent (or kept for a block)
-        origins = Origins()
+        origins = _Origins()
         # The facts of the block tables, sent as blocks at the end, per origin partition.
         blocked: dict[int, tuple[list[Fact], list[str], list[tuple[int, int]]]] = {}
 
@@ -280,7 +265,7 @@ def register(
             for n, fact in enumerate(facts[out:]):
                 fact_id = fact_id_of(fact, f"{position}:{n}")
                 if isinstance(fact, PersonRow):  # idempotent in its table: no origin
-                    sent.append(await send(*fact_record(b"", fact, fact_id)))
+                    sent.append(await send(*fact_record(fact, fact_id)))
                     continue
                 where = origins.next(item)
                 if fact.table in BLOCK_TABLES:
@@ -289,9 +274,8 @@ def register(
                     kept[1].append(fact_id)
                     kept[2].append(where)
                     continue
-                key = f"{fact.site_id}:{fact.person_id}".encode()
                 headers = [origin.header(*where)]
-                sent.append(await send(*fact_record(key, fact, fact_id), None, headers))
+                sent.append(await send(*fact_record(fact, fact_id), None, headers))
             out = len(facts)
 
         async def send_blocks() -> None:
@@ -463,6 +447,22 @@ def fact_id_of(fact: Fact, position: str) -> str:
     if isinstance(fact, EventRow):
         return f"event:{fact.site_id}:{fact.event_id}"
     return position
+
+
+class _Origins:
+    """The origins of a batch's facts (:mod:`storage.origin`): per input record, its facts
+    numbered in the order they are sent."""
+
+    def __init__(self) -> None:
+        self.record: tuple[int, int] = (-1, -1)
+        self.k = 0
+
+    def next(self, item: EventT[bytes]) -> tuple[int, int]:
+        here = (item.message.partition, item.message.offset)
+        if here != self.record:
+            self.record, self.k = here, 0
+        self.k += 1
+        return here[0], origin.seq_of(here[1], self.k - 1)
 
 
 @dataclass(slots=True)
