@@ -4,8 +4,14 @@
 intake and the pure core, resolving identities like the Faust agents, and gives every fact
 the id the persons agent would give it (``fact_id = "<partition>:<offset>:<n>"``: the
 person-events record that caused it, on a topic of ``partitions`` partitions, and its place
-among that record's facts) and, but for person rows, its origin header
-(:mod:`storage.origin`). Deterministic for a seed.
+among that record's facts) and, but for person rows, its origin (:mod:`storage.origin`).
+Deterministic for a seed.
+
+By default every fact is one JSON record (the origin in a header). With ``blocks=N`` the
+records are the Kafka worker's: the facts of its block tables go as Arrow blocks (key
+``block:<partition>``, at most ``BLOCK_ROWS`` rows, the ids and origins as columns) once
+every ``N`` person-events records, as a worker's batch ends; lead changes and person rows
+stay one JSON record each.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from funnel.serialization import dumps_row
 from producers.messiness import Mess, arrivals
 from producers.simulator import simulate
 from storage import origin
+from storage.fact_columns import Block, fact_blocks
+from stream_processors.agents import BLOCK_ROWS, BLOCK_TABLES
 from stream_processors.topics import partition_of
 
 __all__ = ["FactRecord", "fact_stream"]
@@ -29,8 +37,8 @@ __all__ = ["FactRecord", "fact_stream"]
 
 @dataclass(frozen=True, slots=True)
 class FactRecord:
-    """One record of a facts topic: its table, key, JSON value (with ``fact_id``) and
-    headers (the origin, but for person rows)."""
+    """One record of a facts topic: its table, key, value (a JSON row with ``fact_id``, or
+    an Arrow block) and headers (a JSON row's origin, but for person rows)."""
 
     table: str
     key: bytes
@@ -38,32 +46,68 @@ class FactRecord:
     headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
+    def is_block(self) -> bool:
+        return self.key.startswith(b"block:")
+
+    @property
     def row(self) -> dict[str, object]:
+        """A JSON record's row."""
         return json.loads(self.value)  # type: ignore[no-any-return]
+
+    def column(self, name: str) -> list[object]:
+        """One column of the record's rows (a JSON record: one row)."""
+        if self.is_block:
+            return Block.from_ipc(self.value).column(name)
+        return [self.row[name]]
 
 
 def fact_stream(
-    persons: int, *, seed: int = 11, partitions: int = 4, messy: bool = True
+    persons: int, *, seed: int = 11, partitions: int = 4, messy: bool = True, blocks: int = 0
 ) -> Iterator[FactRecord]:
-    """Every fact of ``persons`` simulated people's traffic, in the order they are made."""
+    """Every fact of ``persons`` simulated people's traffic, in the order they are made (with
+    ``blocks``, those of the block tables at the end of each batch of that many records)."""
     sim = simulate(persons, seed=seed, site_id="s", multi_device=0.1)
     config = CoreConfig.default()
     states: dict[str, PersonState] = {}
     aliases: dict[str, str] = {}
     offsets = [0] * partitions
+    # per origin partition: the facts kept for the next blocks, their ids and origins
+    kept: list[tuple[list[Fact], list[str], list[tuple[int, int]]]] = [
+        ([], [], []) for _ in range(partitions)
+    ]
+    in_batch = 0
 
     def records(key: str, facts: list[Fact]) -> Iterator[FactRecord]:
+        nonlocal in_batch
         partition = partition_of(key.encode(), partitions)
         offset = offsets[partition]
         offsets[partition] += 1
         for n, fact in enumerate(facts):
-            value = dumps_row({**fact.row(), "fact_id": f"{partition}:{offset}:{n}"}).encode()
+            fact_id = f"{partition}:{offset}:{n}"
             if isinstance(fact, PersonRow):
                 owner = f"{fact.site_id}:{fact.person_id}".encode()
-                yield FactRecord(fact.table, owner, value)
+                yield FactRecord(fact.table, owner, _json(fact, fact_id))
+            elif blocks and fact.table in BLOCK_TABLES:
+                kept[partition][0].append(fact)
+                kept[partition][1].append(fact_id)
+                kept[partition][2].append((partition, origin.seq_of(offset, n)))
             else:
                 where = origin.header(partition, origin.seq_of(offset, n))
-                yield FactRecord(fact.table, key.encode(), value, (where,))
+                yield FactRecord(fact.table, key.encode(), _json(fact, fact_id), (where,))
+        in_batch += 1
+        if blocks and in_batch >= blocks:
+            yield from flush()
+
+    def flush() -> Iterator[FactRecord]:
+        nonlocal in_batch
+        in_batch = 0
+        for partition, (facts, ids, where) in enumerate(kept):
+            key = f"block:{partition}".encode()
+            for table, block in fact_blocks(facts, ids, where).items():
+                for start in range(0, len(block), BLOCK_ROWS):
+                    yield FactRecord(table, key, block[start : start + BLOCK_ROWS].to_ipc())
+            for column in (facts, ids, where):
+                column.clear()
 
     for arrival in arrivals(sim.events, Mess.realistic() if messy else Mess(), seed=seed):
         intake = take_batch([arrival.payload], site_id="s", received_at=arrival.arrives_at)
@@ -80,3 +124,8 @@ def fact_stream(
             state, facts = process(states.get(who.key), event, config, who.person_id)
             states[who.key] = state
             yield from records(who.key, facts)
+    yield from flush()
+
+
+def _json(fact: Fact, fact_id: str) -> bytes:
+    return dumps_row({**fact.row(), "fact_id": fact_id}).encode()

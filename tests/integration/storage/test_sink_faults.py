@@ -1,7 +1,8 @@
 """The sink under faults, on the real broker and the embedded engine.
 
-* ``funnel sink`` is killed (SIGKILL) at random points of a ~200k-fact run, at least five
-  times, and restarted; the tables end up holding exactly the facts produced.
+* ``funnel sink`` is killed (SIGKILL) at random points of a 200k-event run (~950k facts, in
+  the records the Kafka worker sends: Arrow blocks and JSON rows), five times, and
+  restarted; the tables end up holding exactly the facts produced.
 * While the store refuses inserts the sink pauses its partitions, keeps its group
   membership, commits nothing, and lands everything once the store is back.
 * A batch inserted but not committed is replayed with the same deduplication token, even by
@@ -36,11 +37,13 @@ from stream_processors.topics import create_topics
 from tests.fact_traffic import FactRecord, fact_stream
 
 PARTITIONS = 4
-#: ~92k simulated people → ~200k events → ~950k facts (the records the sink consumes).
+#: ~92k simulated people → ~200k events → ~950k facts in ~220k records.
 PERSONS = int(os.environ.get("FUNNEL_SINK_FAULT_PERSONS", "92000"))
-#: Facts per simulated person, about: spreads the kills over the whole run.
-FACTS_PER_PERSON = 10
-KILLS = 6
+#: Records per simulated person, about: spreads the kills over the whole run.
+RECORDS_PER_PERSON = 2.4
+#: Person-events records per worker batch: the facts of the block tables go as blocks then.
+BATCH = 1000
+KILLS = 5
 SEED = 20261123
 
 
@@ -135,14 +138,15 @@ def truth_of(facts: Sequence[FactRecord]) -> dict[str, Any]:
     rows: dict[str, list[list[str]]] = defaultdict(list)
     latest: dict[str, str] = {}
     for record in facts:
-        row = record.row
         if record.table == "persons":
+            row = record.row
             updated = datetime.fromisoformat(str(row["updated_at"])).astimezone(UTC)
             at = f"{updated:%Y-%m-%d %H:%M:%S}.{updated.microsecond // 1000:03d}"
             person = str(row["person_id"])
             latest[person] = max(latest.get(person, at), at)
         else:
-            rows[record.table].append([str(row["fact_id"]), str(row["person_id"])])
+            ids, persons = record.column("fact_id"), record.column("person_id")
+            rows[record.table].extend([str(f), str(p)] for f, p in zip(ids, persons, strict=True))
     return {**rows, "persons": latest}
 
 
@@ -204,7 +208,7 @@ def test_sink_killed_at_random_points_lands_every_fact_once(
     )  # fmt: skip
     # The facts are computed while they are produced and consumed: the run is one pass.
     facts: list[FactRecord] = []
-    generated = fact_stream(PERSONS, seed=SEED, partitions=PARTITIONS)
+    generated = fact_stream(PERSONS, seed=SEED, partitions=PARTITIONS, blocks=BATCH)
     producer = threading.Thread(
         target=produce, args=(kafka_bootstrap, names, generated, facts), daemon=True
     )
@@ -215,7 +219,7 @@ def test_sink_killed_at_random_points_lands_every_fact_once(
         for kill in range(KILLS):
             proc = sink_processes(*args)
             # A random point ahead: after this sink has committed some thousands more rows.
-            expected = PERSONS * FACTS_PER_PERSON
+            expected = int(PERSONS * RECORDS_PER_PERSON)
             target = progress.committed() + rng.randint(expected // 40, expected // 8)
             wait_for(
                 lambda: progress.committed() >= target or proc.poll() is not None,  # noqa: B023
@@ -234,7 +238,7 @@ def test_sink_killed_at_random_points_lands_every_fact_once(
         final.wait(timeout=30)
     finally:
         progress.close()
-    events = sum(record.table == "events" for record in facts)
+    events = sum(len(record.column("fact_id")) for record in facts if record.table == "events")
     assert events >= 200_000 or PERSONS < 92_000, f"a 200k-event run, not {events}"
     assert_landed_exactly(read_tables(store_dir), truth_of(facts), tmp_path / "sink.log")
 
