@@ -34,6 +34,9 @@ the CPU time (in cores) of the server, of itself, of the broker and the machine'
 over the window, so a run says whether the server or the load generator was the limit. On a
 shared machine throughput moves with whatever else runs: use ``--rounds`` (medians are kept)
 and read ``server_cpu_us_per_event``, the server's CPU per accepted event, which moves less.
+With the ``baseline`` and ``producer`` targets, the summary also gives the **one-core
+ceiling**: the events per second of a collector that only took the HTTP request and produced
+its records, from the CPU each costs per event (nothing a collector adds can beat it).
 
 Afterwards the Kafka run is verified: the events topic holds exactly as many records, with as
 many distinct event ids, as the generator saw accepted over the whole run (the embedded run
@@ -682,6 +685,18 @@ def _orchestrate(args: argparse.Namespace) -> None:
             ),
             "kafka_verified": all(r["verified"]["ok"] for r in kafka["rounds"]),
         }
+    if "baseline" in summary and "producer" in summary:
+        # What a collector that did nothing but take the HTTP request (the baseline) and
+        # produce its records (kafka-python alone) would reach on one core: a ceiling no
+        # validation, routing or response can raise.
+        http_us = summary["baseline"]["rounds"][-1]["server_cpu_us_per_event"]
+        produce_us = summary["producer"]["rounds"][-1]["cpu_us_per_event"]
+        if http_us and produce_us:
+            record["one_core_ceiling"] = {
+                "http_us_per_event": http_us,
+                "produce_us_per_event": produce_us,
+                "events_per_s": round(1e6 / (http_us + produce_us)),
+            }
     if "embedded" in summary:
         record.setdefault("goal", {})["embedded_at_least_15000"] = (
             summary["embedded"]["events_per_s"] >= 15_000
@@ -699,6 +714,13 @@ def _orchestrate(args: argparse.Namespace) -> None:
             + (f"  {ratio:.2f}x baseline" if ratio is not None else "")
             + f"  p50 {last['latency_ms']['p50']} ms p99 {last['latency_ms']['p99']} ms"
             + (f"  verified={last['verified']['ok']}" if "verified" in last else "")
+        )
+    if "one_core_ceiling" in record:
+        ceiling = record["one_core_ceiling"]
+        print(
+            f"  one-core ceiling (HTTP {ceiling['http_us_per_event']} us + produce "
+            f"{ceiling['produce_us_per_event']} us per event): {ceiling['events_per_s']:,}"
+            " events/s"
         )
     if "goal" in record:
         print(f"  goal: {record['goal']}")

@@ -1,6 +1,11 @@
 """Intake of one batch: validation, site check, enrichment, clock correction."""
 
+import ipaddress
 from datetime import UTC, datetime, timedelta
+from ipaddress import IPv4Address, IPv6Address
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from funnel.enrichment import anonymise_ip, correct_clock, parse_user_agent
 from funnel.intake import IntakeLimits, take_batch
@@ -85,6 +90,15 @@ def test_ip_anonymisation() -> None:
     assert anonymise_ip("2001:db8:abcd:12:1:2:3:4") == "2001:db8:abcd::"
     assert anonymise_ip("not an ip") == ""
     assert anonymise_ip(None) == ""
+    assert anonymise_ip(" 10.1.2.3 ") == "10.1.2.0"
+
+
+@given(st.ip_addresses())
+def test_ip_anonymisation_keeps_the_network_part(address: IPv4Address | IPv6Address) -> None:
+    """The /24 (IPv4) or /48 (IPv6) network of any address, written as ``ipaddress`` does."""
+    prefix = 24 if address.version == 4 else 48
+    network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+    assert anonymise_ip(str(address)) == str(network.network_address)
 
 
 def test_user_agents() -> None:
