@@ -151,11 +151,19 @@ class KafkaDelivery:
         except KafkaError as exc:
             raise Unavailable(f"Kafka did not take the events: {exc}") from exc
         del records
+        # The producer fails a record at the latest ack_timeout_s after it was queued; a
+        # timer on the future bounds the wait anyway (asyncio.wait_for would add a second
+        # future and its callbacks to every request).
+
+        def too_late() -> None:
+            if not acked.done():
+                acked.set_exception(Unavailable("Kafka did not acknowledge in time"))
+
+        timer = loop.call_later(self.ack_timeout_s + 1, too_late)
         try:
-            # The producer fails a record at the latest ack_timeout_s after it was queued.
-            await asyncio.wait_for(acked, self.ack_timeout_s + 1)
-        except TimeoutError:
-            raise Unavailable("Kafka did not acknowledge in time") from None
+            await acked
+        finally:
+            timer.cancel()
 
     async def deliver(self, events: list[Event]) -> Receipt:
         # One record per person key: the cost of a Kafka record (here and in every stage
