@@ -171,6 +171,16 @@ def test_cors_only_for_configured_origins(client: TestClient) -> None:
         "/v1/batch", json=[event()], headers={**HEADERS, "Origin": "https://evil.example"}
     )
     assert "access-control-allow-origin" not in denied.headers
+    # The intake routes skip Starlette's router, not CORS: a simple request from an allowed
+    # origin gets the header on its answer, and other methods still get 405.
+    sent = client.post(
+        "/v1/batch", json=[event()], headers={**HEADERS, "Origin": "https://shop.example"}
+    )
+    assert sent.status_code == 200
+    assert sent.headers.get("access-control-allow-origin") == "https://shop.example"
+    assert "Retry-After" in sent.headers.get("access-control-expose-headers", "")
+    assert client.get("/v1/batch").status_code == 405
+    assert client.put("/v1/event", json={}).status_code == 405
 
 
 def test_store_down_answers_503_never_2xx(store: ChdbStore, chdb_engine: ChdbStore) -> None:
