@@ -58,9 +58,15 @@ def caught_up(bootstrap: str, group: str, topics: list[str]) -> bool:
         isolation_level="read_committed",
     )
     try:
-        partitions = [
-            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
-        ]
+        partitions = []
+        for topic in topics:
+            # Without the topic's metadata (a busy broker, a slow first fetch) there would be
+            # no partitions to compare, which must not read as "caught up".
+            known = consumer.partitions_for_topic(topic)
+            if not known:
+                LAGGING[group] = f"no metadata for {topic} yet"
+                return False
+            partitions += [TopicPartition(topic, p) for p in known]
         stable = consumer.end_offsets(partitions)  # read_committed: the last stable offsets
         with KafkaConsumer(bootstrap_servers=bootstrap) as uncommitted:
             ends = uncommitted.end_offsets(partitions)
