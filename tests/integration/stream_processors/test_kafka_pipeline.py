@@ -431,10 +431,7 @@ def test_two_workers_land_messy_traffic_exactly_once(
     half = len(traffic) // 2 if crash else len(traffic)
     sent = produce_messy(kafka_bootstrap, names, traffic[:half], arrays=True)
 
-    # The group gives a dead worker's partitions away after the session timeout: the least
-    # the broker allows, not the 20 s default, so the restart is not spent waiting.
-    quick_failover = ("--session-timeout", "6")
-    workers = [worker_factory(app_id, names.prefix, f"w{i}", *quick_failover) for i in (1, 2)]
+    workers = [worker_factory(app_id, names.prefix, f"w{i}") for i in (1, 2)]
     sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=f"sink-{run}", topics=names)
     with sink_running(sink):
         if crash:
@@ -448,7 +445,7 @@ def test_two_workers_land_messy_traffic_exactly_once(
             sent += produce_messy(kafka_bootstrap, names, traffic[half:], arrays=True)
             workers[0].kill()  # SIGKILL: no shutdown; its batch in flight is left half done
             workers[0].wait()
-            workers[0] = worker_factory(app_id, names.prefix, "w1", *quick_failover)
+            workers[0] = worker_factory(app_id, names.prefix, "w1")
         wait_until(
             lambda: drained(kafka_bootstrap, app_id, f"sink-{run}", names, workers),
             420,
