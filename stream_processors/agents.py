@@ -284,10 +284,8 @@ def register(
             and origins."""
             for partition, (kept, ids, where) in sorted(blocked.items()):
                 key = f"block:{partition}".encode()
-                for table, block in fact_blocks(kept, ids, where).items():
-                    for start in range(0, len(block), BLOCK_ROWS):
-                        part = block[start : start + BLOCK_ROWS]
-                        sent.append(await send(fact_topics[table], key, part.to_ipc()))
+                for table, value in block_records(kept, ids, where):
+                    sent.append(await send(fact_topics[table], key, value))
 
         def moved_to(key: str, item: EventT[bytes]) -> str | None:
             if key in moved:
@@ -438,6 +436,16 @@ def _events_of(value: bytes) -> list[tuple[dict[str, Any] | bytes, str]]:
             for i, one in enumerate(decoded)
         ]
     return [(value, "")]
+
+
+def block_records(
+    facts: Sequence[Fact], ids: Sequence[str], origins: Sequence[tuple[int, int]]
+) -> Iterator[tuple[str, bytes]]:
+    """One origin partition's facts of the block tables as facts records: per table, Arrow
+    IPC blocks of at most :data:`BLOCK_ROWS` rows with their fact ids and origins."""
+    for table, block in fact_blocks(facts, ids, origins).items():
+        for start in range(0, len(block), BLOCK_ROWS):
+            yield table, block[start : start + BLOCK_ROWS].to_ipc()
 
 
 def fact_id_of(fact: Fact, position: str) -> str:

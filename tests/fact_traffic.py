@@ -9,7 +9,7 @@ Deterministic for a seed.
 
 By default every fact is one JSON record (the origin in a header). With ``blocks=N`` the
 records are the Kafka worker's: the facts of its block tables go as Arrow blocks (key
-``block:<partition>``, at most ``BLOCK_ROWS`` rows, the ids and origins as columns) once
+``block:<partition>``, made by the worker's ``block_records``, the ids and origins as columns) once
 every ``N`` person-events records, as a worker's batch ends; lead changes and person rows
 stay one JSON record each.
 """
@@ -28,8 +28,8 @@ from funnel.serialization import dumps_row
 from producers.messiness import Mess, arrivals
 from producers.simulator import simulate
 from storage import origin
-from storage.fact_columns import Block, fact_blocks
-from stream_processors.agents import BLOCK_ROWS, BLOCK_TABLES
+from storage.fact_columns import Block
+from stream_processors.agents import BLOCK_TABLES, block_records
 from stream_processors.topics import partition_of
 
 __all__ = ["FactRecord", "fact_stream"]
@@ -54,11 +54,13 @@ class FactRecord:
         """A JSON record's row."""
         return json.loads(self.value)  # type: ignore[no-any-return]
 
-    def column(self, name: str) -> list[object]:
-        """One column of the record's rows (a JSON record: one row)."""
+    def columns(self, *names: str) -> list[list[object]]:
+        """Columns of the record's rows (a JSON record: one row), decoded once."""
         if self.is_block:
-            return Block.from_ipc(self.value).column(name)
-        return [self.row[name]]
+            block = Block.from_ipc(self.value)
+            return [block.column(name) for name in names]
+        row = self.row
+        return [[row[name]] for name in names]
 
 
 def fact_stream(
@@ -103,9 +105,8 @@ def fact_stream(
         in_batch = 0
         for partition, (facts, ids, where) in enumerate(kept):
             key = f"block:{partition}".encode()
-            for table, block in fact_blocks(facts, ids, where).items():
-                for start in range(0, len(block), BLOCK_ROWS):
-                    yield FactRecord(table, key, block[start : start + BLOCK_ROWS].to_ipc())
+            for table, value in block_records(facts, ids, where):
+                yield FactRecord(table, key, value)
             for column in (facts, ids, where):
                 column.clear()
 
