@@ -26,7 +26,9 @@ rebalance, faust-streaming #323):
 * Each stage works in batches and writes its tables only after the broker acknowledged every
   record the batch sent. A table (its changelog) therefore never runs ahead of the outputs:
   a crash loses state, never outputs whose inputs the state already counts. Faust commits an
-  input offset only after the batch is done and its producer flushed.
+  input offset only after the batch is done and its producer flushed, and only over records
+  a stage finished in the current consumer generation (:mod:`stream_processors.commits`):
+  a batch that a rebalance overtakes is neither written nor committed, and goes again.
 * What a crash leaves is replayed from the last committed offset, against state that is the
   same or older than at the first run, and the core is deterministic: replayed inputs already
   in the state are no-ops (event ids, hand-over markers, merged ids), and the others produce
@@ -84,6 +86,7 @@ from funnel.serialization import dumps_row
 from funnel.topics import FACT_TABLES, TopicNames
 from storage import origin
 from storage.fact_columns import fact_blocks
+from stream_processors import commits
 from stream_processors.topics import partition_of
 
 __all__ = ["register"]
@@ -156,8 +159,10 @@ def register(
 
     async def route(stream: faust.StreamT[bytes]) -> None:
         async for batch in _batches(stream):
-            with metrics.batch_seconds.labels("route").time():
-                await _complete_or_exit(route_batch(stream, batch))
+            taken = await _admitted(app, batch)
+            if taken:
+                with metrics.batch_seconds.labels("route").time():
+                    await _complete_or_exit(route_batch(stream, taken))
 
     async def route_batch(stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]]) -> None:
         sent: list[Awaitable[Any]] = []
@@ -218,12 +223,14 @@ def register(
                 value = json.dumps({"kind": "batch", "items": items}).encode()
                 sent.append(await send(person_events, BATCH_KEY, value, partition))
         await _acknowledged(sent)
-        writes.commit()
+        writes.commit(batch)
 
     async def advance_persons(stream: faust.StreamT[bytes]) -> None:
         async for batch in _batches(stream):
-            with metrics.batch_seconds.labels("persons").time():
-                await _complete_or_exit(advance_batch(stream, batch))
+            taken = await _admitted(app, batch)
+            if taken:
+                with metrics.batch_seconds.labels("persons").time():
+                    await _complete_or_exit(advance_batch(stream, taken))
 
     async def advance_batch(stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]]) -> None:
         """The person stage: a batch of the runtime (:class:`funnel.runtime.Batch`) over this
@@ -375,7 +382,7 @@ def register(
             value = None if saved is None else _Saved(saved, changes.deadlines.get(person))
             writes.put(persons, person.encode(), value, last[person])
         await _acknowledged(sent)
-        writes.commit()
+        writes.commit(batch)
 
     async def tick() -> None:
         """Ask each partition this worker owns to expire what is due (a ``tick`` record)."""
@@ -533,7 +540,16 @@ class _TableTransaction:
         batch's outputs are acknowledged."""
         self._pending[(id(table), key)] = (table, value, item)
 
-    def commit(self) -> None:
+    def commit(self, batch: Sequence[EventT[bytes]]) -> None:
+        """Write the batch's changes (its outputs are acknowledged) and move its partitions'
+        commit positions past it (:mod:`stream_processors.commits`). Unless a rebalance began
+        while it ran, or it holds a record of an older generation: then none of it is written
+        or counted, and it goes again. A worker the group evicted (a stall) finds out so,
+        most of the time, before its last batch writes over the partition's new owner."""
+        if not commits.counts(self._stream.app, batch):
+            self._pending.clear()
+            log.info("a rebalance began during a batch: its %d records go again", len(batch))
+            return
         for (_, key), (table, value, item) in self._pending.items():
             if isinstance(value, _Saved):
                 value = value.encode()
@@ -543,6 +559,7 @@ class _TableTransaction:
                 elif table.get(key) is not None:
                     del table[key]
         self._pending.clear()
+        commits.advance(batch)
 
     @contextlib.contextmanager
     def _as_current(self, item: EventT[bytes]) -> Iterator[None]:
@@ -594,6 +611,18 @@ class _Metrics:
         self.state_persons = Gauge(
             series.WORKER_STATE_PERSONS, "Person keys in this worker's state", registry=r
         )
+
+
+async def _admitted(app: faust.App, batch: Sequence[EventT[bytes]]) -> list[EventT[bytes]]:
+    """The records of ``batch`` that continue their partitions (:func:`commits.admit`); where
+    records were skipped, the partition is read again from its position."""
+    taken, again = commits.admit(batch)
+    for tp, offset in again.items():
+        try:
+            await app.consumer.seek(tp, offset)
+        except Exception:  # revoked meanwhile: the next owner starts from the commit
+            log.warning("could not read %s again from %d", tp, offset, exc_info=True)
+    return taken
 
 
 def _batches(stream: faust.StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:

@@ -30,13 +30,20 @@ class WorkerSettings:
     topics: TopicNames = field(default_factory=TopicNames)
     status_timer_s: float = 30.0
     """How often the status timer turns expired conversion windows into ``dropped``."""
+    session_timeout_s: float = 20.0
+    """How long the group waits for a silent worker before it gives the worker's partitions
+    to the others: after a crash, its partitions stall this long (Faust's default is 60 s).
+    Heartbeats go every third of it, at most every 3 s; the broker accepts 6 s at least."""
 
 
 def create_app(settings: WorkerSettings) -> faust.App:
     """A Faust App with the funnel agent registered."""
     from funnel.leads import load_lead_rules
     from funnel.processor import CoreConfig
+    from stream_processors import commits
     from stream_processors.agents import register
+
+    commits.install()  # commit only over records the stages finished (see the module)
 
     app = faust.App(
         settings.app_id,
@@ -58,6 +65,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
         web_port=settings.web_port,
         web_host="127.0.0.1",
         autodiscover=False,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
     )
     config = CoreConfig.from_files(
         settings.funnels_file, settings.channels_file, leads=load_lead_rules()

@@ -47,6 +47,14 @@ from funnel.settings import (
     type=click.FloatRange(min=0.1),
     help="Seconds between status timer ticks (expired windows turn 'dropped').",
 )
+@click.option(
+    "--session-timeout",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(min=6.0, max=300.0),
+    help="Seconds the group waits for a silent worker (a crashed one) before its partitions "
+    "go to the others.",
+)
 @prefix_option
 def worker(
     kafka: str,
@@ -58,6 +66,7 @@ def worker(
     loglevel: str,
     app_id: str,
     status_every: float,
+    session_timeout: float,
     topic_prefix: str,
 ) -> None:
     """Run a Faust stream worker: events topic in, facts topics out."""
@@ -78,6 +87,7 @@ def worker(
             app_id=app_id,
             topics=names,
             status_timer_s=status_every,
+            session_timeout_s=session_timeout,
         ),
         loglevel=loglevel,
     )

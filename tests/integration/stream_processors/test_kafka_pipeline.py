@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from funnel.events import InvalidEvent, parse_event
@@ -399,6 +400,16 @@ def rejection_ids(bootstrap: str, names: TopicNames) -> list[str]:
         consumer.close()
 
 
+def stable_members(bootstrap: str, group: str) -> int | None:
+    """How many members the consumer group ``group`` has, once it is stable (else None)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        description = admin.describe_groups([group])[group]
+    finally:
+        admin.close()
+    return len(description["members"]) if description["group_state"] == "Stable" else None
+
+
 def committed_somewhere(bootstrap: str, group: str, topic: str) -> list[bool]:
     """Per partition of ``topic``: whether ``group`` has committed an offset past 0."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
@@ -410,42 +421,60 @@ def committed_somewhere(bootstrap: str, group: str, topic: str) -> list[bool]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("crash", [False, True], ids=["two-workers", "kill-9-and-restart"])
+@pytest.mark.parametrize(
+    "crash", [None, "kill", "stall"], ids=["two-workers", "kill-9-and-restart", "stalled-worker"]
+)
 def test_two_workers_land_messy_traffic_exactly_once(
     kafka_bootstrap: str,
     store: ChdbStore,
     worker_factory: Callable[..., subprocess.Popen[bytes]],
     tmp_path: Path,
-    crash: bool,
+    crash: str | None,
 ) -> None:
     """Duplicates, reordering, late and malformed events and cross-device customers, through
-    two workers on 4 partitions; with ``crash``, one worker is killed with
-    SIGKILL mid-stream and started again. The stored facts equal the ground truth."""
+    two workers on 4 partitions. With ``kill``, one worker is killed with SIGKILL mid-stream
+    and started again; with ``stall``, one is frozen (SIGSTOP) mid-stream until the group has
+    given its partitions to the other, then goes on as a zombie that must rejoin. The stored
+    facts equal the ground truth."""
     run = uuid.uuid4().hex[:8]
     names = TopicNames(f"eos{run}.")
     app_id = f"funnel-eos-{run}"
     site = "kafka-it"
     create_topics(kafka_bootstrap, names, PARTITIONS)
-    sim = simulate(1200, seed=7 if crash else 5, site_id=site, multi_device=0.5)
+    sim = simulate(1200, seed=5 if crash is None else 7, site_id=site, multi_device=0.5)
     traffic = messy(sim, seed=3)
     half = len(traffic) // 2 if crash else len(traffic)
     sent = produce_messy(kafka_bootstrap, names, traffic[:half], arrays=True)
 
-    workers = [worker_factory(app_id, names.prefix, f"w{i}") for i in (1, 2)]
+    # The group gives a silent worker's partitions away after the session timeout: the least
+    # the broker allows, so that a failover is not spent waiting.
+    quick_failover = ("--session-timeout", "6")
+    workers = [worker_factory(app_id, names.prefix, f"w{i}", *quick_failover) for i in (1, 2)]
     sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=f"sink-{run}", topics=names)
     with sink_running(sink):
         if crash:
             # Mid-stream, in steady state: both workers have committed work, then the second
-            # half of the traffic arrives and one worker dies in the middle of it.
+            # half of the traffic arrives and one worker dies (or stalls) in the middle of it.
             wait_until(
                 lambda: all(committed_somewhere(kafka_bootstrap, app_id, names.events)),
                 300,
                 "both workers to commit",
             )
             sent += produce_messy(kafka_bootstrap, names, traffic[half:], arrays=True)
+        if crash == "kill":
             workers[0].kill()  # SIGKILL: no shutdown; its batch in flight is left half done
             workers[0].wait()
-            workers[0] = worker_factory(app_id, names.prefix, "w1")
+            workers[0] = worker_factory(app_id, names.prefix, "w1", *quick_failover)
+        elif crash == "stall":
+            workers[0].send_signal(signal.SIGSTOP)  # a stall: GC, swap, a starved CPU
+            try:
+                wait_until(
+                    lambda: stable_members(kafka_bootstrap, app_id) == 1,
+                    120,
+                    "the group to evict the stalled worker",
+                )
+            finally:
+                workers[0].send_signal(signal.SIGCONT)
         wait_until(
             lambda: drained(kafka_bootstrap, app_id, f"sink-{run}", names, workers),
             420,
@@ -458,7 +487,7 @@ def test_two_workers_land_messy_traffic_exactly_once(
     retries = sum(
         worker_metric(w, "funnel_worker_events_total", 'outcome="duplicate"') for w in workers
     )
-    if not crash:
+    if crash is None:
         assert retries >= sent["duplicate"]
     assert sent["duplicate"] > 0
     assert sent["malformed"] > 0
