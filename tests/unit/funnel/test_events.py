@@ -1,12 +1,14 @@
 """The event contract (DESIGN §4) at the edge."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from funnel.events import EventType, InvalidEvent, parse_event
+from funnel.events import EARLIEST, LATEST, EventType, InvalidEvent, parse_event
 
 VALID = {
     "event_id": "3f2c1e6a-8a4b-4c1d-9d3e-2b1a0c9f8e7d",
@@ -106,3 +108,32 @@ def test_a_batch_validated_in_one_call_gives_each_item_what_one_by_one_gives() -
     assert got == expected
     assert sum(isinstance(e, list) for e in got) == 5
     assert parse_events([good, good]) == [parse_event(good)] * 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    at=st.datetimes(
+        min_value=datetime(1990, 1, 1),  # noqa: DTZ001 (hypothesis draws naive, then a zone)
+        max_value=datetime(2110, 1, 1),  # noqa: DTZ001
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=12))]
+        ),
+    ),
+    field=st.sampled_from(["occurred_at", "sent_at"]),
+)
+def test_event_times_are_bounded_by_the_instant_whatever_the_offset(
+    at: datetime, field: str
+) -> None:
+    data = {**VALID, "occurred_at": "2024-05-01T00:00:00Z", field: at.isoformat()}
+    if EARLIEST <= at < LATEST:
+        assert getattr(parse_event(data), field) == at
+        return
+    with pytest.raises(InvalidEvent) as refused:
+        parse_event(data)
+    assert refused.value.errors == [
+        {
+            "field": field,
+            "reason": "must be from 2000-01-01 to before 2100-01-01 (UTC)",
+            "code": "time_out_of_range",
+        }
+    ]
