@@ -25,10 +25,11 @@ rebalance, faust-streaming #323):
 
 * Each stage works in batches and writes its tables only after the broker acknowledged every
   record the batch sent. A table (its changelog) therefore never runs ahead of the outputs:
-  a crash loses state, never outputs whose inputs the state already counts. Faust commits an
-  input offset only after the batch is done and its producer flushed, and only over records
-  a stage finished in the current consumer generation (:mod:`stream_processors.commits`):
-  a batch that a rebalance overtakes is neither written nor committed, and goes again.
+  a crash loses state, never outputs whose inputs the state already counts. The worker keeps
+  each input partition's commit position itself (:mod:`stream_processors.commits`): a batch
+  takes a partition's records in offset order from it, and it moves past them once the
+  batch's outputs are acknowledged and its state written; Faust commits that position. A
+  batch that a rebalance overtakes is neither written nor counted, and goes again.
 * What a crash leaves is replayed from the last committed offset, against state that is the
   same or older than at the first run, and the core is deterministic: replayed inputs already
   in the state are no-ops (event ids, hand-over markers, merged ids), and the others produce
