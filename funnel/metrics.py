@@ -19,6 +19,11 @@ Worker (``funnel worker``, ``GET /metrics`` on its web port):
   retry or a re-delivered event), ``rejected`` (dead-lettered), ``applied``, ``reordered``,
   ``late`` (beyond the lateness bound, corrected);
 * ``funnel_worker_batch_seconds`` — histogram: processing time of a batch;
+* ``funnel_worker_replayed_records_total{reason}`` — input records to be processed again
+  (``stream_processors/commits.py``): ``rebalance`` (their batch finished after a rebalance
+  began: neither written nor committed), ``skipped`` (records before them in the partition
+  were skipped in a rebalance: the partition is read again from its commit position). A
+  steady rate outside rebalances is a bug;
 * ``funnel_worker_processing_lag_seconds`` — histogram: collector receipt → processed;
 * ``funnel_worker_consumer_lag{topic,partition}`` — records behind the end of the partition;
 * ``funnel_worker_state_persons`` — persons held in this worker's state.
@@ -59,6 +64,7 @@ COLLECTOR_ACK_SECONDS: Final = "funnel_collector_ack_seconds"
 
 WORKER_EVENTS: Final = "funnel_worker_events"
 WORKER_BATCH_SECONDS: Final = "funnel_worker_batch_seconds"
+WORKER_REPLAYED_RECORDS: Final = "funnel_worker_replayed_records"
 WORKER_PROCESSING_LAG_SECONDS: Final = "funnel_worker_processing_lag_seconds"
 WORKER_CONSUMER_LAG: Final = "funnel_worker_consumer_lag"
 WORKER_STATE_PERSONS: Final = "funnel_worker_state_persons"

@@ -160,14 +160,14 @@ def register(
 
     async def route(stream: faust.StreamT[bytes]) -> None:
         async for batch in _batches(stream):
-            taken = await _admitted(app, batch)
+            taken = await _admitted(app, batch, metrics)
             if taken:
                 with metrics.batch_seconds.labels("route").time():
                     await _complete_or_exit(route_batch(stream, taken))
 
     async def route_batch(stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]]) -> None:
         sent: list[Awaitable[Any]] = []
-        writes = _TableTransaction(stream)
+        writes = _TableTransaction(stream, metrics.replayed.labels("rebalance"))
         outgoing: dict[int, list[dict[str, Any]]] = {}  # person-events partition → messages
 
         def forward(key: str, message: dict[str, Any]) -> None:
@@ -228,7 +228,7 @@ def register(
 
     async def advance_persons(stream: faust.StreamT[bytes]) -> None:
         async for batch in _batches(stream):
-            taken = await _admitted(app, batch)
+            taken = await _admitted(app, batch, metrics)
             if taken:
                 with metrics.batch_seconds.labels("persons").time():
                     await _complete_or_exit(advance_batch(stream, taken))
@@ -238,7 +238,7 @@ def register(
         partition's tables, fed the messages in order; its changes are written when every
         fact it sent is acknowledged."""
         sent: list[Awaitable[Any]] = []
-        writes = _TableTransaction(stream)
+        writes = _TableTransaction(stream, metrics.replayed.labels("rebalance"))
         reading: list[EventT[bytes]] = []  # the record whose partition a table read is for
         moved: dict[str, str] = {}  # handed over in this batch: person key → its new key
         last: dict[str, EventT[bytes]] = {}  # person key → the last record that changed it
@@ -511,8 +511,9 @@ class _TableTransaction:
     are that record's, which is the key's own partition.
     """
 
-    def __init__(self, stream: faust.StreamT[bytes]) -> None:
+    def __init__(self, stream: faust.StreamT[bytes], replayed: Any) -> None:
         self._stream = cast(faust.Stream[bytes], stream)
+        self._replayed = replayed  # the counter of batches a rebalance overtook, by record
         self._pending: dict[tuple[int, bytes], tuple[Any, _Value, EventT[bytes]]] = {}
 
     def get(self, table: Any, key: bytes, item: EventT[bytes]) -> _Value:
@@ -548,6 +549,7 @@ class _TableTransaction:
         or counted, and it goes again. A worker the group evicted (a stall) finds out so,
         most of the time, before its last batch writes over the partition's new owner."""
         if not commits.counts(self._stream.app, batch):
+            self._replayed.inc(len(batch))
             self._pending.clear()
             log.info("a rebalance began during a batch: its %d records go again", len(batch))
             return
@@ -590,6 +592,13 @@ class _Metrics:
         self.events = Counter(
             series.WORKER_EVENTS, "Events by what the worker did with them", ["outcome"], registry=r
         )
+        self.replayed = Counter(
+            series.WORKER_REPLAYED_RECORDS,
+            "Input records to be processed again: a rebalance overtook their batch, or "
+            "records before them were skipped",
+            ["reason"],
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             series.WORKER_BATCH_SECONDS,
             "Processing time of a batch, by stage",
@@ -614,16 +623,20 @@ class _Metrics:
         )
 
 
-async def _admitted(app: faust.App, batch: Sequence[EventT[bytes]]) -> list[EventT[bytes]]:
+async def _admitted(
+    app: faust.App, batch: Sequence[EventT[bytes]], metrics: _Metrics
+) -> list[EventT[bytes]]:
     """The records of ``batch`` that continue their partitions (:func:`commits.admit`); where
     records were skipped, the partition is read again from its position."""
-    taken, again = commits.admit(batch)
-    for tp, offset in again.items():
+    admission = commits.admit(batch)
+    if admission.ahead:
+        metrics.replayed.labels("skipped").inc(admission.ahead)
+    for tp, offset in admission.again.items():
         try:
             await app.consumer.seek(tp, offset)
         except Exception:  # revoked meanwhile: the next owner starts from the commit
             log.warning("could not read %s again from %d", tp, offset, exc_info=True)
-    return taken
+    return admission.taken
 
 
 def _batches(stream: faust.StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:

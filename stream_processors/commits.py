@@ -40,12 +40,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from faust.transport import consumer as faust_consumer
 from faust.transport.consumer import ensure_TP
 
-__all__ = ["admit", "advance", "counts", "install", "position"]
+__all__ = ["Admission", "admit", "advance", "counts", "install", "position"]
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,28 @@ def counts(app: Any, batch: Sequence[Any]) -> bool:
     )
 
 
-def admit(batch: Sequence[Any], now: float | None = None) -> tuple[list[Any], dict[Any, int]]:
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What :func:`admit` made of a batch."""
+
+    taken: list[Any]
+    """The records to process, in order."""
+    again: dict[Any, int]
+    """Partitions to read again, from which offset."""
+    behind: int
+    """Records left out as finished before (a copy delivered again)."""
+    ahead: int
+    """Records left out because records before them were skipped: they are read again."""
+
+
+def admit(batch: Sequence[Any], now: float | None = None) -> Admission:
     """The records of ``batch`` to process, and the partitions to read again from where.
 
     Per partition, the records that continue its position, in order; a record behind it is
-    skipped (finished before), a record beyond it stops the partition for this batch and asks
-    for a read-again from the position (at most every few seconds per position)."""
+    left out (finished before), a record beyond it stops the partition for this batch and
+    asks for a read-again from the position (at most every few seconds per position)."""
     now = time.monotonic() if now is None else now
+    behind = ahead = 0
     expected: dict[Any, int | None] = {}
     stopped: set[Any] = set()
     taken: list[Any] = []
@@ -87,15 +103,19 @@ def admit(batch: Sequence[Any], now: float | None = None) -> tuple[list[Any], di
         message = item.message
         tp = message.tp
         if tp in stopped:
+            ahead += 1
             continue
         at = expected[tp] if tp in expected else _NEXT.get(tp)
         if at is None:  # not started here: no seek has placed the partition yet
             stopped.add(tp)
+            ahead += 1
             continue
         if message.offset < at:
+            behind += 1
             continue
         if message.offset > at:
             stopped.add(tp)
+            ahead += 1
             last = _SEEKS.get(tp)
             if last is None or last[0] != at or now - last[1] >= _SEEK_AGAIN_S:
                 _SEEKS[tp] = (at, now)
@@ -108,7 +128,7 @@ def admit(batch: Sequence[Any], now: float | None = None) -> tuple[list[Any], di
             continue
         expected[tp] = at + 1
         taken.append(item)
-    return taken, seeks
+    return Admission(taken, seeks, behind, ahead)
 
 
 def advance(taken: Sequence[Any]) -> None:

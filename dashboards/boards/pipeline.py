@@ -134,6 +134,16 @@ def pipeline() -> Dashboard:
                 unit="reqps",
             ),
             _series(
+                "Worker records replayed",
+                f"sum by (reason) (rate({m.WORKER_REPLAYED_RECORDS}_total{_RATE}))",
+                "{{reason}}",
+                "Input records a worker will process again: 'rebalance' (their batch ended "
+                "after a rebalance began), 'skipped' (records before them were skipped in a "
+                "rebalance, so the partition is read again). Spikes at rebalances are "
+                "normal; a steady rate is not.",
+                unit="reqps",
+            ),
+            _series(
                 "State size",
                 f"sum by (instance) ({m.WORKER_STATE_PERSONS})",
                 "{{instance}}",

@@ -70,30 +70,31 @@ def consumer() -> Iterator[Any]:
 def test_a_batch_takes_each_partition_in_order_from_its_position() -> None:
     commits._NEXT.update({tp: 21, other: 5})
     batch = [record(20), record(21), record(5, other), record(21), record(22), record(6, other)]
-    taken, again = commits.admit(batch, now=0.0)
+    admission = commits.admit(batch, now=0.0)
     # 20 was finished before; the second 21 is a copy delivered twice
-    assert offsets(taken) == [(3, 21), (1, 5), (3, 22), (1, 6)]
-    assert again == {}
-    commits.advance(taken)
+    assert offsets(admission.taken) == [(3, 21), (1, 5), (3, 22), (1, 6)]
+    assert (admission.again, admission.behind, admission.ahead) == ({}, 2, 0)
+    commits.advance(admission.taken)
     assert (commits.position(tp), commits.position(other)) == (23, 7)
 
 
 def test_a_skipped_record_stops_its_partition_and_it_is_read_again() -> None:
     commits._NEXT.update({tp: 21, other: 5})
     batch = [record(22), record(5, other), record(23), record(21)]
-    taken, again = commits.admit(batch, now=0.0)
-    assert offsets(taken) == [(1, 5)]  # nothing of partition 3 before 21 is read
-    assert again == {tp: 21}
+    admission = commits.admit(batch, now=0.0)
+    assert offsets(admission.taken) == [(1, 5)]  # nothing of partition 3 before 21 is read
+    assert (admission.again, admission.ahead) == ({tp: 21}, 3)
     # the records still in flight ask for nothing more, until a read-again is overdue
-    assert commits.admit([record(24)], now=1.0) == ([], {})
-    assert commits.admit([record(24)], now=6.0)[1] == {tp: 21}
-    taken, _ = commits.admit([record(21), record(22)], now=6.5)  # read again, in order
+    assert commits.admit([record(24)], now=1.0).again == {}
+    assert commits.admit([record(24)], now=6.0).again == {tp: 21}
+    taken = commits.admit([record(21), record(22)], now=6.5).taken  # read again, in order
     commits.advance(taken)
     assert commits.position(tp) == 23
 
 
 def test_a_partition_not_placed_yet_is_not_read() -> None:
-    assert commits.admit([record(0)], now=0.0) == ([], {})
+    admission = commits.admit([record(0)], now=0.0)
+    assert (admission.taken, admission.again, admission.ahead) == ([], {}, 1)
 
 
 def test_a_batch_counts_only_within_one_generation_with_the_flow_on(consumer: Any) -> None:
