@@ -267,7 +267,7 @@ _SCOPE_OPTIONS = (
 def print_result(result: ReportResult, fmt: str) -> None:
     """Print a report's result as a table (in colour on a terminal), JSON or CSV (stdout)."""
     if fmt == "table":
-        for renderable in renderables(result):
+        for renderable in renderables(result, out.width):
             out.print(renderable)
     else:
         click.echo(render(result, fmt), nl=False)

@@ -11,7 +11,8 @@ The one module that turns a result (:data:`~storage.reports.catalog.ReportResult
   ``r`` does in every format (how ``funnel report`` prints what the store's owner answered).
 * :func:`render` — the text of a result in ``json``, ``csv`` or ``table`` (plain text);
   :func:`renderables` — the ``table`` form as rich renderables (a terminal shows them in
-  colour).
+  colour). A table too wide for the width with model columns in pairs (attribution) shows
+  the models as rows instead.
 
 Numbers are written in one format (:mod:`funnel.report`): JSON and CSV carry the same values,
 a table shows rates as percentages.
@@ -35,6 +36,7 @@ __all__ = [
     "Payload",
     "ReportResult",
     "from_payload",
+    "pairs_as_rows",
     "payload_text",
     "render",
     "renderables",
@@ -90,17 +92,51 @@ def render(result: ReportResult, fmt: str, *, width: int = TABLE_WIDTH) -> str:
         return _csv(result)
     if fmt == "table":
         console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
-        for renderable in renderables(result):
+        for renderable in renderables(result, width):
             console.print(renderable)
         return cast(io.StringIO, console.file).getvalue()
     raise ValueError(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
 
 
-def renderables(result: ReportResult) -> list[RenderableType]:
-    """The ``table`` form of ``result``: rich tables (and a summary line per funnel)."""
+def renderables(result: ReportResult, width: int | None = None) -> list[RenderableType]:
+    """The ``table`` form of ``result``: rich tables (and a summary line per funnel).
+
+    A table that would not fit in ``width`` columns and has paired ``<x>`` and
+    ``<x>_revenue`` columns (the attribution report: one pair per model) is shown with those
+    pairs as rows instead (:func:`pairs_as_rows`), so a terminal shows every figure whole."""
     if isinstance(result, Table):
-        return [_rich_table(result.canonical())]
+        table = result.canonical()
+        rich = _rich_table(table)
+        if width is not None and _natural_width(rich) > width:
+            long = pairs_as_rows(table)
+            if long is not None:
+                rich = _rich_table(long)
+        return [rich]
     return [item for r in result for item in _rich_funnel(r.canonical())]
+
+
+def pairs_as_rows(table: Table) -> Table | None:
+    """``table`` with each pair of columns ``<x>`` / ``<x>_revenue`` turned into a row of
+    ``model``, ``credit`` and ``credited_revenue`` (the columns before the first pair lead
+    every row); None for a table without such pairs."""
+    paired = [c for c in table.columns if f"{c}_revenue" in table.columns]
+    if not paired:
+        return None
+    lead = table.columns[: table.columns.index(paired[0])]
+    index = {c: i for i, c in enumerate(table.columns)}
+    rows = tuple(
+        (*row[: len(lead)], model, row[index[model]], row[index[f"{model}_revenue"]])
+        for row in table.rows
+        for model in paired
+    )
+    columns = (*lead, "model", "credit", "credited_revenue")
+    return Table(title=table.title, columns=columns, rows=rows, meta=table.meta)
+
+
+def _natural_width(renderable: RenderableType) -> int:
+    """How many columns ``renderable`` takes when nothing limits it."""
+    console = Console(file=io.StringIO(), width=10_000, color_system=None)
+    return console.measure(renderable).maximum
 
 
 def _csv(result: ReportResult) -> str:
