@@ -194,11 +194,21 @@ def _register(group: click.Group) -> None:
         help="The conversions credited.",
     )
     @click.option("--lookback-days", default=30, show_default=True)
+    @click.option(
+        "--models",
+        default=None,
+        help="Only these models, comma-separated, in this order (default: all): "
+        f"{', '.join((*MODELS, 'markov', 'shapley'))}.",
+    )
     @common("attribution")
-    def attribution_cmd(conversion: str, lookback_days: int, **kw: Any) -> None:
+    def attribution_cmd(conversion: str, lookback_days: int, models: str | None, **kw: Any) -> None:
         """Credits and revenue per channel under every model, markov and shapley included."""
         request = _request(
-            "attribution", conversion=conversion, lookback_days=lookback_days, **scope(kw)
+            "attribution",
+            conversion=conversion,
+            lookback_days=lookback_days,
+            models=models,
+            **scope(kw),
         )
         _answer(request, kw)
 

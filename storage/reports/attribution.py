@@ -14,6 +14,7 @@ Per model the credited conversions of the channels add up to the conversions of 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import timedelta
 
 from funnel.attribution import MODELS
@@ -34,9 +35,12 @@ def attribution_report(
     *,
     conversion: str = "payment",
     lookback: timedelta = timedelta(days=30),
+    models: Sequence[str] | None = None,
 ) -> Table:
     """Credited conversions and revenue per channel (``by="campaign"``: per campaign) and
-    model; a time or person-level breakdown adds a leading ``group`` column."""
+    model (``models``: only these, in this order; default every model, the stream's then
+    the data-driven ones); a time or person-level breakdown adds a leading ``group``
+    column."""
     scope = scope or ReportScope()
     key = "campaign" if scope.by == "campaign" else "channel"
     grouped = scope.by not in (None, "channel", "campaign")
@@ -55,7 +59,7 @@ def attribution_report(
             for k, share in shares.items():
                 credits[(group, k, name)] = share * converted
                 revenue[(group, k, name)] = share * total_revenue
-    models = (*MODELS, *DATA_DRIVEN)
+    models = tuple(models) if models else (*MODELS, *DATA_DRIVEN)
     rows = []
     for group, k in sorted({(g, k) for g, k, _ in credits}):
         row: list[object] = [group] if grouped else []

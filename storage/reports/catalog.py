@@ -80,7 +80,7 @@ REPORTS: dict[str, ReportSpec] = {
     "funnel": ReportSpec({**_FUNNEL, "split": "true"}),
     "dropoff": ReportSpec(dict(_FUNNEL)),
     "time-to-convert": ReportSpec(dict(_FUNNEL)),
-    "attribution": ReportSpec({"conversion": "payment", "lookback_days": "30"}),
+    "attribution": ReportSpec({"conversion": "payment", "lookback_days": "30", "models": None}),
     "channels": ReportSpec(
         {"model": "last_non_direct", "target_cpl": None}, breakdowns=_TOUCHES + _PERIODS
     ),
@@ -201,6 +201,22 @@ def parse_request(name: str, params: Mapping[str, str | None]) -> ReportRequest:
     return request
 
 
+def _models(text: str | None) -> tuple[str, ...] | None:
+    """The attribution models a comma-separated list names, in its order (None: every one)."""
+    if text is None:
+        return None
+    known = (*MODELS, *DATA_DRIVEN)
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ReportRequestError(
+            f"unknown model {', '.join(map(repr, unknown)) or repr(text)}: a comma-separated "
+            f"list of {', '.join(known)}",
+            option="models",
+        )
+    return names
+
+
 def _flag(values: Mapping[str, str | None], option: str) -> bool:
     value = (values[option] or "").lower()
     if value not in _BOOLS:
@@ -294,6 +310,7 @@ def _run(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> Report
                     scope,
                     conversion=r.text("conversion"),
                     lookback=timedelta(days=r.number("lookback_days")),
+                    models=_models(r.options["models"]),
                 )
             case "channels":
                 target = r.options["target_cpl"]

@@ -183,6 +183,25 @@ def test_dropped_only_after_the_window_expired(store: ChdbStore) -> None:
     assert after.dropped == 5
 
 
+def test_attribution_shows_the_models_asked_for_with_the_same_figures(
+    simulated: ChdbStore,
+) -> None:
+    scope = ReportScope(site="sim")
+    every = attribution_report(simulated, scope)
+    chosen = attribution_report(simulated, scope, models=("shapley", "first_touch"))
+    assert chosen.columns == (
+        "channel",
+        "shapley",
+        "first_touch",
+        "shapley_revenue",
+        "first_touch_revenue",
+    )
+    assert chosen.meta["models"] == ["shapley", "first_touch"]
+    full = {r["channel"]: r for r in every.records()}
+    for row in chosen.records():
+        assert all(row[c] == full[row["channel"]][c] for c in chosen.columns)
+
+
 def test_attribution_models_side_by_side_credit_every_conversion(simulated: ChdbStore) -> None:
     for scope in (ReportScope(site="sim"), ReportScope(start=T0, end=T0 + 40 * DAY, site="sim")):
         table = attribution_report(simulated, scope)
@@ -275,6 +294,7 @@ def test_report_commands_print_table_json_and_csv(tmp_path: Path) -> None:
         ["dropoff"],
         ["time-to-convert"],
         ["attribution"],
+        ["attribution", "--models", "linear,markov"],
         ["channels"],
         ["cohorts"],
         ["leads"],
@@ -295,3 +315,12 @@ def test_report_commands_print_table_json_and_csv(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert "before its end" in bad.stderr
+    chosen = funnel_cli(
+        "report", "attribution", "--models", "markov,linear", "--store", store, "--format", "csv"
+    )
+    header = next(csv.reader(io.StringIO(chosen.stdout)))
+    assert header == ["channel", "markov", "linear", "markov_revenue", "linear_revenue"]
+    unknown = funnel_cli("report", "attribution", "--models", "linear,lastclick", "--store", store)
+    assert unknown.returncode == 2
+    assert "'lastclick'" in unknown.stderr
+    assert "--models" in unknown.stderr

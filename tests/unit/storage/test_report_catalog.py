@@ -12,6 +12,7 @@ from funnel.attribution import MODELS
 from funnel.cli.report import print_result
 from funnel.processor import CoreConfig
 from funnel.report import FunnelReport, Table
+from storage.reports import catalog
 from storage.reports.attribution import DATA_DRIVEN
 from storage.reports.catalog import (
     CONVERSIONS,
@@ -25,7 +26,7 @@ from storage.reports.scope import BREAKDOWNS
 
 def test_defaults_fill_in_and_params_keep_only_what_was_given() -> None:
     request = parse_request("attribution", {"from": "2026-10-01", "site": "shop", "by": None})
-    assert request.options == {"conversion": "payment", "lookback_days": "30"}
+    assert request.options == {"conversion": "payment", "lookback_days": "30", "models": None}
     assert dict(request.params) == {"from": "2026-10-01", "site": "shop"}
     assert request.scope.site == "shop"
     assert parse_request("cohorts", {}).scope.by == "month"
@@ -180,3 +181,11 @@ def test_include_bots_reaches_the_scope() -> None:
         parse_request("leads", {"include_bots": "maybe"})
     with pytest.raises(ReportRequestError, match="takes no include_bots"):
         parse_request("sites", {"include_bots": "true"})
+
+
+def test_attribution_models_are_named_in_the_order_asked() -> None:
+    assert catalog._models(None) is None
+    assert catalog._models("markov, linear,markov") == ("markov", "linear")
+    for text in ("linear,lastclick", " , "):
+        with pytest.raises(ReportRequestError, match="comma-separated list of first_touch"):
+            catalog._models(text)
