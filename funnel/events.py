@@ -86,6 +86,7 @@ LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
 Instant = Annotated[AwareDatetime, Field(ge=EARLIEST, lt=LATEST)]
 _BOUNDS: Final = frozenset({"greater_than_equal", "less_than"})
 _TIMES: Final = frozenset({"occurred_at", "sent_at"})
+_OUT_OF_RANGE: Final = f"must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)"
 #: ``seq`` is stored as a 64-bit integer: at most 2^63 - 1.
 MAX_SEQ: Final = 2**63 - 1
 
@@ -245,14 +246,7 @@ def parse_events(items: list[dict[str, Any]]) -> list[Event | InvalidEvent]:
 
 
 def _reason(loc: tuple[int | str, ...], err: Any) -> dict[str, str]:
+    field = ".".join(str(part) for part in loc) or "$"
     if err["type"] in _BOUNDS and loc and loc[-1] in _TIMES:
-        return {
-            "field": ".".join(str(part) for part in loc),
-            "reason": f"must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)",
-            "code": "time_out_of_range",
-        }
-    return {
-        "field": ".".join(str(part) for part in loc) or "$",
-        "reason": err["msg"],
-        "code": err["type"],
-    }
+        return {"field": field, "reason": _OUT_OF_RANGE, "code": "time_out_of_range"}
+    return {"field": field, "reason": err["msg"], "code": err["type"]}

@@ -31,6 +31,7 @@ from funnel.cli.root import (
     store_option,
 )
 from storage.reports.catalog import (
+    ATTRIBUTION_MODELS,
     CONVERSIONS,
     REPORTS,
     ReportRequest,
@@ -198,7 +199,7 @@ def _register(group: click.Group) -> None:
         "--models",
         default=None,
         help="Only these models, comma-separated, in this order (default: all): "
-        f"{', '.join((*MODELS, 'markov', 'shapley'))}.",
+        f"{', '.join(ATTRIBUTION_MODELS)}.",
     )
     @common("attribution")
     def attribution_cmd(conversion: str, lookback_days: int, models: str | None, **kw: Any) -> None:

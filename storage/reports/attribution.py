@@ -23,9 +23,11 @@ from funnel.report import Table
 from storage.backends import Store
 from storage.reports.scope import ReportScope, person_groups, resolved_events
 
-__all__ = ["DATA_DRIVEN", "attribution_report", "journeys"]
+__all__ = ["ATTRIBUTION_MODELS", "DATA_DRIVEN", "attribution_report", "journeys"]
 
 DATA_DRIVEN = ("markov", "shapley")
+#: The report's models: the stream's, then the data-driven ones.
+ATTRIBUTION_MODELS = (*MODELS, *DATA_DRIVEN)
 _DAY = timedelta(days=1)
 
 
@@ -59,7 +61,7 @@ def attribution_report(
             for k, share in shares.items():
                 credits[(group, k, name)] = share * converted
                 revenue[(group, k, name)] = share * total_revenue
-    models = tuple(models) if models else (*MODELS, *DATA_DRIVEN)
+    models = tuple(models) if models else ATTRIBUTION_MODELS
     rows = []
     for group, k in sorted({(g, k) for g, k, _ in credits}):
         row: list[object] = [group] if grouped else []

@@ -29,11 +29,12 @@ from funnel.attribution import MODELS
 from funnel.funnels import FunnelCatalog, FunnelSpec
 from funnel.report import DropoffRow, Table
 from storage.backends import Store
-from storage.reports.attribution import DATA_DRIVEN
+from storage.reports.attribution import ATTRIBUTION_MODELS, DATA_DRIVEN
 from storage.reports.render import ReportResult
 from storage.reports.scope import BREAKDOWNS, Breakdown, ReportScope, parse_when
 
 __all__ = [
+    "ATTRIBUTION_MODELS",
     "CONVERSIONS",
     "REPORTS",
     "ReportRequest",
@@ -205,13 +206,12 @@ def _models(text: str | None) -> tuple[str, ...] | None:
     """The attribution models a comma-separated list names, in its order (None: every one)."""
     if text is None:
         return None
-    known = (*MODELS, *DATA_DRIVEN)
     names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
-    unknown = [name for name in names if name not in known]
+    unknown = [name for name in names if name not in ATTRIBUTION_MODELS]
     if unknown or not names:
         raise ReportRequestError(
             f"unknown model {', '.join(map(repr, unknown)) or repr(text)}: a comma-separated "
-            f"list of {', '.join(known)}",
+            f"list of {', '.join(ATTRIBUTION_MODELS)}",
             option="models",
         )
     return names
