@@ -33,6 +33,7 @@ from funnel.cli.root import (
 from storage.reports.catalog import (
     ATTRIBUTION_MODELS,
     CONVERSIONS,
+    PROPERTY_BREAKDOWN,
     REPORTS,
     ReportRequest,
     ReportRequestError,
@@ -64,10 +65,14 @@ def _scope_options(name: str) -> Decorator:
         "site": click.option("--site", default=None, help="Only this site."),
         "by": click.option(
             "--by",
-            type=click.Choice(spec.breakdowns),
+            # property:NAME is open-ended: the catalog checks it, naming the choices
+            type=str if PROPERTY_BREAKDOWN in spec.breakdowns else click.Choice(spec.breakdowns),
             default=spec.default_by,
             show_default=spec.default_by is not None,
-            help="Breakdown.",
+            help="Breakdown"
+            + (
+                f": {', '.join(spec.breakdowns)}." if PROPERTY_BREAKDOWN in spec.breakdowns else "."
+            ),
         ),
         "include_bots": click.option(
             "--include-bots",
@@ -148,6 +153,37 @@ def _answer(request: ReportRequest, kw: dict[str, Any]) -> None:
     print_result(result, kw["fmt"])
 
 
+def query_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A funnel asked at query time (:mod:`storage.reports.query`)."""
+    for option in reversed(
+        (
+            click.option("--steps", default=None, help="Steps, comma-separated (see above)."),
+            click.option("--window", default=None, help="Conversion window, e.g. 7d, 12h."),
+            click.option("--mode", type=click.Choice(["ordered", "strict", "any"]), default=None),
+            click.option(
+                "--where",
+                multiple=True,
+                help="field=value (also !=, ^= starts with, *= contains) on the entry event; "
+                "comma-separated or repeated, all must hold. Fields: utm_source, utm_medium, "
+                "utm_campaign, channel, referrer_host, landing_page, device, browser, os, "
+                "property:NAME.",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def _query(kw: dict[str, Any]) -> dict[str, object]:
+    where = kw.pop("where")
+    return {
+        "steps": kw.pop("steps"),
+        "window": kw.pop("window"),
+        "mode": kw.pop("mode"),
+        "where": ",".join(where) if where else None,
+    }
+
+
 def _register(group: click.Group) -> None:
     """Add the report commands to ``group`` (``funnel report``)."""
 
@@ -161,22 +197,34 @@ def _register(group: click.Group) -> None:
         return {key: kw.pop(name) for key, name in _SCOPE_OPTIONS if name in kw}
 
     @group.command("funnel")
-    @click.option("--funnel", "funnel_name", default="sales", show_default=True)
+    @click.option("--funnel", "funnel_name", default=None, help="A configured funnel [sales].")
+    @query_options
     @click.option("--split/--no-split", default=True, help="Split by converted/dropped/in window.")
     @funnels_option
     @common("funnel")
-    def funnel_cmd(funnel_name: str, split: bool, **kw: Any) -> None:
-        """Step counts, step and overall conversion and 1:N, split by status."""
+    def funnel_cmd(funnel_name: str | None, split: bool, **kw: Any) -> None:
+        """Step counts, step and overall conversion and 1:N, split by status.
+
+        A configured funnel (--funnel), or one asked now: --steps
+        'impression,click,lead[form=demo],order' (a step is an event type, with conditions
+        in brackets; /path is a page; !type excludes who does it), --window 7d,
+        --mode ordered|strict|any, --where 'utm_source=google' (on the entry event).
+        """
         flag = "true" if split else "false"
-        _answer(_request("funnel", funnel=funnel_name, split=flag, **scope(kw)), kw)
+        request = _request("funnel", funnel=funnel_name, split=flag, **_query(kw), **scope(kw))
+        _answer(request, kw)
 
     @group.command("dropoff")
-    @click.option("--funnel", "funnel_name", default="sales", show_default=True)
+    @click.option("--funnel", "funnel_name", default=None, help="A configured funnel [sales].")
+    @query_options
     @funnels_option
     @common("dropoff")
-    def dropoff_cmd(funnel_name: str, **kw: Any) -> None:
-        """Where people leave the funnel, by step; the biggest leak is flagged."""
-        _answer(_request("dropoff", funnel=funnel_name, **scope(kw)), kw)
+    def dropoff_cmd(funnel_name: str | None, **kw: Any) -> None:
+        """Where people leave the funnel, by step; the biggest leak is flagged.
+
+        Takes the funnel report's --steps, --window, --mode and --where.
+        """
+        _answer(_request("dropoff", funnel=funnel_name, **_query(kw), **scope(kw)), kw)
 
     @group.command("time-to-convert")
     @click.option("--funnel", "funnel_name", default="sales", show_default=True)

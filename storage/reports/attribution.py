@@ -43,7 +43,7 @@ def attribution_report(
     model (``models``: only these, in this order; default every model, the stream's then
     the data-driven ones); a time or person-level breakdown adds a leading ``group``
     column."""
-    scope = scope or ReportScope()
+    scope = (scope or ReportScope()).answerable_by("attribution")
     key = "campaign" if scope.by == "campaign" else "channel"
     grouped = scope.by not in (None, "channel", "campaign")
     credits, revenue = _rule_based(store, scope, conversion, key)

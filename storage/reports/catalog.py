@@ -23,15 +23,23 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import cast
 
 from funnel.attribution import MODELS
 from funnel.funnels import FunnelCatalog, FunnelSpec
 from funnel.report import DropoffRow, Table
 from storage.backends import Store
 from storage.reports.attribution import ATTRIBUTION_MODELS, DATA_DRIVEN
+from storage.reports.query import (
+    FunnelQuery,
+    QueryError,
+    is_touch_breakdown,
+    parse_conditions,
+    parse_mode,
+    parse_steps,
+    parse_window,
+)
 from storage.reports.render import ReportResult
-from storage.reports.scope import BREAKDOWNS, Breakdown, ReportScope, parse_when
+from storage.reports.scope import ALL_BREAKDOWNS, BREAKDOWNS, ReportScope, parse_when
 
 __all__ = [
     "ATTRIBUTION_MODELS",
@@ -72,14 +80,22 @@ class ReportSpec:
 
 
 _FUNNEL = {"funnel": "sales"}
-#: Every report by name. Breakdowns are what each report's code answers: funnel counts,
-#: drop-off, time to convert, attribution and leads answer every one; channels break down by
+#: A funnel asked at query time (:mod:`storage.reports.query`): its steps instead of a
+#: configured funnel's name, or a configured funnel with another window or mode; ``where``
+#: narrows the entries.
+_QUERY = {"steps": None, "window": None, "mode": None, "where": None}
+#: Breakdown by any event property: ``property:NAME``.
+PROPERTY_BREAKDOWN = "property:NAME"
+_FUNNEL_BREAKDOWNS = (*ALL_BREAKDOWNS, PROPERTY_BREAKDOWN)
+#: Every report by name. Breakdowns are what each report's code answers: funnel counts and
+#: drop-off answer every one, touch fields too; time to convert, attribution and leads
+#: answer the others; channels break down by
 #: touch or period (a person-level value has no spend); cohorts are periods (of the cohort's
 #: start); the forecast is one answer as of ``to`` (no period start, no breakdown); ``sites``
 #: lists what the store holds.
 REPORTS: dict[str, ReportSpec] = {
-    "funnel": ReportSpec({**_FUNNEL, "split": "true"}),
-    "dropoff": ReportSpec(dict(_FUNNEL)),
+    "funnel": ReportSpec({**_FUNNEL, **_QUERY, "split": "true"}, _FUNNEL_BREAKDOWNS),
+    "dropoff": ReportSpec({**_FUNNEL, **_QUERY}, _FUNNEL_BREAKDOWNS),
     "time-to-convert": ReportSpec(dict(_FUNNEL)),
     "attribution": ReportSpec({"conversion": "payment", "lookback_days": "30", "models": None}),
     "channels": ReportSpec(
@@ -167,8 +183,8 @@ def parse_request(name: str, params: Mapping[str, str | None]) -> ReportRequest:
             option=unknown[0],
         )
     by = given.get("by") or spec.default_by
-    if by is not None and by not in spec.breakdowns:
-        what = "unknown breakdown" if by not in BREAKDOWNS else "breakdown"
+    if by is not None and not _breaks_down(spec, by):
+        what = "unknown breakdown" if by not in ALL_BREAKDOWNS else "breakdown"
         raise ReportRequestError(
             f"{what} {by!r}: the {name} report breaks down by {', '.join(spec.breakdowns)}",
             option="by",
@@ -180,7 +196,7 @@ def parse_request(name: str, params: Mapping[str, str | None]) -> ReportRequest:
             start=parse_when(given["from"]) if given.get("from") else None,
             end=parse_when(given["to"], end=True) if given.get("to") else None,
             site=given.get("site") or None,
-            by=cast(Breakdown | None, by),
+            by=by,
             include_bots=include_bots,
         )
     except ValueError as exc:
@@ -199,7 +215,48 @@ def parse_request(name: str, params: Mapping[str, str | None]) -> ReportRequest:
         _one_of(request, "conversion", CONVERSIONS, "conversion type")
     if "cohort" in spec.options:
         _one_of(request, "cohort", ("first_touch", "first_payment"), "cohort")
+    if "steps" in spec.options and "steps" in given and "funnel" in given:
+        raise ReportRequestError("give a configured --funnel or --steps, not both", option="steps")
+    if "steps" in spec.options:
+        _query_of(request, None)  # validated before any store is opened
     return request
+
+
+def _breaks_down(spec: ReportSpec, by: str) -> bool:
+    if by in spec.breakdowns:
+        return True
+    return (
+        PROPERTY_BREAKDOWN in spec.breakdowns
+        and by.startswith("property:")
+        and is_touch_breakdown(by)
+    )
+
+
+def _query_of(request: ReportRequest, funnels: FunnelCatalog | None) -> FunnelQuery | None:
+    """The funnel a funnel or drop-off request asks at query time; ``None`` for the
+    configured one as it is. Without ``funnels`` it only validates (and answers ``None``)."""
+    o = request.options
+    if all(o[option] is None for option in _QUERY):
+        return None
+    query: FunnelQuery | None = None
+    option = "steps"
+    try:
+        if o["steps"] is not None:
+            query = parse_steps(o["steps"], window=o["window"], mode=o["mode"])
+        else:
+            option = "window"
+            window = parse_window(o["window"]) if o["window"] is not None else None
+            option = "mode"
+            mode = parse_mode(o["mode"]) if o["mode"] is not None else None
+            if funnels is not None:
+                query = FunnelQuery.of(_spec(request, funnels)).adjusted(
+                    window_ms=window, mode=mode
+                )
+        option = "where"
+        where = parse_conditions(o["where"]) if o["where"] is not None else ()
+    except QueryError as exc:
+        raise ReportRequestError(str(exc), option=option) from exc
+    return None if query is None else query.adjusted(where=where)
 
 
 def _models(text: str | None) -> tuple[str, ...] | None:
@@ -257,6 +314,11 @@ def _spec(request: ReportRequest, funnels: FunnelCatalog) -> FunnelSpec:
         raise ReportRequestError(str(exc.args[0]), option="funnel") from exc
 
 
+def _funnel(request: ReportRequest, funnels: FunnelCatalog) -> FunnelSpec | FunnelQuery:
+    """The funnel of a funnel or drop-off request: asked at query time, or configured."""
+    return _query_of(request, funnels) or _spec(request, funnels)
+
+
 def compute(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> ReportResult:
     """Run ``request`` against ``store`` (blocks for the report's queries); the result in
     the output precision (``canonical()``).
@@ -297,11 +359,11 @@ def _run(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> Report
         match r.name:
             case "funnel":
                 split = _flag(r.options, "split")
-                return funnel_report(store, _spec(r, funnels), scope, split=split)
+                return funnel_report(store, _funnel(r, funnels), scope, split=split)
             case "dropoff":
-                spec = _spec(r, funnels)
-                rows = dropoff_report(store, spec, scope)
-                return dropoff_table(spec.name, rows, grouped=scope.by is not None)
+                funnel = _funnel(r, funnels)
+                rows = dropoff_report(store, funnel, scope)
+                return dropoff_table(funnel.name, rows, grouped=scope.by is not None)
             case "time-to-convert":
                 return time_to_convert_report(store, _spec(r, funnels), scope)
             case "attribution":

@@ -33,7 +33,7 @@ def channels_report(
     model: str = "last_non_direct",
     target_cpl: float | None = None,
 ) -> Table:
-    scope = scope or ReportScope()
+    scope = (scope or ReportScope()).answerable_by("channels")
     key = "campaign" if scope.by == "campaign" else "channel"
     grouped = scope.by not in (None, "channel", "campaign")
     if scope.by in ("temperature", "manager"):

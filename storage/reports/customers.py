@@ -178,7 +178,7 @@ def leads_report(store: Store, scope: ReportScope | None = None) -> Table:
     unset or ``temperature``) or by ``by``. A lead's temperature is the one in effect when it
     converted (its first payment), the current one for an open lead: a lead that was hot when
     it paid and cooled afterwards is a hot conversion (the title says so)."""
-    scope = scope or ReportScope()
+    scope = (scope or ReportScope()).answerable_by("leads")
     by_temperature = scope.by in (None, "temperature")
     groups: dict[str, list[PersonFacts]] = defaultdict(list)
     for p in person_facts(store, scope if not by_temperature else ReportScope(site=scope.site)):

@@ -37,17 +37,24 @@ from typing import Literal
 from funnel.funnels import FunnelMode, FunnelSpec
 from funnel.report import DropoffRow, FunnelReport, dropoffs
 from storage.backends import Store
+from storage.reports.query import FunnelQuery, breakdown_sql, is_touch_breakdown
 from storage.reports.scope import ReportScope, person_groups, resolved_events
 
 __all__ = ["dropoff_report", "funnel_report", "raw_levels", "stage_counts", "step_counts"]
 
 Source = Literal["auto", "aggregates", "raw", "chains"]
+Funnel = FunnelSpec | FunnelQuery
+"""A configured funnel, or one asked at query time (:mod:`storage.reports.query`)."""
 _DAY, _HOUR = timedelta(days=1), timedelta(hours=1)
+
+
+def _query(funnel: Funnel) -> FunnelQuery:
+    return funnel if isinstance(funnel, FunnelQuery) else FunnelQuery.of(funnel)
 
 
 def funnel_report(
     store: Store,
-    spec: FunnelSpec,
+    funnel: Funnel,
     scope: ReportScope | None = None,
     *,
     split: bool = True,
@@ -55,9 +62,10 @@ def funnel_report(
 ) -> list[FunnelReport]:
     """One funnel report per breakdown value (one in all without a breakdown), largest first."""
     scope = scope or ReportScope()
+    spec = _query(funnel)
     counts = step_counts(store, spec, scope, source=source)
     stopped = _stopped(store, spec, scope) if split else {}
-    names = [s.name for s in spec.steps]
+    names = spec.names
     reports = []
     for group, by_step in counts.items():
         per_step = [by_step.get(i, 0) for i in range(1, len(names) + 1)]
@@ -88,30 +96,37 @@ def funnel_report(
 
 
 def dropoff_report(
-    store: Store, spec: FunnelSpec, scope: ReportScope | None = None
+    store: Store, funnel: Funnel, scope: ReportScope | None = None
 ) -> list[DropoffRow]:
     """Where people leave, per step and breakdown value; the biggest leak of each is flagged."""
-    return [row for report in funnel_report(store, spec, scope) for row in dropoffs(report)]
+    return [row for report in funnel_report(store, funnel, scope) for row in dropoffs(report)]
 
 
-def needs_chains(scope: ReportScope) -> bool:
-    """Whether ``scope`` is answered from chains (see the module docstring), not the facts."""
+def needs_chains(scope: ReportScope, funnel: Funnel | None = None) -> bool:
+    """Whether ``scope`` (of ``funnel``) is answered from chains (see the module docstring),
+    not the facts: a period, a touch breakdown, bots, or a funnel asked at query time."""
     return (
         scope.start is not None
         or scope.end is not None
         or scope.by in ("day", "week", "month", "channel", "campaign")
+        or (scope.by is not None and is_touch_breakdown(scope.by))
         or scope.include_bots
+        or (funnel is not None and not _query(funnel).configured)
     )
 
 
 def step_counts(
-    store: Store, spec: FunnelSpec, scope: ReportScope, *, source: Source = "auto"
+    store: Store, funnel: Funnel, scope: ReportScope, *, source: Source = "auto"
 ) -> dict[str, dict[int, int]]:
     """Breakdown value → step index (1-based) → persons who reached it."""
-    if source == "chains" or (source == "auto" and needs_chains(scope)):
+    spec = _query(funnel)
+    if source == "chains" or (source == "auto" and needs_chains(scope, spec)):
         return _chain_counts(store, spec, scope)
-    if needs_chains(scope):
-        raise ValueError("the stream's facts cannot answer a period or a touch breakdown")
+    if needs_chains(scope, spec):
+        raise ValueError(
+            "the stream's facts cannot answer a period, a touch breakdown or a funnel asked "
+            "at query time"
+        )
     table = _aggregate_for(scope) if source != "raw" else None
     if source == "aggregates" and table is None:
         raise ValueError("the aggregates cannot answer this scope (person-level breakdown?)")
@@ -138,7 +153,7 @@ def step_counts(
     return dict(out)
 
 
-def _chain_counts(store: Store, spec: FunnelSpec, scope: ReportScope) -> dict[str, dict[int, int]]:
+def _chain_counts(store: Store, spec: FunnelQuery, scope: ReportScope) -> dict[str, dict[int, int]]:
     params: dict[str, object] = {}
     sql = (
         f"SELECT g, level, count() AS n FROM {levels_sql(store.database, spec, scope, params)} "
@@ -152,55 +167,91 @@ def _chain_counts(store: Store, spec: FunnelSpec, scope: ReportScope) -> dict[st
 
 
 def period_levels(
-    store: Store, spec: FunnelSpec, scope: ReportScope
+    store: Store, funnel: Funnel, scope: ReportScope
 ) -> dict[tuple[str, str, str], int]:
     """``(site, person, breakdown value)`` → the deepest step of the person's chains that
     enter the funnel in the period with that value (DESIGN §6 periods; persons resolved)."""
     params: dict[str, object] = {}
-    sql = f"SELECT * FROM {levels_sql(store.database, spec, scope, params)} WHERE level > 0"
+    sql = (
+        f"SELECT * FROM {levels_sql(store.database, _query(funnel), scope, params)} WHERE level > 0"
+    )
     return {
         (str(r["site_id"]), str(r["person_id"]), str(r["g"])): int(r["level"])
         for r in store.query(sql, params)
     }
 
 
-def _entry_group(scope: ReportScope) -> str:
+def _entry_group(scope: ReportScope, params: dict[str, object]) -> str:
     """The breakdown value of an entry event (a column expression of ``events``)."""
     if scope.by == "channel":
         return "channel"
     if scope.by == "campaign":
         return "campaign"
+    if scope.by is not None and is_touch_breakdown(scope.by):
+        return breakdown_sql(scope.by, params)
     return scope.period_group("occurred_at")
 
 
-def levels_sql(db: str, spec: FunnelSpec, scope: ReportScope, params: dict[str, object]) -> str:
-    """A subquery of ``(site_id, person_id, g, level)``: per person and breakdown value, the
-    deepest step of the chains entering in the period with that value (module docstring).
-    Person-level breakdowns (temperature, manager) join their value onto it. Fills
-    ``params``."""
+def levels_sql(db: str, spec: FunnelQuery, scope: ReportScope, params: dict[str, object]) -> str:
+    """A subquery of ``(site_id, person_id, g, level, entered)``: per person and breakdown
+    value, the deepest step of the chains entering in the period with that value (module
+    docstring) and the latest such entry (epoch ms). Person-level breakdowns (temperature,
+    manager) join their value onto it; a funnel's exclusions leave out the persons they
+    name. Fills ``params``."""
     params.update(scope.params())
     person_level = scope.by in ("temperature", "manager")
+    events = resolved_events(db, include_bots=scope.include_bots)
+    entry = " AND ".join(f"({c.sql(params, f'w{i}')})" for i, c in enumerate(spec.where)) or "1"
     sql = chain_levels_sql(
         spec,
-        events=resolved_events(db, include_bots=scope.include_bots),
+        events=events,
         where=scope.site_filter(),
         start="{start:Int64}",
         end="{end:Int64}",
-        group="''" if person_level else _entry_group(scope),
+        group="''" if person_level else _entry_group(scope, params),
+        entry=entry,
         params=params,
     )
+    if spec.exclusions:
+        sql = (
+            f"(SELECT * FROM {sql} WHERE (site_id, person_id) NOT IN "
+            f"{_excluded(spec, events, scope.site_filter(), entry, params)})"
+        )
     if not person_level:
         return sql
     assert scope.by is not None
     return (
         "(SELECT l.site_id AS site_id, l.person_id AS person_id, ifNull(p.g, '(unknown)') AS g, "
-        f"l.level AS level FROM {sql} AS l LEFT JOIN {person_groups(db, scope.by)} AS p "
+        f"l.level AS level, l.entered AS entered FROM {sql} AS l "
+        f"LEFT JOIN {person_groups(db, scope.by)} AS p "
         "ON l.site_id = p.site_id AND l.person_id = p.person_id SETTINGS join_use_nulls = 1)"
     )
 
 
+def _excluded(
+    spec: FunnelQuery, events: str, where: str, entry: str, params: dict[str, object]
+) -> str:
+    """``(site_id, person_id)`` of the persons who did an exclusion step after their first
+    entry in the period and within the window."""
+    ms = "toUnixTimestamp64Milli(occurred_at)"
+    first = spec.steps[0].sql(params, "t0")
+    excluded = " OR ".join(
+        f"({step.sql(params, f'x{i}')})" for i, step in enumerate(spec.exclusions)
+    )
+    window = str(spec.window_ms)
+    return (
+        "(SELECT site_id, person_id FROM (SELECT site_id, person_id, "
+        f"minIf(ts, e) AS first, groupArrayIf(ts, x) AS xs FROM (SELECT site_id, person_id, "
+        f"{ms} AS ts, ({first}) AND ({entry}) AND ts >= {{start:Int64}} "
+        f"AND ts < {{end:Int64}} AS e, ({excluded}) AS x FROM {events} WHERE {where} "
+        f"AND {ms} >= {{start:Int64}} AND {ms} < {{end:Int64}} + {window}) "
+        "GROUP BY site_id, person_id HAVING countIf(e) > 0) "
+        f"WHERE arrayExists(t -> t >= first AND t <= first + {window}, xs))"
+    )
+
+
 def chain_levels_sql(
-    spec: FunnelSpec,
+    funnel: Funnel,
     *,
     events: str,
     where: str,
@@ -210,8 +261,9 @@ def chain_levels_sql(
     entry: str = "1",
     params: dict[str, object] | None = None,
 ) -> str:
-    """``(site_id, person_id, g, level)`` of DESIGN §6 periods, as SQL for any caller (the
-    reports bind parameters; a dashboard passes its own macros).
+    """``(site_id, person_id, g, level, entered)`` of DESIGN §6 periods, as SQL for any
+    caller (the reports bind parameters; a dashboard passes its own macros); ``entered`` is
+    the latest entry of the person with that value (epoch ms).
 
     ``events`` is the events' subquery (persons resolved), ``where`` filters them (the site),
     ``start``/``end`` are the period's ends in epoch milliseconds (SQL expressions),
@@ -219,15 +271,16 @@ def chain_levels_sql(
     ``entry`` narrows which step-1 events may enter (e.g. a dashboard's channel filter). With
     ``params`` the step conditions are bound parameters; without, quoted literals.
     """
+    spec = _query(funnel)
     n = len(spec.steps)
-    steps = ", ".join(f"({_step_condition(spec, i, params)}) AS s{i}" for i in range(n))
+    steps = ", ".join(f"({step.sql(params, f't{i}')}) AS s{i}" for i, step in enumerate(spec.steps))
     ms = "toUnixTimestamp64Milli(occurred_at)"
     window = str(spec.window_ms)
     if spec.mode is FunnelMode.ANY:
         step = "multiIf(" + ", ".join(f"s{i}, {i}" for i in range(n)) + ", -1)"
         return (
             f"(SELECT site_id, person_id, g, uniqExactIf(step, ts <= opened + {window}) "
-            "AS level FROM (SELECT site_id, person_id, ts, step, entry, "
+            "AS level, any(opened) AS entered FROM (SELECT site_id, person_id, ts, step, entry, "
             "min(ts) OVER (PARTITION BY site_id, person_id) AS opened, "
             "argMin(g0, ts) OVER (PARTITION BY site_id, person_id) AS g, "
             "argMin(entry, ts) OVER (PARTITION BY site_id, person_id) AS opened_by_entry FROM ("
@@ -246,14 +299,15 @@ def chain_levels_sql(
     if group == "''":  # one value: no need to find each person's values first
         return (
             f"(SELECT site_id, person_id, '' AS g, windowFunnel({window}{strict})("
-            f"toUInt64(ts), s0 AND entry{later}) AS level FROM ({scan}) "
-            "GROUP BY site_id, person_id)"
+            f"toUInt64(ts), s0 AND entry{later}) AS level, maxIf(ts, s0 AND entry) AS entered "
+            f"FROM ({scan}) GROUP BY site_id, person_id)"
         )
     # Each person's events once per breakdown value of their entries (a join, not a window
     # over the events sorted by person: several times faster, benchmarks/bench_reports.py).
     return (
         f"(SELECT site_id, person_id, g, windowFunnel({window}{strict})("
-        f"toUInt64(ts), s0 AND entry AND g0 = g{later}) AS level "
+        f"toUInt64(ts), s0 AND entry AND g0 = g{later}) AS level, "
+        "maxIf(ts, s0 AND entry AND g0 = g) AS entered "
         f"FROM ({scan}) AS e INNER JOIN (SELECT site_id, person_id, g0 AS g FROM ({scan}) "
         "WHERE s0 AND entry GROUP BY site_id, person_id, g) AS v "
         "ON e.site_id = v.site_id AND e.person_id = v.person_id "
@@ -298,12 +352,18 @@ def stage_rows(db: str, scope: ReportScope) -> str:
 
 
 def _stopped(
-    store: Store, spec: FunnelSpec, scope: ReportScope
+    store: Store, spec: FunnelQuery, scope: ReportScope
 ) -> dict[str, dict[int, tuple[int, int]]]:
-    """Breakdown value → furthest step → (still in window, dropped) persons."""
+    """Breakdown value → furthest step → (still in window, dropped) persons.
+
+    A configured funnel reads each person's status from the stream (``persons``). A funnel
+    asked at query time has none: a person short of the last step is still in window while
+    their latest entry's window is open at the time of the query."""
     db = store.database
     params: dict[str, object] = {**scope.params(), "funnel": spec.name}
-    if needs_chains(scope):
+    chains = needs_chains(scope, spec)
+    steps = len(spec.steps)
+    if chains:
         reached = f"(SELECT * FROM {levels_sql(db, spec, scope, params)} WHERE level > 0)"
     else:
         reached = (
@@ -312,26 +372,32 @@ def _stopped(
             f"FROM {stage_rows(db, scope)} GROUP BY site_id, person_id, step_index, g "
             "HAVING net > 0) GROUP BY site_id, person_id)"
         )
-    # From chains, a person's furthest step in a period (or under an entry touch) can be
-    # short of their furthest overall: they stopped there unless they are still in window.
-    steps = len(spec.steps)
-    dropped = (
-        f"status != 'in_window' AND level < {steps}"
-        if needs_chains(scope)
-        else "status = 'dropped'"
-    )
-    # Only the funnel's status is taken out of the persons' map before argMax: carrying whole
-    # maps through the aggregation costs several times more.
-    sql = (
-        "SELECT g, level, countIf(status = 'in_window') AS in_window, "
-        f"countIf({dropped}) AS dropped FROM ("
-        f"SELECT r.g AS g, r.level AS level, p.status AS status FROM {reached} AS r INNER JOIN ("
-        "SELECT site_id, person_id, argMax(funnel_status[{funnel:String}], updated_at) AS status, "
-        f"argMax(merged_into, updated_at) AS merged FROM {db}.persons WHERE {scope.site_filter()} "
-        "GROUP BY site_id, person_id HAVING merged = ''"
-        ") AS p ON r.site_id = p.site_id AND r.person_id = p.person_id"
-        ") GROUP BY g, level"
-    )
+    if not spec.configured:
+        open_ = (
+            f"level < {steps} AND entered + {spec.window_ms} >= toUnixTimestamp64Milli(now64(3))"
+        )
+        sql = (
+            f"SELECT g, level, countIf({open_}) AS in_window, "
+            f"countIf(level < {steps} AND NOT ({open_})) AS dropped FROM {reached} "
+            "GROUP BY g, level"
+        )
+    else:
+        # From chains, a person's furthest step in a period (or under an entry touch) can be
+        # short of their furthest overall: they stopped there unless they are still in window.
+        dropped = f"status != 'in_window' AND level < {steps}" if chains else "status = 'dropped'"
+        # Only the funnel's status is taken out of the persons' map before argMax: carrying
+        # whole maps through the aggregation costs several times more.
+        sql = (
+            "SELECT g, level, countIf(status = 'in_window') AS in_window, "
+            f"countIf({dropped}) AS dropped FROM ("
+            f"SELECT r.g AS g, r.level AS level, p.status AS status FROM {reached} AS r "
+            "INNER JOIN (SELECT site_id, person_id, "
+            "argMax(funnel_status[{funnel:String}], updated_at) AS status, "
+            f"argMax(merged_into, updated_at) AS merged FROM {db}.persons "
+            f"WHERE {scope.site_filter()} GROUP BY site_id, person_id HAVING merged = ''"
+            ") AS p ON r.site_id = p.site_id AND r.person_id = p.person_id"
+            ") GROUP BY g, level"
+        )
     out: dict[str, dict[int, tuple[int, int]]] = defaultdict(dict)
     for row in store.query(sql, params):
         out[str(row["g"])][int(row["level"])] = (int(row["in_window"]), int(row["dropped"]))
@@ -345,26 +411,6 @@ def stage_counts(store: Store, spec: FunnelSpec, site_id: str | None = None) -> 
     return [counts.get(i, 0) for i in range(1, len(spec.steps) + 1)]
 
 
-def _step_condition(spec: FunnelSpec, index: int, params: dict[str, object] | None) -> str:
-    """The SQL condition of step ``index``: values bound in ``params``, or (``None``) quoted."""
-
-    def value(name: str, text: str) -> str:
-        if params is None:
-            return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        params[name] = text
-        return f"{{{name}:String}}"
-
-    step = spec.steps[index]
-    parts = [f"event_type = {value(f't{index}', step.type.value)}"]
-    for j, (key, expected) in enumerate(step.where.items()):
-        k, v = value(f"k{index}_{j}", key), value(f"v{index}_{j}", str(expected))
-        condition = f"properties[{k}] = {v}"
-        if key == "intent":  # lead.intent has a column of its own
-            condition += f" OR lead_intent = {v}"
-        parts.append(f"({condition})")
-    return " AND ".join(parts)
-
-
 def raw_levels(store: Store, spec: FunnelSpec, site_id: str | None = None) -> dict[str, int]:
     """Funnel level per person computed by ClickHouse over the raw ``events``.
 
@@ -374,7 +420,8 @@ def raw_levels(store: Store, spec: FunnelSpec, site_id: str | None = None) -> di
     the streaming levels are tested against.
     """
     params: dict[str, object] = {"site": site_id or "", "window": spec.window_ms}
-    conditions = [_step_condition(spec, i, params) for i in range(len(spec.steps))]
+    query = FunnelQuery.of(spec)
+    conditions = [step.sql(params, f"t{i}") for i, step in enumerate(query.steps)]
     where = "({site:String} = '' OR site_id = {site:String})"
     ts = "toUInt64(toUnixTimestamp64Milli(occurred_at))"
     events = resolved_events(store.database)

@@ -26,6 +26,7 @@ import json
 from typing import Literal, cast
 
 from rich.console import Console, RenderableType
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from funnel.report import FunnelReport, Kind, StepRow, Table, cell_text, column_kind, csv_text
@@ -175,21 +176,23 @@ def _csv_text(
 
 
 def _rich_table(table: Table) -> RichTable:
-    rich = RichTable(title=table.title)
+    rich = RichTable(title=escape(table.title))
     for i, column in enumerate(table.columns):
         numeric = any(
             isinstance(row[i], int | float) and not isinstance(row[i], bool) for row in table.rows
         )
-        rich.add_column(column, justify="right" if numeric else "left")
+        rich.add_column(escape(column), justify="right" if numeric else "left")
     for row in table.rows:
         rich.add_row(*(_cell(kind, v) for kind, v in zip(table.kinds, row, strict=True)))
     return rich
 
 
 def _cell(kind: Kind, value: object) -> str:
+    """A cell as rich markup: stored text (a step, a channel, a property) is escaped, so
+    ``lead[form=demo]`` prints as it is."""
     if isinstance(value, bool):
         return "◀ biggest leak" if value else ""
-    return cell_text(kind, value)
+    return escape(cell_text(kind, value))
 
 
 def _rich_funnel(r: FunnelReport) -> list[RenderableType]:
@@ -198,7 +201,7 @@ def _rich_funnel(r: FunnelReport) -> list[RenderableType]:
         + (f" — {r.group}" if r.group is not None else "")
         + (f", site {r.site_id!r}" if r.site_id else "")
     )
-    rich = RichTable(title=title)
+    rich = RichTable(title=escape(title))
     split = r.steps[0].stopped_dropped is not None
     headers = ["#", "step", "people", "step conv.", "overall", "1:N", "lost"]
     if split:
@@ -208,7 +211,7 @@ def _rich_funnel(r: FunnelReport) -> list[RenderableType]:
     for s in r.steps:
         cells = [
             str(s.index),
-            s.step,
+            escape(s.step),
             cell_text("count", s.count),
             cell_text("rate", s.step_conversion),
             cell_text("rate", s.overall_conversion),

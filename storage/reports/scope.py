@@ -7,7 +7,11 @@ Periods are half-open, ``[start, end)`` in UTC. Each report says which time it f
   the credited touch for attribution, the event's touch for channels);
 * ``day`` / ``week`` / ``month`` — the period of that time (weeks start on Monday);
 * ``temperature`` — the person's current lead temperature;
-* ``manager`` — the sales manager of the person's latest event that names one.
+* ``manager`` — the sales manager of the person's latest event that names one;
+* a field of the touch (funnel and drop-off reports: of the entry touch) —
+  ``utm_source``, ``utm_medium``, ``utm_campaign``, ``referrer_host``, ``landing_page`` (its
+  URL path), ``device``, ``browser``, ``os``, or any event property as ``property:NAME``
+  (:mod:`storage.reports.query`).
 
 Persons are resolved: an anonymous person merged into a known customer counts as that customer
 (``persons.merged_into``), so a device's early events belong to the customer they turned into.
@@ -17,13 +21,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
 
 from funnel.events import EARLIEST, LATEST
+from storage.reports.query import TOUCH_BREAKDOWNS, is_touch_breakdown
 
-__all__ = ["BREAKDOWNS", "PURCHASES", "Breakdown", "ReportScope", "parse_when"]
+__all__ = [
+    "ALL_BREAKDOWNS",
+    "BREAKDOWNS",
+    "PURCHASES",
+    "Breakdown",
+    "ReportScope",
+    "parse_when",
+]
 
-Breakdown = Literal["channel", "campaign", "day", "week", "month", "temperature", "manager"]
+Breakdown = str
+"""One of :data:`ALL_BREAKDOWNS`, or ``property:NAME``."""
+#: The breakdowns every report with a ``by`` answers (but for channels' person-level ones).
 BREAKDOWNS: tuple[str, ...] = (
     "channel",
     "campaign",
@@ -33,6 +46,8 @@ BREAKDOWNS: tuple[str, ...] = (
     "temperature",
     "manager",
 )
+#: With the touch fields (funnel and drop-off), ``property:NAME`` besides.
+ALL_BREAKDOWNS: tuple[str, ...] = BREAKDOWNS + TOUCH_BREAKDOWNS
 
 #: Event types that are a purchase: a payment, or a repeat purchase (DESIGN §6).
 PURCHASES = ("payment", "repeat")
@@ -74,13 +89,25 @@ class ReportScope:
     """Count events flagged as bots (``events.is_bot``) too; by default they are left out."""
 
     def __post_init__(self) -> None:
-        if self.by is not None and self.by not in BREAKDOWNS:
-            raise ValueError(f"unknown breakdown {self.by!r}: one of {', '.join(BREAKDOWNS)}")
+        if self.by is not None and self.by not in BREAKDOWNS and not is_touch_breakdown(self.by):
+            raise ValueError(
+                f"unknown breakdown {self.by!r}: one of {', '.join(ALL_BREAKDOWNS)} "
+                "or property:NAME"
+            )
         for moment in (self.start, self.end):
             if moment is not None and moment.tzinfo is None:
                 raise ValueError("report periods need timezone-aware datetimes")
         if self.start and self.end and self.start >= self.end:
             raise ValueError("the period's start must be before its end")
+
+    def answerable_by(self, report: str) -> ReportScope:
+        """This scope, for a report that breaks down by :data:`BREAKDOWNS` only; raises
+        ``ValueError`` for a touch field (only funnels and drop-off answer those)."""
+        if self.by is not None and self.by not in BREAKDOWNS:
+            raise ValueError(
+                f"the {report} report breaks down by {', '.join(BREAKDOWNS)}, not {self.by!r}"
+            )
+        return self
 
     def params(self) -> dict[str, object]:
         """Query parameters: ``site``, ``start``, ``end`` (as milliseconds since the epoch)."""

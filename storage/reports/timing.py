@@ -23,7 +23,7 @@ _HOURS = "/ 3600000.0"
 def time_to_convert_report(
     store: Store, spec: FunnelSpec, scope: ReportScope | None = None
 ) -> Table:
-    scope = scope or ReportScope()
+    scope = (scope or ReportScope()).answerable_by("time-to-convert")
     db = store.database
     params = {**scope.params(), "funnel": spec.name}
     steps = (

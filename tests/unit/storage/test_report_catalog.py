@@ -104,9 +104,20 @@ def test_tables_carry_their_columns_and_meta() -> None:
 
 
 #: What each report's code answers (issue 12): nothing else is offered or accepted.
+TOUCHES = (
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "referrer_host",
+    "landing_page",
+    "device",
+    "browser",
+    "os",
+    "property:NAME",
+)
 ANSWERED = {
-    "funnel": BREAKDOWNS,
-    "dropoff": BREAKDOWNS,
+    "funnel": BREAKDOWNS + TOUCHES,
+    "dropoff": BREAKDOWNS + TOUCHES,
     "time-to-convert": BREAKDOWNS,
     "attribution": BREAKDOWNS,
     "leads": BREAKDOWNS,
