@@ -226,6 +226,46 @@ def _register(group: click.Group) -> None:
         """
         _answer(_request("dropoff", funnel=funnel_name, **_query(kw), **scope(kw)), kw)
 
+    @group.command("people")
+    @click.option("--funnel", "funnel_name", default=None, help="A configured funnel [sales].")
+    @query_options
+    @click.option("--step", default=1, show_default=True, help="The step (1 is the first).")
+    @click.option(
+        "--status",
+        type=click.Choice(["dropped", "in_window", "converted"]),
+        default=None,
+        help="Stopped at --step and dropped / still in window; or converted. Default: "
+        "everyone who reached --step.",
+    )
+    @click.option("--temperature", type=click.Choice(["cold", "warm", "hot"]), default=None)
+    @click.option("--limit", default=10_000, show_default=True, help="At most this many.")
+    @funnels_option
+    @common("people")
+    def people_cmd(
+        funnel_name: str | None,
+        step: int,
+        status: str | None,
+        temperature: str | None,
+        limit: int,
+        **kw: Any,
+    ) -> None:
+        """The people behind a funnel number: ids, first channel, last event, manager.
+
+        For a CRM: --format csv or json. The same period, site and funnel options as
+        `report funnel` give the persons counted there.
+        """
+        request = _request(
+            "people",
+            funnel=funnel_name,
+            step=step,
+            status=status,
+            temperature=temperature,
+            limit=limit,
+            **_query(kw),
+            **scope(kw),
+        )
+        _answer(request, kw)
+
     @group.command("time-to-convert")
     @click.option("--funnel", "funnel_name", default="sales", show_default=True)
     @funnels_option

@@ -29,6 +29,7 @@ from funnel.funnels import FunnelCatalog, FunnelSpec
 from funnel.report import DropoffRow, Table
 from storage.backends import Store
 from storage.reports.attribution import ATTRIBUTION_MODELS, DATA_DRIVEN
+from storage.reports.people import STATUSES, TEMPERATURES
 from storage.reports.query import (
     FunnelQuery,
     QueryError,
@@ -107,6 +108,11 @@ REPORTS: dict[str, ReportSpec] = {
     "leads": ReportSpec({}),
     "forecast": ReportSpec(
         {"horizon_days": "30"}, breakdowns=(), scope=("to", "site", "include_bots")
+    ),
+    "people": ReportSpec(
+        {**_FUNNEL, **_QUERY, "step": "1", "status": None, "temperature": None, "limit": "10000"},
+        breakdowns=(),
+        scope=("from", "to", "site", "include_bots"),
     ),
     "sites": ReportSpec({}, breakdowns=(), scope=()),
 }
@@ -215,6 +221,12 @@ def parse_request(name: str, params: Mapping[str, str | None]) -> ReportRequest:
         _one_of(request, "conversion", CONVERSIONS, "conversion type")
     if "cohort" in spec.options:
         _one_of(request, "cohort", ("first_touch", "first_payment"), "cohort")
+    if "status" in spec.options:
+        request.number("step", low=1, high=20)
+        request.number("limit", low=1, high=1_000_000)
+        for option, choices in (("status", STATUSES), ("temperature", TEMPERATURES)):
+            if request.options[option] is not None:
+                _one_of(request, option, choices, option)
     if "steps" in spec.options and "steps" in given and "funnel" in given:
         raise ReportRequestError("give a configured --funnel or --steps, not both", option="steps")
     if "steps" in spec.options:
@@ -351,6 +363,7 @@ def _run(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> Report
     from storage.reports.channels import channels_report
     from storage.reports.customers import cohorts_report, forecast_report, leads_report
     from storage.reports.funnels import dropoff_report, funnel_report
+    from storage.reports.people import people_report
     from storage.reports.sites import sites_report
     from storage.reports.timing import time_to_convert_report
 
@@ -391,6 +404,16 @@ def _run(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> Report
                 )
             case "leads":
                 return leads_report(store, scope)
+            case "people":
+                return people_report(
+                    store,
+                    _funnel(r, funnels),
+                    scope,
+                    step=int(r.number("step", low=1, high=20)),
+                    status=r.options["status"],
+                    temperature=r.options["temperature"],
+                    limit=int(r.number("limit", low=1, high=1_000_000)),
+                )
             case "forecast":
                 return forecast_report(store, scope, horizon_days=int(r.number("horizon_days")))
             case _:

@@ -48,7 +48,7 @@ Funnel = FunnelSpec | FunnelQuery
 _DAY, _HOUR = timedelta(days=1), timedelta(hours=1)
 
 
-def _query(funnel: Funnel) -> FunnelQuery:
+def as_query(funnel: Funnel) -> FunnelQuery:
     return funnel if isinstance(funnel, FunnelQuery) else FunnelQuery.of(funnel)
 
 
@@ -62,7 +62,7 @@ def funnel_report(
 ) -> list[FunnelReport]:
     """One funnel report per breakdown value (one in all without a breakdown), largest first."""
     scope = scope or ReportScope()
-    spec = _query(funnel)
+    spec = as_query(funnel)
     counts = step_counts(store, spec, scope, source=source)
     stopped = _stopped(store, spec, scope) if split else {}
     names = spec.names
@@ -111,7 +111,7 @@ def needs_chains(scope: ReportScope, funnel: Funnel | None = None) -> bool:
         or scope.by in ("day", "week", "month", "channel", "campaign")
         or (scope.by is not None and is_touch_breakdown(scope.by))
         or scope.include_bots
-        or (funnel is not None and not _query(funnel).configured)
+        or (funnel is not None and not as_query(funnel).configured)
     )
 
 
@@ -119,7 +119,7 @@ def step_counts(
     store: Store, funnel: Funnel, scope: ReportScope, *, source: Source = "auto"
 ) -> dict[str, dict[int, int]]:
     """Breakdown value → step index (1-based) → persons who reached it."""
-    spec = _query(funnel)
+    spec = as_query(funnel)
     if source == "chains" or (source == "auto" and needs_chains(scope, spec)):
         return _chain_counts(store, spec, scope)
     if needs_chains(scope, spec):
@@ -172,9 +172,8 @@ def period_levels(
     """``(site, person, breakdown value)`` → the deepest step of the person's chains that
     enter the funnel in the period with that value (DESIGN §6 periods; persons resolved)."""
     params: dict[str, object] = {}
-    sql = (
-        f"SELECT * FROM {levels_sql(store.database, _query(funnel), scope, params)} WHERE level > 0"
-    )
+    levels = levels_sql(store.database, as_query(funnel), scope, params)
+    sql = f"SELECT * FROM {levels} WHERE level > 0"
     return {
         (str(r["site_id"]), str(r["person_id"]), str(r["g"])): int(r["level"])
         for r in store.query(sql, params)
@@ -271,7 +270,7 @@ def chain_levels_sql(
     ``entry`` narrows which step-1 events may enter (e.g. a dashboard's channel filter). With
     ``params`` the step conditions are bound parameters; without, quoted literals.
     """
-    spec = _query(funnel)
+    spec = as_query(funnel)
     n = len(spec.steps)
     steps = ", ".join(f"({step.sql(params, f't{i}')}) AS s{i}" for i, step in enumerate(spec.steps))
     ms = "toUnixTimestamp64Milli(occurred_at)"
@@ -354,13 +353,30 @@ def stage_rows(db: str, scope: ReportScope) -> str:
 def _stopped(
     store: Store, spec: FunnelQuery, scope: ReportScope
 ) -> dict[str, dict[int, tuple[int, int]]]:
-    """Breakdown value → furthest step → (still in window, dropped) persons.
+    """Breakdown value → furthest step → (still in window, dropped) persons."""
+    params: dict[str, object] = {}
+    sql = (
+        "SELECT g, level, countIf(status = 'in_window') AS in_window, "
+        "countIf(status = 'dropped') AS dropped "
+        f"FROM {person_status_sql(store.database, spec, scope, params)} GROUP BY g, level"
+    )
+    out: dict[str, dict[int, tuple[int, int]]] = defaultdict(dict)
+    for row in store.query(sql, params):
+        out[str(row["g"])][int(row["level"])] = (int(row["in_window"]), int(row["dropped"]))
+    return dict(out)
+
+
+def person_status_sql(
+    db: str, spec: FunnelQuery, scope: ReportScope, params: dict[str, object]
+) -> str:
+    """``(site_id, person_id, g, level, status)``: each person of the funnel in ``scope``
+    with their furthest step and ``converted``, ``in_window`` or ``dropped`` (``''``: the
+    stream holds no status for them yet). Fills ``params``.
 
     A configured funnel reads each person's status from the stream (``persons``). A funnel
     asked at query time has none: a person short of the last step is still in window while
     their latest entry's window is open at the time of the query."""
-    db = store.database
-    params: dict[str, object] = {**scope.params(), "funnel": spec.name}
+    params.update({**scope.params(), "funnel": spec.name})
     chains = needs_chains(scope, spec)
     steps = len(spec.steps)
     if chains:
@@ -373,35 +389,27 @@ def _stopped(
             "HAVING net > 0) GROUP BY site_id, person_id)"
         )
     if not spec.configured:
-        open_ = (
-            f"level < {steps} AND entered + {spec.window_ms} >= toUnixTimestamp64Milli(now64(3))"
+        open_ = f"entered + {spec.window_ms} >= toUnixTimestamp64Milli(now64(3))"
+        return (
+            "(SELECT site_id, person_id, g, level, "
+            f"multiIf(level >= {steps}, 'converted', {open_}, 'in_window', 'dropped') AS status "
+            f"FROM {reached})"
         )
-        sql = (
-            f"SELECT g, level, countIf({open_}) AS in_window, "
-            f"countIf(level < {steps} AND NOT ({open_})) AS dropped FROM {reached} "
-            "GROUP BY g, level"
-        )
-    else:
-        # From chains, a person's furthest step in a period (or under an entry touch) can be
-        # short of their furthest overall: they stopped there unless they are still in window.
-        dropped = f"status != 'in_window' AND level < {steps}" if chains else "status = 'dropped'"
-        # Only the funnel's status is taken out of the persons' map before argMax: carrying
-        # whole maps through the aggregation costs several times more.
-        sql = (
-            "SELECT g, level, countIf(status = 'in_window') AS in_window, "
-            f"countIf({dropped}) AS dropped FROM ("
-            f"SELECT r.g AS g, r.level AS level, p.status AS status FROM {reached} AS r "
-            "INNER JOIN (SELECT site_id, person_id, "
-            "argMax(funnel_status[{funnel:String}], updated_at) AS status, "
-            f"argMax(merged_into, updated_at) AS merged FROM {db}.persons "
-            f"WHERE {scope.site_filter()} GROUP BY site_id, person_id HAVING merged = ''"
-            ") AS p ON r.site_id = p.site_id AND r.person_id = p.person_id"
-            ") GROUP BY g, level"
-        )
-    out: dict[str, dict[int, tuple[int, int]]] = defaultdict(dict)
-    for row in store.query(sql, params):
-        out[str(row["g"])][int(row["level"])] = (int(row["in_window"]), int(row["dropped"]))
-    return dict(out)
+    # From chains, a person's furthest step in a period (or under an entry touch) can be
+    # short of their furthest overall: they stopped there unless they are still in window.
+    dropped = "stream != 'in_window'" if chains else "stream = 'dropped'"
+    # Only the funnel's status is taken out of the persons' map before argMax: carrying
+    # whole maps through the aggregation costs several times more.
+    return (
+        "(SELECT r.site_id AS site_id, r.person_id AS person_id, r.g AS g, r.level AS level, "
+        f"multiIf(r.level >= {steps}, 'converted', p.stream = 'in_window', 'in_window', "
+        f"{dropped}, 'dropped', '') AS status FROM {reached} AS r "
+        "INNER JOIN (SELECT site_id, person_id, "
+        "argMax(funnel_status[{funnel:String}], updated_at) AS stream, "
+        f"argMax(merged_into, updated_at) AS merged FROM {db}.persons "
+        f"WHERE {scope.site_filter()} GROUP BY site_id, person_id HAVING merged = ''"
+        ") AS p ON r.site_id = p.site_id AND r.person_id = p.person_id)"
+    )
 
 
 def stage_counts(store: Store, spec: FunnelSpec, site_id: str | None = None) -> list[int]:

@@ -204,8 +204,11 @@ def parse_steps(
         raise QueryError(f"a funnel has 2 to {_MAX_STEPS} steps, not {len(steps)}: {text!r}")
     if len({s.name for s in steps}) != len(steps):
         raise QueryError(f"a step is given twice: {text!r}")
+    if name is None:
+        name = " → ".join(s.name for s in steps)
+        name += "".join(f", not {s.name}" for s in exclusions)
     return FunnelQuery(
-        name or " → ".join(s.name for s in steps),
+        name,
         tuple(steps),
         parse_window(window or "30d"),
         parse_mode(mode or "ordered"),

@@ -142,8 +142,8 @@ PHONE = (
 def hand(store: ChdbStore) -> ChdbStore:
     """Four people, each with a known path:
 
-    * ``a``: google ad on a phone, /pricing page, then a click and a lead (intent purchase)
-      within 2 hours;
+    * ``a``: google ad on a phone, /pricing page, then a click and a lead (intent purchase,
+      customer ``cust-a``, manager ``m-7``) within 2 hours;
     * ``b``: a facebook ad on a desktop, /blog, a click after 3 days, then an order;
     * ``c``: google on a desktop, /pricing, a click, then a ``refund`` event (property);
     * ``d``: organic search (referrer google.com) on a phone, no further step.
@@ -156,6 +156,8 @@ def hand(store: ChdbStore) -> ChdbStore:
             2 * HOUR,
             person="a",
             site="h",
+            customer_id="cust-a",
+            manager_id="m-7",
             lead={"intent": "purchase"},
             properties={"plan": "pro"},
         ),
@@ -337,3 +339,70 @@ def test_the_commands_answer_query_time_funnels(tmp_path: Path) -> None:
     )
     assert both.returncode == 2
     assert "not both" in both.stderr
+
+
+def people(store: ChdbStore, **options: object) -> list[dict[str, object]]:
+    from storage.reports.people import people_report
+
+    funnel = parse_steps(str(options.pop("steps", "impression,click,lead")))
+    return people_report(store, funnel, ReportScope(site="h"), **options).records()  # type: ignore[arg-type]
+
+
+def test_the_people_behind_each_number_checked_against_the_events(hand: ChdbStore) -> None:
+    everyone = people(hand)
+    assert len(everyone) == 4
+    by_customer = {p["customer_id"]: p for p in everyone}
+    a = by_customer["cust-a"]
+    assert (a["step"], a["status"], a["first_channel"]) == ("lead", "converted", "Paid Search")
+    assert (a["last_event"], a["manager"]) == ("lead", "m-7")
+    assert a["last_event_at"].startswith("2026-10-01 02:00:00")  # type: ignore[union-attr]
+    ids = {p["person_id"]: p for p in everyone if p["customer_id"] == ""}
+    assert {k: (v["step"], v["status"]) for k, v in ids.items()} == {
+        "b": ("click", "dropped"),  # reached the click; the lead never came, windows long shut
+        "c": ("lead", "converted"),
+        "d": ("impression", "dropped"),
+    }
+    assert ids["b"]["last_event"] == "order"
+    assert ids["d"]["first_channel"] == "Organic Search"
+    # the report's numbers, person by person
+    assert {p["person_id"] for p in people(hand, step=2)} == {a["person_id"], "b", "c"}
+    assert [p["person_id"] for p in people(hand, step=2, status="dropped")] == ["b"]
+    assert [p["person_id"] for p in people(hand, step=1, status="dropped")] == ["d"]
+    assert people(hand, step=2, status="in_window") == []
+    assert {p["person_id"] for p in people(hand, status="converted")} == {a["person_id"], "c"}
+    assert [
+        p["person_id"]
+        for p in people(hand, steps="impression,click,lead,!lead[refund=yes]", status="converted")
+    ] == [a["person_id"]]
+    # newest last event first, and the limit says when it cut
+    from storage.reports.people import people_report
+
+    table = people_report(hand, parse_steps("impression,click"), ReportScope(site="h"), limit=2)
+    assert len(table.rows) == 2
+    assert table.meta["truncated"] is True
+    assert table.records()[0]["person_id"] == "b"  # its order, 3 days in, is the newest event
+
+
+@pytest.mark.parametrize("spec", SHIPPED[:2], ids=lambda s: s.name)
+def test_people_lists_add_up_to_the_funnel_report(clean: ChdbStore, spec: FunnelSpec) -> None:
+    from storage.reports.people import people_report
+
+    scope = ReportScope(site="q")
+    (report,) = funnel_report(clean, spec, scope)
+    for row in report.steps:
+        listed = people_report(clean, spec, scope, step=row.index).records()
+        assert len(listed) == row.count
+        if row.index < len(report.steps):
+            for status, expected in (
+                ("dropped", row.stopped_dropped),
+                ("in_window", row.stopped_in_window),
+            ):
+                assert (
+                    len(people_report(clean, spec, scope, step=row.index, status=status).rows)
+                    == expected
+                )
+    converted = people_report(clean, spec, scope, status="converted").rows
+    assert len(converted) == report.converted > 0
+    hot = people_report(clean, spec, scope, temperature="hot").records()
+    assert hot
+    assert {p["temperature"] for p in hot} == {"hot"}

@@ -128,6 +128,11 @@ def test_a_configured_funnel_is_one_the_stream_answers_until_it_is_changed() -> 
         ("funnel", {"by": "property:a b"}, "by", "unknown breakdown"),
         ("channels", {"by": "utm_source"}, "by", "breaks down by channel"),
         ("time-to-convert", {"by": "device"}, "by", "breaks down by"),
+        ("people", {"status": "lost"}, "status", "unknown status 'lost'"),
+        ("people", {"temperature": "tepid"}, "temperature", "unknown temperature"),
+        ("people", {"step": "0"}, "step", "from 1 to 20"),
+        ("people", {"limit": "many"}, "limit", "must be a number"),
+        ("people", {"by": "channel"}, "by", "takes no by"),
     ],
 )
 def test_the_catalog_refuses_a_bad_query_naming_the_option(

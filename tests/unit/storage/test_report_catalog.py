@@ -124,6 +124,7 @@ ANSWERED = {
     "channels": ("channel", "campaign", "day", "week", "month"),
     "cohorts": ("day", "week", "month"),
     "forecast": (),
+    "people": (),
     "sites": (),
 }
 
