@@ -25,7 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Journey", "markov_shares", "shapley_shares"]
+__all__ = ["Journey", "collapse", "markov_shares", "shapley_shares"]
 
 _START, _CONVERSION, _NULL = "(start)", "(conversion)", "(null)"
 
@@ -36,6 +36,13 @@ class Journey:
 
     channels: tuple[str, ...]
     converted: bool
+    lag_ms: int | None = None
+    """A conversion's time since the path's first touch (``None``: no touch, or unknown)."""
+
+    @property
+    def touches(self) -> int:
+        """How many touches the path has (a conversion without any: 0)."""
+        return 0 if self.converted and self.lag_ms is None else len(self.channels)
 
 
 def markov_shares(journeys: Sequence[Journey]) -> dict[str, float]:
@@ -43,7 +50,7 @@ def markov_shares(journeys: Sequence[Journey]) -> dict[str, float]:
     journey converted)."""
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for journey in journeys:
-        path = [_START, *_collapse(journey.channels), _CONVERSION if journey.converted else _NULL]
+        path = [_START, *collapse(journey.channels), _CONVERSION if journey.converted else _NULL]
         for here, there in itertools.pairwise(path):
             counts[here][there] += 1
     transitions = {
@@ -61,7 +68,7 @@ def markov_shares(journeys: Sequence[Journey]) -> dict[str, float]:
     return {c: e / total for c, e in effects.items()}
 
 
-def _collapse(channels: Sequence[str]) -> list[str]:
+def collapse(channels: Sequence[str]) -> list[str]:
     """Repeated touches of one channel in a row are one state (a self-loop adds nothing)."""
     out: list[str] = []
     for channel in channels:

@@ -53,11 +53,15 @@ _KINDS: dict[str, Kind] = {
             "churn_rate",
             "conversion",
             "rate",
+            "conversion_rate",
+            "share",
         ),
         "rate",
     ),
     **dict.fromkeys(("revenue", "spend", "cpl", "cac", "aov", "ltv", "expected_revenue"), "money"),
-    **dict.fromkeys(("roas", "cpl_vs_target", "touches_before_sale"), "decimal"),
+    **dict.fromkeys(
+        ("roas", "cpl_vs_target", "touches_before_sale", "assisted_per_last"), "decimal"
+    ),
     "expected_payments": "credit",
     "biggest_leak": "flag",
 }

@@ -226,6 +226,36 @@ def _register(group: click.Group) -> None:
         """
         _answer(_request("dropoff", funnel=funnel_name, **_query(kw), **scope(kw)), kw)
 
+    @group.command("paths")
+    @click.option(
+        "--conversion",
+        type=click.Choice(CONVERSIONS),
+        default="payment",
+        show_default=True,
+        help="The conversions whose paths are shown.",
+    )
+    @click.option("--lookback-days", default=30, show_default=True)
+    @click.option(
+        "--show",
+        type=click.Choice(["paths", "length", "lag", "assists"]),
+        default="paths",
+        show_default=True,
+        help="Channel paths; path length; time lag; assisted conversions per channel.",
+    )
+    @click.option("--top", default=20, show_default=True, help="Paths of each kind shown.")
+    @common("paths")
+    def paths_cmd(conversion: str, lookback_days: int, show: str, top: int, **kw: Any) -> None:
+        """Converting and non-converting channel paths, path length, time lag, assists."""
+        request = _request(
+            "paths",
+            conversion=conversion,
+            lookback_days=lookback_days,
+            show=show,
+            top=top,
+            **scope(kw),
+        )
+        _answer(request, kw)
+
     @group.command("people")
     @click.option("--funnel", "funnel_name", default=None, help="A configured funnel [sales].")
     @query_options

@@ -186,8 +186,10 @@ def journeys(
         converted_at = int(row["converted"])
         touches = [(int(t[0]), str(t[1])) for t in row["touches"]]
         if converted_at:
-            path = tuple(c for t, c in touches if converted_at - lookback_ms <= t <= converted_at)
-            out[str(row["g"])].append(Journey(path or ("Direct",), True))
+            kept = [(t, c) for t, c in touches if converted_at - lookback_ms <= t <= converted_at]
+            lag = converted_at - kept[0][0] if kept else None
+            path = tuple(c for _, c in kept) or ("Direct",)
+            out[str(row["g"])].append(Journey(path, True, lag))
         else:
             path = tuple(c for t, c in touches if t >= start)
             if path:

@@ -29,6 +29,7 @@ from funnel.funnels import FunnelCatalog, FunnelSpec
 from funnel.report import DropoffRow, Table
 from storage.backends import Store
 from storage.reports.attribution import ATTRIBUTION_MODELS, DATA_DRIVEN
+from storage.reports.paths import SHOWS
 from storage.reports.people import STATUSES, TEMPERATURES
 from storage.reports.query import (
     FunnelQuery,
@@ -113,6 +114,10 @@ REPORTS: dict[str, ReportSpec] = {
         {**_FUNNEL, **_QUERY, "step": "1", "status": None, "temperature": None, "limit": "10000"},
         breakdowns=(),
         scope=("from", "to", "site", "include_bots"),
+    ),
+    "paths": ReportSpec(
+        {"conversion": "payment", "lookback_days": "30", "show": "paths", "top": "20"},
+        breakdowns=(*_PERIODS, "temperature", "manager"),
     ),
     "sites": ReportSpec({}, breakdowns=(), scope=()),
 }
@@ -221,6 +226,9 @@ def parse_request(name: str, params: Mapping[str, str | None]) -> ReportRequest:
         _one_of(request, "conversion", CONVERSIONS, "conversion type")
     if "cohort" in spec.options:
         _one_of(request, "cohort", ("first_touch", "first_payment"), "cohort")
+    if "show" in spec.options:
+        _one_of(request, "show", SHOWS, "view")
+        request.number("top", low=1, high=1000)
     if "status" in spec.options:
         request.number("step", low=1, high=20)
         request.number("limit", low=1, high=1_000_000)
@@ -363,6 +371,7 @@ def _run(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> Report
     from storage.reports.channels import channels_report
     from storage.reports.customers import cohorts_report, forecast_report, leads_report
     from storage.reports.funnels import dropoff_report, funnel_report
+    from storage.reports.paths import paths_report
     from storage.reports.people import people_report
     from storage.reports.sites import sites_report
     from storage.reports.timing import time_to_convert_report
@@ -404,6 +413,15 @@ def _run(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> Report
                 )
             case "leads":
                 return leads_report(store, scope)
+            case "paths":
+                return paths_report(
+                    store,
+                    scope,
+                    conversion=r.text("conversion"),
+                    lookback=timedelta(days=r.number("lookback_days")),
+                    show=r.text("show"),
+                    top=int(r.number("top", low=1, high=1000)),
+                )
             case "people":
                 return people_report(
                     store,

@@ -133,6 +133,9 @@ def test_a_configured_funnel_is_one_the_stream_answers_until_it_is_changed() -> 
         ("people", {"step": "0"}, "step", "from 1 to 20"),
         ("people", {"limit": "many"}, "limit", "must be a number"),
         ("people", {"by": "channel"}, "by", "takes no by"),
+        ("paths", {"show": "tree"}, "show", "unknown view 'tree'"),
+        ("paths", {"top": "0"}, "top", "from 1 to 1000"),
+        ("paths", {"by": "channel"}, "by", "breaks down by day"),
     ],
 )
 def test_the_catalog_refuses_a_bad_query_naming_the_option(

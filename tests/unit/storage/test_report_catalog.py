@@ -125,6 +125,7 @@ ANSWERED = {
     "cohorts": ("day", "week", "month"),
     "forecast": (),
     "people": (),
+    "paths": ("day", "week", "month", "temperature", "manager"),
     "sites": (),
 }
 
