@@ -153,6 +153,15 @@ def _answer(request: ReportRequest, kw: dict[str, Any]) -> None:
     print_result(result, kw["fmt"])
 
 
+compare_option = click.option(
+    "--compare",
+    type=click.Choice(["previous", "year"]),
+    default=None,
+    help="Each figure next to the previous period's (same length, just before) or the same "
+    "dates a year earlier, with the change. Needs --from and --to.",
+)
+
+
 def query_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """A funnel asked at query time (:mod:`storage.reports.query`)."""
     for option in reversed(
@@ -200,9 +209,10 @@ def _register(group: click.Group) -> None:
     @click.option("--funnel", "funnel_name", default=None, help="A configured funnel [sales].")
     @query_options
     @click.option("--split/--no-split", default=True, help="Split by converted/dropped/in window.")
+    @compare_option
     @funnels_option
     @common("funnel")
-    def funnel_cmd(funnel_name: str | None, split: bool, **kw: Any) -> None:
+    def funnel_cmd(funnel_name: str | None, split: bool, compare: str | None, **kw: Any) -> None:
         """Step counts, step and overall conversion and 1:N, split by status.
 
         A configured funnel (--funnel), or one asked now: --steps
@@ -211,20 +221,26 @@ def _register(group: click.Group) -> None:
         --mode ordered|strict|any, --where 'utm_source=google' (on the entry event).
         """
         flag = "true" if split else "false"
-        request = _request("funnel", funnel=funnel_name, split=flag, **_query(kw), **scope(kw))
+        request = _request(
+            "funnel", funnel=funnel_name, split=flag, compare=compare, **_query(kw), **scope(kw)
+        )
         _answer(request, kw)
 
     @group.command("dropoff")
     @click.option("--funnel", "funnel_name", default=None, help="A configured funnel [sales].")
     @query_options
+    @compare_option
     @funnels_option
     @common("dropoff")
-    def dropoff_cmd(funnel_name: str | None, **kw: Any) -> None:
+    def dropoff_cmd(funnel_name: str | None, compare: str | None, **kw: Any) -> None:
         """Where people leave the funnel, by step; the biggest leak is flagged.
 
         Takes the funnel report's --steps, --window, --mode and --where.
         """
-        _answer(_request("dropoff", funnel=funnel_name, **_query(kw), **scope(kw)), kw)
+        request = _request(
+            "dropoff", funnel=funnel_name, compare=compare, **_query(kw), **scope(kw)
+        )
+        _answer(request, kw)
 
     @group.command("paths")
     @click.option(
@@ -340,10 +356,14 @@ def _register(group: click.Group) -> None:
         "data-driven: see the attribution report).",
     )
     @click.option("--target-cpl", type=float, default=None, help="Flag channels over this CPL.")
+    @compare_option
     @common("channels")
-    def channels_cmd(model: str, target_cpl: float | None, **kw: Any) -> None:
+    def channels_cmd(model: str, target_cpl: float | None, compare: str | None, **kw: Any) -> None:
         """Impressions to revenue per channel, with spend, CPL, CAC, ROAS and AOV."""
-        _answer(_request("channels", model=model, target_cpl=target_cpl, **scope(kw)), kw)
+        request = _request(
+            "channels", model=model, target_cpl=target_cpl, compare=compare, **scope(kw)
+        )
+        _answer(request, kw)
 
     @group.command("cohorts")
     @click.option(

@@ -21,7 +21,7 @@ Its results are rendered (JSON, CSV, tables) by :mod:`storage.reports.render`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from funnel.attribution import MODELS
@@ -29,6 +29,7 @@ from funnel.funnels import FunnelCatalog, FunnelSpec
 from funnel.report import DropoffRow, Table
 from storage.backends import Store
 from storage.reports.attribution import ATTRIBUTION_MODELS, DATA_DRIVEN
+from storage.reports.compare import COMPARISONS, compared, earlier, funnel_table, label
 from storage.reports.paths import SHOWS
 from storage.reports.people import STATUSES, TEMPERATURES
 from storage.reports.query import (
@@ -96,12 +97,15 @@ _FUNNEL_BREAKDOWNS = (*ALL_BREAKDOWNS, PROPERTY_BREAKDOWN)
 #: start); the forecast is one answer as of ``to`` (no period start, no breakdown); ``sites``
 #: lists what the store holds.
 REPORTS: dict[str, ReportSpec] = {
-    "funnel": ReportSpec({**_FUNNEL, **_QUERY, "split": "true"}, _FUNNEL_BREAKDOWNS),
-    "dropoff": ReportSpec({**_FUNNEL, **_QUERY}, _FUNNEL_BREAKDOWNS),
+    "funnel": ReportSpec(
+        {**_FUNNEL, **_QUERY, "split": "true", "compare": None}, _FUNNEL_BREAKDOWNS
+    ),
+    "dropoff": ReportSpec({**_FUNNEL, **_QUERY, "compare": None}, _FUNNEL_BREAKDOWNS),
     "time-to-convert": ReportSpec(dict(_FUNNEL)),
     "attribution": ReportSpec({"conversion": "payment", "lookback_days": "30", "models": None}),
     "channels": ReportSpec(
-        {"model": "last_non_direct", "target_cpl": None}, breakdowns=_TOUCHES + _PERIODS
+        {"model": "last_non_direct", "target_cpl": None, "compare": None},
+        breakdowns=_TOUCHES + _PERIODS,
     ),
     "cohorts": ReportSpec(
         {"cohort": "first_touch", "churn_days": "90"}, breakdowns=_PERIODS, default_by="month"
@@ -226,6 +230,12 @@ def parse_request(name: str, params: Mapping[str, str | None]) -> ReportRequest:
         _one_of(request, "conversion", CONVERSIONS, "conversion type")
     if "cohort" in spec.options:
         _one_of(request, "cohort", ("first_touch", "first_payment"), "cohort")
+    if "compare" in spec.options and request.options["compare"] is not None:
+        _one_of(request, "compare", COMPARISONS, "comparison")
+        try:
+            earlier(scope, request.text("compare"))
+        except ValueError as exc:
+            raise ReportRequestError(str(exc), option="compare") from exc
     if "show" in spec.options:
         _one_of(request, "show", SHOWS, "view")
         request.number("top", low=1, high=1000)
@@ -365,7 +375,35 @@ def _known_site(store: Store, site: str) -> None:
         raise ReportRequestError(f"no data for site {site!r} (sites: {known})", option="site")
 
 
+#: The columns that name a row of a compared report (its other columns are figures).
+_ROW_KEYS = {"funnel": ("step",), "dropoff": ("step", "next_step")}
+
+
 def _run(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> ReportResult:
+    how = request.options.get("compare")
+    if how is None:
+        return _run_one(store, request, funnels)
+    scope = request.scope
+    before = replace(request, scope=earlier(scope, how))
+    now, then = (_as_table(_run_one(store, r, funnels)) for r in (request, before))
+    keys = _ROW_KEYS.get(request.name) or (
+        ("campaign",) if "campaign" in now.columns else ("channel",)
+    )
+    grouped = ("group",) if "group" in now.columns else ()
+    return compared(
+        now,
+        then,
+        keys=grouped + keys,
+        labels=("current", "previous" if how == "previous" else "year_ago"),
+        periods=(label(scope), label(before.scope)),
+    )
+
+
+def _as_table(result: ReportResult) -> Table:
+    return result if isinstance(result, Table) else funnel_table(result)
+
+
+def _run_one(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> ReportResult:
     # Imported here: each report module pulls in its own SQL, only the one asked for loads.
     from storage.reports.attribution import attribution_report
     from storage.reports.channels import channels_report

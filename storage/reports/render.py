@@ -241,7 +241,7 @@ def from_payload(name: str, payload: object) -> ReportResult:
     Raises :class:`ValueError` for a payload of another shape.
     """
     try:
-        if name == "funnel":
+        if name == "funnel" and not (isinstance(payload, dict) and "columns" in payload):
             items = payload if isinstance(payload, list) else [payload]
             return [_funnel(cast(dict[str, object], item)) for item in items]
         body = dict(cast(dict[str, object], payload))
