@@ -162,6 +162,16 @@ compare_option = click.option(
 )
 
 
+where_option = click.option(
+    "--where",
+    multiple=True,
+    help="field=value (also !=, ^= starts with, *= contains) on the entry event; "
+    "comma-separated or repeated, all must hold. Fields: utm_source, utm_medium, "
+    "utm_campaign, channel, referrer_host, landing_page, device, browser, os, "
+    "property:NAME.",
+)
+
+
 def query_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """A funnel asked at query time (:mod:`storage.reports.query`)."""
     for option in reversed(
@@ -169,14 +179,7 @@ def query_options(command: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--steps", default=None, help="Steps, comma-separated (see above)."),
             click.option("--window", default=None, help="Conversion window, e.g. 7d, 12h."),
             click.option("--mode", type=click.Choice(["ordered", "strict", "any"]), default=None),
-            click.option(
-                "--where",
-                multiple=True,
-                help="field=value (also !=, ^= starts with, *= contains) on the entry event; "
-                "comma-separated or repeated, all must hold. Fields: utm_source, utm_medium, "
-                "utm_campaign, channel, referrer_host, landing_page, device, browser, os, "
-                "property:NAME.",
-            ),
+            where_option,
         )
     ):
         command = option(command)
@@ -314,11 +317,18 @@ def _register(group: click.Group) -> None:
 
     @group.command("time-to-convert")
     @click.option("--funnel", "funnel_name", default="sales", show_default=True)
+    @where_option
     @funnels_option
     @common("time-to-convert")
-    def time_cmd(funnel_name: str, **kw: Any) -> None:
-        """p50/p90 time between steps, and from first touch to payment (the sales cycle)."""
-        _answer(_request("time-to-convert", funnel=funnel_name, **scope(kw)), kw)
+    def time_cmd(funnel_name: str, where: tuple[str, ...], **kw: Any) -> None:
+        """p50/p90 time between steps, and from first touch to payment (the sales cycle).
+
+        --where and a touch --by apply to the event that entered the funnel (for the sales
+        cycle: the person's first event).
+        """
+        conditions = ",".join(where) if where else None
+        request = _request("time-to-convert", funnel=funnel_name, where=conditions, **scope(kw))
+        _answer(request, kw)
 
     @group.command("attribution")
     @click.option(

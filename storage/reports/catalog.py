@@ -33,6 +33,7 @@ from storage.reports.compare import COMPARISONS, compared, earlier, funnel_table
 from storage.reports.paths import SHOWS
 from storage.reports.people import STATUSES, TEMPERATURES
 from storage.reports.query import (
+    Condition,
     FunnelQuery,
     QueryError,
     is_touch_breakdown,
@@ -101,7 +102,7 @@ REPORTS: dict[str, ReportSpec] = {
         {**_FUNNEL, **_QUERY, "split": "true", "compare": None}, _FUNNEL_BREAKDOWNS
     ),
     "dropoff": ReportSpec({**_FUNNEL, **_QUERY, "compare": None}, _FUNNEL_BREAKDOWNS),
-    "time-to-convert": ReportSpec(dict(_FUNNEL)),
+    "time-to-convert": ReportSpec({**_FUNNEL, "where": None}, _FUNNEL_BREAKDOWNS),
     "attribution": ReportSpec({"conversion": "payment", "lookback_days": "30", "models": None}),
     "channels": ReportSpec(
         {"model": "last_non_direct", "target_cpl": None, "compare": None},
@@ -249,7 +250,18 @@ def parse_request(name: str, params: Mapping[str, str | None]) -> ReportRequest:
         raise ReportRequestError("give a configured --funnel or --steps, not both", option="steps")
     if "steps" in spec.options:
         _query_of(request, None)  # validated before any store is opened
+    elif "where" in spec.options:
+        _where(request)
     return request
+
+
+def _where(request: ReportRequest) -> tuple[Condition, ...]:
+    """The conditions of a ``where`` option (none when unset)."""
+    text = request.options.get("where")
+    try:
+        return parse_conditions(text) if text is not None else ()
+    except QueryError as exc:
+        raise ReportRequestError(str(exc), option="where") from exc
 
 
 def _breaks_down(spec: ReportSpec, by: str) -> bool:
@@ -425,7 +437,8 @@ def _run_one(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> Re
                 rows = dropoff_report(store, funnel, scope)
                 return dropoff_table(funnel.name, rows, grouped=scope.by is not None)
             case "time-to-convert":
-                return time_to_convert_report(store, _spec(r, funnels), scope)
+                where = _where(r)
+                return time_to_convert_report(store, _spec(r, funnels), scope, where=where)
             case "attribution":
                 return attribution_report(
                     store,

@@ -37,7 +37,7 @@ from typing import Literal
 from funnel.funnels import FunnelMode, FunnelSpec
 from funnel.report import DropoffRow, FunnelReport, dropoffs
 from storage.backends import Store
-from storage.reports.query import FunnelQuery, breakdown_sql, is_touch_breakdown
+from storage.reports.query import Condition, FunnelQuery, breakdown_sql, is_touch_breakdown
 from storage.reports.scope import ReportScope, person_groups, resolved_events
 
 __all__ = ["dropoff_report", "funnel_report", "raw_levels", "stage_counts", "step_counts"]
@@ -332,16 +332,46 @@ def _group(scope: ReportScope, time: str, channel: str, campaign: str) -> str:
     return scope.period_group(time)
 
 
-def stage_rows(db: str, scope: ReportScope) -> str:
-    """``stage_reached`` rows of the funnel in scope with the breakdown value ``g``."""
+def stage_rows(
+    db: str,
+    scope: ReportScope,
+    params: dict[str, object] | None = None,
+    where: tuple[Condition, ...] = (),
+) -> str:
+    """``stage_reached`` rows of the funnel in scope with the breakdown value ``g``.
+
+    A touch breakdown, or conditions on the entry event (``where``), read the event that
+    started each row's chain (``entered_at``) from ``events``; they bind their values in
+    ``params``."""
     if scope.by in ("temperature", "manager"):
         assert scope.by is not None
+        if where:
+            raise ValueError("conditions on the entry event go with a touch or time breakdown")
         return (
             f"(SELECT s.*, ifNull(p.g, '(unknown)') AS g FROM {db}.stage_reached AS s "
             f"LEFT JOIN {person_groups(db, scope.by)} AS p "
             "ON s.site_id = p.site_id AND s.person_id = p.person_id "
             f"WHERE s.funnel = {{funnel:String}} AND {scope.site_filter('s.')} "
             f"AND {scope.period_filter('s.entered_at')} SETTINGS join_use_nulls = 1)"
+        )
+    touch = scope.by is not None and is_touch_breakdown(scope.by)
+    if touch or where:
+        assert params is not None, "a touch breakdown or conditions bind parameters"
+        value = breakdown_sql(scope.by, params) if touch and scope.by else "''"
+        conditions = " AND ".join(f"({c.sql(params, f'w{i}')})" for i, c in enumerate(where))
+        group = (
+            "e.g" if touch else _group(scope, "s.entered_at", "s.entry_channel", "s.entry_campaign")
+        )
+        return (
+            f"(SELECT s.*, {group} AS g FROM {db}.stage_reached AS s INNER JOIN ("
+            f"SELECT site_id, person_id, occurred_at, any({value}) AS g "
+            f"FROM {resolved_events(db, include_bots=scope.include_bots)} "
+            f"WHERE {scope.site_filter()} AND {conditions or '1'} "
+            "GROUP BY site_id, person_id, occurred_at) AS e "
+            "ON s.site_id = e.site_id AND s.person_id = e.person_id "
+            "AND s.entered_at = e.occurred_at "
+            f"WHERE s.funnel = {{funnel:String}} AND {scope.site_filter('s.')} "
+            f"AND {scope.period_filter('s.entered_at')})"
         )
     group = _group(scope, "entered_at", "entry_channel", "entry_campaign")
     return (

@@ -13,6 +13,7 @@ from funnel.funnels import FunnelSpec
 from funnel.report import Table
 from storage.backends import Store
 from storage.reports.funnels import stage_rows
+from storage.reports.query import Condition, breakdown_sql, is_touch_breakdown
 from storage.reports.scope import ReportScope, person_groups, resolved_events
 
 __all__ = ["time_to_convert_report"]
@@ -21,11 +22,18 @@ _HOURS = "/ 3600000.0"
 
 
 def time_to_convert_report(
-    store: Store, spec: FunnelSpec, scope: ReportScope | None = None
+    store: Store,
+    spec: FunnelSpec,
+    scope: ReportScope | None = None,
+    *,
+    where: tuple[Condition, ...] = (),
 ) -> Table:
-    scope = (scope or ReportScope()).answerable_by("time-to-convert")
+    """``where``: only the chains whose entry event meets these conditions (and, for the
+    sales cycle, the persons whose first event does); a touch breakdown groups by that field
+    of the entry event (of the first event for the sales cycle)."""
+    scope = scope or ReportScope()
     db = store.database
-    params = {**scope.params(), "funnel": spec.name}
+    params: dict[str, object] = {**scope.params(), "funnel": spec.name}
     steps = (
         "SELECT g, step_index, count() AS persons, "
         f"quantileExact(0.5)(dt) {_HOURS} AS p50_hours, "
@@ -34,7 +42,7 @@ def time_to_convert_report(
         "lagInFrame(toUnixTimestamp64Milli(reached_at)) OVER w AS dt, "
         "lagInFrame(step_index) OVER w AS previous FROM ("
         "SELECT site_id, person_id, step_index, g, reached_at, sum(sign) AS net "
-        f"FROM {stage_rows(db, scope)} "
+        f"FROM {stage_rows(db, scope, params, where)} "
         "GROUP BY site_id, person_id, step_index, g, reached_at HAVING net > 0) "
         "WINDOW w AS (PARTITION BY site_id, person_id ORDER BY step_index "
         "ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)"
@@ -57,7 +65,7 @@ def time_to_convert_report(
                 round(float(r["mean_hours"]), 2),
             )
         )
-    rows.extend(_sales_cycle(store, scope))
+    rows.extend(_sales_cycle(store, scope, where))
     grouped = scope.by is not None
     columns: tuple[str, ...] = ("group", "between", "persons", "p50_hours", "p90_hours")
     columns += ("mean_hours",)
@@ -71,8 +79,14 @@ def time_to_convert_report(
     )
 
 
-def _sales_cycle(store: Store, scope: ReportScope) -> list[tuple[object, ...]]:
+def _sales_cycle(
+    store: Store, scope: ReportScope, where: tuple[Condition, ...]
+) -> list[tuple[object, ...]]:
     db = store.database
+    params = scope.params()
+    touch = scope.by is not None and is_touch_breakdown(scope.by)
+    first_g = breakdown_sql(scope.by, params) if touch and scope.by else "''"
+    conditions = " AND ".join(f"({c.sql(params, f'w{i}')})" for i, c in enumerate(where))
     if scope.by in ("temperature", "manager"):
         assert scope.by is not None
         join = (
@@ -83,6 +97,7 @@ def _sales_cycle(store: Store, scope: ReportScope) -> list[tuple[object, ...]]:
     else:
         join = ""
         key = {"channel": "c.first_channel", "campaign": "c.first_campaign"}.get(scope.by or "")
+        key = "c.first_g" if touch else key
         group = key or scope.period_group("fromUnixTimestamp64Milli(c.paid, 'UTC')")
     sql = (
         f"SELECT {group} AS g, count() AS persons, "
@@ -92,10 +107,12 @@ def _sales_cycle(store: Store, scope: ReportScope) -> list[tuple[object, ...]]:
         "SELECT site_id, person_id, min(toUnixTimestamp64Milli(occurred_at)) AS first, "
         "minIf(toUnixTimestamp64Milli(occurred_at), event_type = 'payment') AS paid, "
         "argMin(channel, occurred_at) AS first_channel, "
-        "argMin(campaign, occurred_at) AS first_campaign "
+        "argMin(campaign, occurred_at) AS first_campaign, "
+        f"argMin({first_g}, occurred_at) AS first_g, "
+        f"argMin(toUInt8({conditions or '1'}), occurred_at) AS first_meets "
         f"FROM {resolved_events(db, include_bots=scope.include_bots)} "
         f"WHERE {scope.site_filter()} GROUP BY site_id, person_id "
-        "HAVING paid > 0 AND paid >= {start:Int64} AND paid < {end:Int64}) AS c "
+        "HAVING paid > 0 AND paid >= {start:Int64} AND paid < {end:Int64} AND first_meets) AS c "
         f"{join} GROUP BY g ORDER BY g SETTINGS join_use_nulls = 1"
     )
     return [
@@ -107,5 +124,5 @@ def _sales_cycle(store: Store, scope: ReportScope) -> list[tuple[object, ...]]:
             round(float(r["p90_hours"]), 2),
             round(float(r["mean_hours"]), 2),
         )
-        for r in store.query(sql, scope.params())
+        for r in store.query(sql, params)
     ]

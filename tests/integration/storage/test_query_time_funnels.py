@@ -406,3 +406,36 @@ def test_people_lists_add_up_to_the_funnel_report(clean: ChdbStore, spec: Funnel
     hot = people_report(clean, spec, scope, temperature="hot").records()
     assert hot
     assert {p["temperature"] for p in hot} == {"hot"}
+
+
+def test_time_to_convert_by_a_touch_field_and_filtered_on_the_entry(hand: ChdbStore) -> None:
+    from storage.reports.timing import time_to_convert_report
+
+    sales = CONFIG.funnels.get("sales")
+
+    def between(by: str | None = None, where: str = "") -> dict[tuple[str, str], tuple[int, float]]:
+        table = time_to_convert_report(
+            hand,
+            sales,
+            ReportScope(site="h", by=by),
+            where=parse_conditions(where) if where else (),
+        )
+        return {
+            (str(r.get("group", "")), str(r["between"])): (
+                int(r["persons"]),
+                float(r["mean_hours"]),
+            )  # type: ignore[arg-type]
+            for r in table.records()
+        }
+
+    # impression → click: a and c after 1 hour, b after 3 days; click → lead: a 1 h, c 4 h
+    assert between("utm_source") == {
+        ("google", "impression → click"): (2, 1.0),
+        ("google", "click → lead"): (2, 2.5),
+        ("facebook", "impression → click"): (1, 72.0),
+    }
+    assert between(where="utm_source=facebook") == {("", "impression → click"): (1, 72.0)}
+    assert between("device", where="os=iOS") == {
+        ("iPhone", "impression → click"): (1, 1.0),
+        ("iPhone", "click → lead"): (1, 1.0),
+    }

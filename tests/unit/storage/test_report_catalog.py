@@ -118,7 +118,7 @@ TOUCHES = (
 ANSWERED = {
     "funnel": BREAKDOWNS + TOUCHES,
     "dropoff": BREAKDOWNS + TOUCHES,
-    "time-to-convert": BREAKDOWNS,
+    "time-to-convert": BREAKDOWNS + TOUCHES,
     "attribution": BREAKDOWNS,
     "leads": BREAKDOWNS,
     "channels": ("channel", "campaign", "day", "week", "month"),
