@@ -367,11 +367,23 @@ def _register(group: click.Group) -> None:
     )
     @click.option("--target-cpl", type=float, default=None, help="Flag channels over this CPL.")
     @compare_option
+    @where_option
     @common("channels")
-    def channels_cmd(model: str, target_cpl: float | None, compare: str | None, **kw: Any) -> None:
-        """Impressions to revenue per channel, with spend, CPL, CAC, ROAS and AOV."""
+    def channels_cmd(
+        model: str, target_cpl: float | None, compare: str | None, where: tuple[str, ...], **kw: Any
+    ) -> None:
+        """Impressions to revenue per channel, with spend, CPL, CAC, ROAS and AOV.
+
+        A touch --by (utm_source, device, property:NAME…) or --where splits or filters by
+        that field of the touch: the credits are worked out per touch (no spend then).
+        """
         request = _request(
-            "channels", model=model, target_cpl=target_cpl, compare=compare, **scope(kw)
+            "channels",
+            model=model,
+            target_cpl=target_cpl,
+            compare=compare,
+            where=",".join(where) if where else None,
+            **scope(kw),
         )
         _answer(request, kw)
 

@@ -33,6 +33,7 @@ from storage.reports.compare import COMPARISONS, compared, earlier, funnel_table
 from storage.reports.paths import SHOWS
 from storage.reports.people import STATUSES, TEMPERATURES
 from storage.reports.query import (
+    TOUCH_BREAKDOWNS,
     Condition,
     FunnelQuery,
     QueryError,
@@ -105,8 +106,8 @@ REPORTS: dict[str, ReportSpec] = {
     "time-to-convert": ReportSpec({**_FUNNEL, "where": None}, _FUNNEL_BREAKDOWNS),
     "attribution": ReportSpec({"conversion": "payment", "lookback_days": "30", "models": None}),
     "channels": ReportSpec(
-        {"model": "last_non_direct", "target_cpl": None, "compare": None},
-        breakdowns=_TOUCHES + _PERIODS,
+        {"model": "last_non_direct", "target_cpl": None, "compare": None, "where": None},
+        breakdowns=(*_TOUCHES, *_PERIODS, *TOUCH_BREAKDOWNS, PROPERTY_BREAKDOWN),
     ),
     "cohorts": ReportSpec(
         {"cohort": "first_touch", "churn_days": "90"}, breakdowns=_PERIODS, default_by="month"
@@ -454,6 +455,7 @@ def _run_one(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> Re
                     scope,
                     model=r.text("model"),
                     target_cpl=None if target is None else float(target),
+                    where=_where(r),
                 )
             case "cohorts":
                 return cohorts_report(

@@ -9,16 +9,28 @@ conversions; customers are the credited *first* payments of persons. With spend 
 (``funnel spend load``): CPL = spend / leads, CAC = spend / customers, ROAS = revenue / spend,
 and AOV (the average check) = revenue / payments. ``target_cpl`` adds each channel's CPL as a
 ratio of the target (above 1: over target).
+
+**By a touch field** (``by`` = ``utm_source``, ``device``, ``property:NAME``…, or ``where``
+conditions): rows are per value of that field of the touch and channel. Impressions and
+clicks are the events' own; leads, customers, payments and revenue are credited at query
+time, conversion by conversion, with the stream's rule-based models over each person's
+touches (impressions and clicks within the lookback, resolved through merges), so a credit
+goes to the field value of the touch that earned it; ``where`` keeps the touches (and their
+credits) that meet it. Spend is loaded per channel and campaign, not per touch field: it is
+left out of such rows (CPL, CAC and ROAS with it).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import timedelta
+from decimal import Decimal
 
+from funnel.attribution import DIRECT, AttributionSettings, PathTouch, attribute
 from funnel.report import Table, ratio
 from storage.backends import Store
-from storage.reports.scope import PURCHASES, ReportScope
+from storage.reports.query import Condition, breakdown_sql, is_touch_breakdown
+from storage.reports.scope import PURCHASES, ReportScope, resolved_events
 
 __all__ = ["channels_report"]
 
@@ -32,23 +44,33 @@ def channels_report(
     *,
     model: str = "last_non_direct",
     target_cpl: float | None = None,
+    where: tuple[Condition, ...] = (),
+    settings: AttributionSettings | None = None,
 ) -> Table:
-    scope = (scope or ReportScope()).answerable_by("channels")
-    key = "campaign" if scope.by == "campaign" else "channel"
-    grouped = scope.by not in (None, "channel", "campaign")
+    """``settings``: the attribution settings of touch-field rows (the stream's defaults)."""
+    scope = scope or ReportScope()
     if scope.by in ("temperature", "manager"):
         raise ValueError("the channels report breaks down by channel, campaign or period")
+    touch = bool(where) or (scope.by is not None and is_touch_breakdown(scope.by))
+    if touch and scope.by not in (None, "channel") and not is_touch_breakdown(scope.by or ""):
+        raise ValueError("--where on the channels report goes with no breakdown or a touch field")
+    key = "campaign" if scope.by == "campaign" else "channel"
+    grouped = scope.by not in (None, "channel", "campaign")
     values: dict[tuple[str, str], dict[str, float]] = defaultdict(
         lambda: dict.fromkeys(_METRICS, 0.0)
     )
-    for (g, k), counts in _touches(store, scope, key).items():
+    for (g, k), counts in _touches(store, scope, key, where).items():
         values[(g, k)].update(counts)
-    for (g, k), credited in _credited(store, scope, key, model).items():
-        values[(g, k)].update(credited)
-    for (g, k), customers in _customers(store, scope, key, model).items():
-        values[(g, k)]["customers"] = customers
-    for (g, k), spend in _spend(store, scope, key).items():
-        values[(g, k)]["spend"] = spend
+    if touch:
+        for (g, k), credited in touch_credits(store, scope, model, where, settings).items():
+            values[(g, k)].update(credited)
+    else:
+        for (g, k), credited in _credited(store, scope, key, model).items():
+            values[(g, k)].update(credited)
+        for (g, k), customers in _customers(store, scope, key, model).items():
+            values[(g, k)]["customers"] = customers
+        for (g, k), spend in _spend(store, scope, key).items():
+            values[(g, k)]["spend"] = spend
     rows = []
     for (g, k), v in sorted(values.items(), key=lambda item: (item[0][0], -item[1]["revenue"])):
         cpl = ratio(v["spend"], v["leads"]) if v["spend"] else None
@@ -83,11 +105,25 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def _touches(store: Store, scope: ReportScope, key: str) -> dict[tuple[str, str], dict[str, float]]:
+def _touches(
+    store: Store, scope: ReportScope, key: str, where: tuple[Condition, ...] = ()
+) -> dict[tuple[str, str], dict[str, float]]:
     db = store.database
+    params = scope.params()
     # agg_events_minute counts every event, bots' too: it answers only when they are asked for.
     bots = "" if scope.include_bots else " AND NOT is_bot"
-    if scope.include_bots and scope.aligned_to(_MINUTE):
+    touch = scope.by is not None and is_touch_breakdown(scope.by)
+    if touch or where:
+        group = breakdown_sql(scope.by, params) if touch and scope.by else "''"
+        conditions = "".join(f" AND ({c.sql(params, f'w{i}')})" for i, c in enumerate(where))
+        sql = (
+            f"SELECT {group} AS g, {key} AS k, "
+            "countIf(event_type = 'impression') AS impressions, "
+            "countIf(event_type = 'click') AS clicks "
+            f"FROM {db}.events WHERE {scope.site_filter()} "
+            f"AND {scope.period_filter('occurred_at')}{bots}{conditions} GROUP BY g, k"
+        )
+    elif scope.include_bots and scope.aligned_to(_MINUTE):
         sql = (
             f"SELECT {scope.period_group('bucket')} AS g, {key} AS k, "
             "sumIf(events, event_type = 'impression') AS impressions, "
@@ -109,7 +145,7 @@ def _touches(store: Store, scope: ReportScope, key: str) -> dict[tuple[str, str]
             "impressions": float(r["impressions"]),
             "clicks": float(r["clicks"]),
         }
-        for r in store.query(sql, scope.params())
+        for r in store.query(sql, params)
     }
 
 
@@ -177,3 +213,83 @@ def _spend(store: Store, scope: ReportScope, key: str) -> dict[tuple[str, str], 
         "AND toUnixTimestamp(date) * 1000 < {end:Int64} GROUP BY g, k"
     )
     return {(str(r["g"]), str(r["k"])): float(r["cost"]) for r in store.query(sql, scope.params())}
+
+
+def touch_credits(
+    store: Store,
+    scope: ReportScope,
+    model: str,
+    where: tuple[Condition, ...] = (),
+    settings: AttributionSettings | None = None,
+) -> dict[tuple[str, str], dict[str, float]]:
+    """``(touch field value, channel)`` → leads, customers, payments and revenue credited
+    at query time under ``model`` (module docstring): every lead, payment and repeat of the
+    period, its credit split over the touches that earned it, as the stream splits it."""
+    db = store.database
+    settings = settings or AttributionSettings()
+    params = scope.params()
+    touch = scope.by is not None and is_touch_breakdown(scope.by)
+    group = breakdown_sql(scope.by, params) if touch and scope.by else "''"
+    meets = " AND ".join(f"({c.sql(params, f'w{i}')})" for i, c in enumerate(where)) or "1"
+    ms = "toUnixTimestamp64Milli(occurred_at)"
+    sql = (
+        "SELECT arraySort(x -> x.1, groupArrayIf((ts, channel, toString(g), toUInt8(meets)), "
+        "event_type IN ('impression', 'click'))) AS touches, "
+        "arraySort(x -> x.1, groupArrayIf((ts, event_type, toString(revenue)), "
+        "event_type IN ('lead', 'order', 'payment', 'repeat'))) AS conversions "
+        f"FROM (SELECT site_id, person_id, event_type, channel, revenue, {ms} AS ts, "
+        f"{group} AS g, {meets} AS meets "
+        f"FROM {resolved_events(db, include_bots=scope.include_bots)} "
+        # No lower bound: whether a payment is a person's first depends on all before it.
+        f"WHERE {scope.site_filter()} AND {ms} < {{end:Int64}}) "
+        "GROUP BY site_id, person_id "
+        "HAVING countIf(event_type IN ('lead', 'payment', 'repeat') "
+        "AND ts >= {start:Int64}) > 0"
+    )
+    start = int(params["start"])  # type: ignore[call-overload]  # an int, from params()
+    out: dict[tuple[str, str], dict[str, float]] = defaultdict(
+        lambda: dict.fromkeys(("leads", "customers", "payments", "revenue"), 0.0)
+    )
+    sep = "\x1f"
+    for row in store.query(sql, params):
+        path = [PathTouch(int(t[0]), str(t[1]), f"{t[2]}{sep}{int(t[3])}") for t in row["touches"]]
+        lead_at: int | None = None
+        order_at: int | None = None
+        first_payment = True
+        for at, kind, revenue in row["conversions"]:
+            at = int(at)
+            if kind == "lead":
+                lead_at = at
+            elif kind == "order":
+                order_at = at
+            if kind == "order" or at < start:
+                first_payment = first_payment and kind != "payment"
+                continue
+            earned = [t for t in path if t.at_ms <= at]
+            credits = attribute(
+                earned,
+                at,
+                Decimal(str(revenue)),
+                lead_at_ms=lead_at,
+                order_at_ms=order_at,
+                settings=settings,
+            )
+            for credit in credits:
+                if credit.model != model:
+                    continue
+                value, _, kept = credit.campaign.partition(sep)
+                if credit.channel == DIRECT and not credit.campaign:
+                    value, kept = "(none)", "1" if not where else "0"
+                if kept != "1":
+                    continue
+                cell = out[(value, credit.channel)]
+                if kind == "lead":
+                    cell["leads"] += credit.credit
+                else:
+                    cell["payments"] += credit.credit
+                    cell["revenue"] += float(credit.revenue_credit)
+                    if kind == "payment" and first_payment:
+                        cell["customers"] += credit.credit
+            if kind == "payment":
+                first_payment = False
+    return dict(out)

@@ -72,7 +72,7 @@ def demo_store(tmp_path_factory: pytest.TempPathFactory) -> str:
         (["attribution", "--lookback-days", "-5"], ["--lookback-days", "from 1 to 3650"]),
         (["forecast", "--by", "channel"], ["No such option: --by"]),
         (["forecast", "--from", "2026-10-01"], ["No such option: --from"]),
-        (["channels", "--by", "temperature"], ["'channel', 'campaign', 'day', 'week', 'month'"]),
+        (["channels", "--by", "temperature"], ["breaks down by channel, campaign, day, week"]),
         (["cohorts", "--by", "manager"], ["'day', 'week', 'month'"]),
         (["leads", "--site", "nope"], ["--site", f"no data for site 'nope' (sites: {SITE})"]),
         (["funnel", "--site", "nope"], [f"no data for site 'nope' (sites: {SITE})"]),

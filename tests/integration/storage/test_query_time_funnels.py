@@ -439,3 +439,76 @@ def test_time_to_convert_by_a_touch_field_and_filtered_on_the_entry(hand: ChdbSt
         ("iPhone", "impression → click"): (1, 1.0),
         ("iPhone", "click → lead"): (1, 1.0),
     }
+
+
+@pytest.mark.parametrize("model", ["last_non_direct", "linear", "w_shaped"])
+@pytest.mark.parametrize("data", ["clean", "messy"])
+def test_credits_worked_out_per_touch_add_up_to_the_streams(
+    data: str, model: str, request: pytest.FixtureRequest
+) -> None:
+    """The channels report by a touch field credits conversions at query time: summed over
+    the field's values, per channel, it must give the stream's credits."""
+    from storage.reports.channels import channels_report, touch_credits
+
+    store: ChdbStore = request.getfixturevalue(data)
+    streamed = {
+        r["channel"]: (r["leads"], r["customers"], r["payments"], r["revenue"])
+        for r in channels_report(store, ReportScope(site="q"), model=model).records()
+        if r["leads"] or r["payments"]
+    }
+    assert len(streamed) > 3, "conversions on several channels, to be a test"
+    summed: dict[str, list[float]] = {}
+    for (_, channel), v in touch_credits(store, ReportScope(site="q", by="device"), model).items():
+        cell = summed.setdefault(channel, [0.0, 0.0, 0.0, 0.0])
+        for i, name in enumerate(("leads", "customers", "payments", "revenue")):
+            cell[i] += v[name]
+    asked = {c: v for c, v in summed.items() if v[0] or v[2]}
+    assert set(asked) == set(streamed)
+    for channel, figures in streamed.items():  # the report rounds: money to 2 places
+        assert asked[channel] == pytest.approx([float(x) for x in figures], abs=0.011), channel
+
+
+def test_channels_by_a_touch_field_split_each_credit_between_its_touches(store: ChdbStore) -> None:
+    from storage.reports.channels import channels_report
+
+    x = [
+        touch(IMPRESSION, timedelta(0), "x", utm_source="facebook", utm_medium="paid_social"),
+        google(CLICK, DAY, "x"),
+        make_event(LEAD, DAY + HOUR, person="x", site="h"),
+        make_event(
+            EventType.PAYMENT,
+            2 * DAY,
+            person="x",
+            site="h",
+            customer_id="cust-x",
+            order_id="o-x",
+            revenue="100",
+            currency="EUR",
+        ),
+    ]
+    run(store, x)
+
+    def rows(**options: object) -> dict[tuple[str, str], tuple[object, ...]]:
+        table = channels_report(
+            store, ReportScope(site="h", by="utm_source"), model="linear", **options
+        )  # type: ignore[arg-type]
+        return {
+            (str(r["group"]), str(r["channel"])): (
+                r["impressions"],
+                r["clicks"],
+                r["leads"],
+                r["customers"],
+                r["payments"],
+                r["revenue"],
+                r["spend"],
+            )
+            for r in table.records()
+        }
+
+    assert rows() == {
+        ("facebook", "Paid Social"): (1, 0, 0.5, 0.5, 0.5, 50.0, 0.0),
+        ("google", "Paid Search"): (0, 1, 0.5, 0.5, 0.5, 50.0, 0.0),
+    }
+    assert rows(where=parse_conditions("utm_medium=cpc")) == {
+        ("google", "Paid Search"): (0, 1, 0.5, 0.5, 0.5, 50.0, 0.0)
+    }
