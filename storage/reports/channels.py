@@ -77,7 +77,7 @@ def channels_report(
         row: list[object] = [g] if grouped else []
         row += [k, int(v["impressions"]), int(v["clicks"])]
         row += [round(v[m], 4) for m in ("leads", "customers", "payments")]
-        row += [round(v["revenue"], 2), round(v["spend"], 2)]
+        row += [round(v["revenue"], 2), None if touch else round(v["spend"], 2)]
         row += [_round(cpl), _round(ratio(v["spend"], v["customers"]) if v["spend"] else None)]
         row += [_round(ratio(v["revenue"], v["spend"])), _round(ratio(v["revenue"], v["payments"]))]
         if target_cpl is not None:

@@ -506,9 +506,9 @@ def test_channels_by_a_touch_field_split_each_credit_between_its_touches(store: 
         }
 
     assert rows() == {
-        ("facebook", "Paid Social"): (1, 0, 0.5, 0.5, 0.5, 50.0, 0.0),
-        ("google", "Paid Search"): (0, 1, 0.5, 0.5, 0.5, 50.0, 0.0),
+        ("facebook", "Paid Social"): (1, 0, 0.5, 0.5, 0.5, 50.0, None),
+        ("google", "Paid Search"): (0, 1, 0.5, 0.5, 0.5, 50.0, None),
     }
     assert rows(where=parse_conditions("utm_medium=cpc")) == {
-        ("google", "Paid Search"): (0, 1, 0.5, 0.5, 0.5, 50.0, 0.0)
+        ("google", "Paid Search"): (0, 1, 0.5, 0.5, 0.5, 50.0, None)
     }

@@ -121,7 +121,7 @@ ANSWERED = {
     "time-to-convert": BREAKDOWNS + TOUCHES,
     "attribution": BREAKDOWNS,
     "leads": BREAKDOWNS,
-    "channels": ("channel", "campaign", "day", "week", "month") + TOUCHES,
+    "channels": ("channel", "campaign", "day", "week", "month", *TOUCHES),
     "cohorts": ("day", "week", "month"),
     "forecast": (),
     "people": (),
