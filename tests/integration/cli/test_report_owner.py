@@ -25,11 +25,17 @@ COMMANDS = {
     "funnel": ["funnel", "--by", "channel"],
     "attribution": ["attribution"],
     "channels": ["channels", "--model", "linear"],
+    "asked": ["funnel", "--steps", "impression,click", "--where", "utm_medium!=email"],
+    "people": ["people", "--steps", "impression,click", "--status", "dropped"],
+    "paths": ["paths", "--show", "assists"],
 }
 API = {
     "funnel": "/api/reports/funnel?by=channel",
     "attribution": "/api/reports/attribution",
     "channels": "/api/reports/channels?model=linear",
+    "asked": "/api/reports/funnel?steps=impression,click&where=utm_medium!%3Demail",
+    "people": "/api/reports/people?steps=impression,click&status=dropped",
+    "paths": "/api/reports/paths?show=assists",
 }
 
 

@@ -122,7 +122,9 @@ def touch(kind: EventType, at: timedelta, person: str, **context: str) -> Event:
 
 
 def google(kind: EventType, at: timedelta, person: str, **context: str) -> Event:
-    return touch(kind, at, person, utm_source="google", utm_medium="cpc", **context)
+    return touch(
+        kind, at, person, utm_source="google", utm_medium="cpc", utm_campaign="brand", **context
+    )
 
 
 IMPRESSION, CLICK, LEAD, ORDER = (
@@ -249,6 +251,7 @@ def test_where_filters_the_entry_event(hand: ChdbStore) -> None:
     [
         ("utm_source", {"google": [2, 2, 2], "facebook": [1, 1, 0], "google.com": [1, 0, 0]}),
         ("utm_medium", {"cpc": [2, 2, 2], "paid_social": [1, 1, 0], "organic": [1, 0, 0]}),
+        ("utm_campaign", {"brand": [2, 2, 2], "(none)": [2, 1, 0]}),
         ("landing_page", {"/pricing": [2, 2, 2], "/blog/1": [1, 1, 0], "/": [1, 0, 0]}),
         ("referrer_host", {"(none)": [3, 3, 2], "google.com": [1, 0, 0]}),
         ("device", {"(none)": [2, 2, 1], "iPhone": [2, 1, 1]}),
