@@ -172,7 +172,8 @@ def journeys(
         "AS touches "
         # No lower bound on the scan: a person's first conversion may lie before the period
         # (then they are not a conversion of the period, nor a journey of it).
-        f"FROM {resolved_events(db)} WHERE {scope.site_filter()} "
+        f"FROM {resolved_events(db, include_bots=scope.include_bots)} "
+        f"WHERE {scope.site_filter()} "
         "AND toUnixTimestamp64Milli(occurred_at) < {end:Int64} "
         "GROUP BY site_id, person_id) AS j "
         f"{group_join} "

@@ -234,6 +234,12 @@ def parse_request(name: str, params: Mapping[str, str | None]) -> ReportRequest:
         _one_of(request, "cohort", ("first_touch", "first_payment"), "cohort")
     if "compare" in spec.options and request.options["compare"] is not None:
         _one_of(request, "compare", COMPARISONS, "comparison")
+        if scope.by in _PERIODS:
+            raise ReportRequestError(
+                f"--compare goes with no period breakdown: by {scope.by}, the rows are the "
+                "periods already",
+                option="compare",
+            )
         try:
             earlier(scope, request.text("compare"))
         except ValueError as exc:
@@ -398,22 +404,22 @@ def _run(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> Report
         return _run_one(store, request, funnels)
     scope = request.scope
     before = replace(request, scope=earlier(scope, how))
-    now, then = (_as_table(_run_one(store, r, funnels)) for r in (request, before))
+    grouped = scope.by is not None
+    now, then = (_as_table(_run_one(store, r, funnels), grouped) for r in (request, before))
     keys = _ROW_KEYS.get(request.name) or (
         ("campaign",) if "campaign" in now.columns else ("channel",)
     )
-    grouped = ("group",) if "group" in now.columns else ()
     return compared(
         now,
         then,
-        keys=grouped + keys,
+        keys=(("group",) if "group" in now.columns else ()) + keys,
         labels=("current", "previous" if how == "previous" else "year_ago"),
         periods=(label(scope), label(before.scope)),
     )
 
 
-def _as_table(result: ReportResult) -> Table:
-    return result if isinstance(result, Table) else funnel_table(result)
+def _as_table(result: ReportResult, grouped: bool) -> Table:
+    return result if isinstance(result, Table) else funnel_table(result, grouped=grouped)
 
 
 def _run_one(store: Store, request: ReportRequest, funnels: FunnelCatalog) -> ReportResult:

@@ -81,15 +81,16 @@ def compared(
     )
 
 
-def funnel_table(reports: list[FunnelReport]) -> Table:
-    """Funnel reports as one table: a row per breakdown value and step."""
-    grouped = any(r.group is not None for r in reports)
+def funnel_table(reports: list[FunnelReport], *, grouped: bool) -> Table:
+    """Funnel reports as one table: a row per breakdown value (``grouped``) and step."""
     split = bool(reports) and reports[0].steps[0].stopped_dropped is not None
     columns: tuple[str, ...] = ("step", "people", "step_conversion", "overall_conversion")
     if split:
         columns += ("stopped_in_window", "stopped_dropped")
     rows = []
     for report in reports:
+        if grouped and report.group is None:
+            continue  # the all-zero placeholder of a breakdown with no values
         for s in report.steps:
             row: tuple[object, ...] = (s.step, s.count, s.step_conversion, s.overall_conversion)
             if split:

@@ -227,13 +227,21 @@ def levels_sql(db: str, spec: FunnelQuery, scope: ReportScope, params: dict[str,
     )
 
 
+def entry_sql(spec: FunnelQuery, params: dict[str, object] | None) -> str:
+    """The condition of an event that can enter ``spec``: step 1's, or in an any-order
+    funnel any step's (its window opens at the first of them)."""
+    if spec.mode is FunnelMode.ANY:
+        return " OR ".join(f"({s.sql(params, f't{i}')})" for i, s in enumerate(spec.steps))
+    return spec.steps[0].sql(params, "t0")
+
+
 def _excluded(
     spec: FunnelQuery, events: str, where: str, entry: str, params: dict[str, object]
 ) -> str:
     """``(site_id, person_id)`` of the persons who did an exclusion step after their first
-    entry in the period and within the window."""
+    entry in the period (:func:`entry_sql`) and within the window."""
     ms = "toUnixTimestamp64Milli(occurred_at)"
-    first = spec.steps[0].sql(params, "t0")
+    first = entry_sql(spec, params)
     excluded = " OR ".join(
         f"({step.sql(params, f'x{i}')})" for i, step in enumerate(spec.exclusions)
     )
@@ -337,12 +345,13 @@ def stage_rows(
     scope: ReportScope,
     params: dict[str, object] | None = None,
     where: tuple[Condition, ...] = (),
+    funnel: Funnel | None = None,
 ) -> str:
     """``stage_reached`` rows of the funnel in scope with the breakdown value ``g``.
 
     A touch breakdown, or conditions on the entry event (``where``), read the event that
-    started each row's chain (``entered_at``) from ``events``; they bind their values in
-    ``params``."""
+    started each row's chain (``entered_at``: an event that can enter ``funnel``, at that
+    time) from ``events``; they bind their values in ``params``."""
     if scope.by in ("temperature", "manager"):
         assert scope.by is not None
         if where:
@@ -362,11 +371,12 @@ def stage_rows(
         group = (
             "e.g" if touch else _group(scope, "s.entered_at", "s.entry_channel", "s.entry_campaign")
         )
+        entry = entry_sql(as_query(funnel), params) if funnel is not None else "1"
         return (
             f"(SELECT s.*, {group} AS g FROM {db}.stage_reached AS s INNER JOIN ("
             f"SELECT site_id, person_id, occurred_at, any({value}) AS g "
             f"FROM {resolved_events(db, include_bots=scope.include_bots)} "
-            f"WHERE {scope.site_filter()} AND {conditions or '1'} "
+            f"WHERE {scope.site_filter()} AND {conditions or '1'} AND ({entry}) "
             "GROUP BY site_id, person_id, occurred_at) AS e "
             "ON s.site_id = e.site_id AND s.person_id = e.person_id "
             "AND s.entered_at = e.occurred_at "

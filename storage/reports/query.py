@@ -114,7 +114,8 @@ class Condition:
         }[self.op]
         if self.field == f"{PROPERTY}intent":  # lead.intent has a column of its own
             alternative = test.replace(column, "lead_intent", 1)
-            test = f"({test} OR {alternative})" if self.op != "!=" else test
+            joined = " AND " if self.op == "!=" else " OR "  # != holds when neither is it
+            test = f"({test}{joined}{alternative})"
         return test
 
 

@@ -42,7 +42,7 @@ def time_to_convert_report(
         "lagInFrame(toUnixTimestamp64Milli(reached_at)) OVER w AS dt, "
         "lagInFrame(step_index) OVER w AS previous FROM ("
         "SELECT site_id, person_id, step_index, g, reached_at, sum(sign) AS net "
-        f"FROM {stage_rows(db, scope, params, where)} "
+        f"FROM {stage_rows(db, scope, params, where, spec)} "
         "GROUP BY site_id, person_id, step_index, g, reached_at HAVING net > 0) "
         "WINDOW w AS (PARTITION BY site_id, person_id ORDER BY step_index "
         "ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)"

@@ -74,3 +74,12 @@ def test_dropoff_and_channels_against_the_previous_period(two_months: ChdbStore)
     assert column(channels, "impressions", "current") == [4]
     assert column(channels, "impressions", "previous") == [3]
     assert column(channels, "clicks", "change") == [1]
+
+
+def test_a_breakdown_compares_value_by_value_even_when_a_period_has_none(
+    two_months: ChdbStore,
+) -> None:
+    table = answer(two_months, "funnel", funnel="aida", compare="year", by="utm_source")
+    assert column(table, "group", "current") == ["google"] * 4
+    assert column(table, "people", "year_ago") == [0, 0, 0, 0]
+    assert column(table, "people", "change") == [4, 2, 1, 0]

@@ -231,6 +231,17 @@ def test_step_conditions_and_page_steps(hand: ChdbStore) -> None:
     assert ask(hand, "impression,/blog") == {"": [4, 1]}
 
 
+def test_an_any_order_funnel_times_exclusions_from_whichever_step_opened_it(
+    hand: ChdbStore,
+) -> None:
+    # c's window opens at its click (step 2); the refund comes 4 hours later
+    assert ask(hand, "order,click,!lead[refund=yes]", mode="any") == {"": [2, 1]}
+
+
+def test_not_equal_on_intent_looks_at_the_leads_own_field_too(hand: ChdbStore) -> None:
+    assert ask(hand, "impression,lead[intent!=purchase]") == {"": [4, 1]}  # c's, not a's
+
+
 def test_exclusions_leave_out_who_did_them_within_the_window(hand: ChdbStore) -> None:
     assert ask(hand, "impression,click,lead,!lead[refund=yes]") == {"": [3, 2, 1]}
     # c's refund came 5 h after entering: outside a 2 h window, so c stays

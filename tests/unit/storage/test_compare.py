@@ -37,6 +37,10 @@ def test_a_comparison_needs_a_period() -> None:
     with pytest.raises(ReportRequestError, match="needs a period") as caught:
         parse_request("channels", {"compare": "previous", "to": "2026-11-30"})
     assert caught.value.option == "compare"
+    with pytest.raises(ReportRequestError, match="no period breakdown"):
+        parse_request(
+            "funnel", {"compare": "year", "by": "week", "from": "2026-11-01", "to": "2026-11-30"}
+        )
     with pytest.raises(ReportRequestError, match="unknown comparison 'month'"):
         parse_request("funnel", {"compare": "month", "from": "2026-11-01", "to": "2026-11-30"})
 
