@@ -37,11 +37,47 @@ from funnel.cli.root import (
     help="Print every migration's statements (in their --cluster form if given) and exit, "
     "without connecting: for review, or to run with clickhouse-client.",
 )
-def migrate(store: str, database: str, cluster: str | None, print_sql: bool) -> None:
-    """Create or upgrade the ClickHouse schema (idempotent)."""
+@click.option(
+    "--keep-events",
+    envvar="FUNNEL_RETENTION_EVENTS_DAYS",
+    default=None,
+    help="Days to keep raw events, or 'forever' [forever].",
+)
+@click.option(
+    "--keep-facts",
+    envvar="FUNNEL_RETENTION_FACTS_DAYS",
+    default=None,
+    help="Days to keep the derived facts (stages, credits, lead changes, persons) [forever].",
+)
+@click.option(
+    "--keep-rejected",
+    envvar="FUNNEL_RETENTION_REJECTED_DAYS",
+    default=None,
+    help="Days to keep dead letters (raw payloads) [30].",
+)
+def migrate(
+    store: str,
+    database: str,
+    cluster: str | None,
+    print_sql: bool,
+    keep_events: str | None,
+    keep_facts: str | None,
+    keep_rejected: str | None,
+) -> None:
+    """Create or upgrade the ClickHouse schema (idempotent) and set how long each table keeps
+    its rows (ClickHouse TTLs; see storage/retention.py). The aggregates keep counts, no
+    person: the minute one 14 days, the others for good."""
     from storage.cluster import cluster_statements
     from storage.migrate import migrate as run_migrations
     from storage.migrate import migrations
+    from storage.retention import Retention, apply_retention
+
+    try:
+        retention = Retention.parse(
+            {"events": keep_events, "facts": keep_facts, "rejected": keep_rejected}
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--keep-*") from None
 
     if print_sql:
         for m in migrations():
@@ -58,11 +94,14 @@ def migrate(store: str, database: str, cluster: str | None, print_sql: bool) -> 
         with _progress() as progress:
             task = progress.add_task("migrating", total=len(migrations()))
             applied = run_migrations(db, cluster=cluster, on_step=lambda _: progress.advance(task))
+        apply_retention(db, retention, cluster)
     finally:
         db.close()
     for m in applied:
         err.print(f"applied {m.version:04d} {m.name}")
     err.print(f"schema of {database} is up to date ({len(applied)} migration(s) applied)")
+    kept = ", ".join(f"{name} {days}" for name, days in retention.describe().items())
+    err.print(f"retention: {kept}")
 
 
 @main.group()
