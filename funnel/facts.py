@@ -59,6 +59,13 @@ class EventRow(msgspec.Struct, frozen=True, gc=False):
     ip: str = ""
     clock_skew_ms: int | None = None
     clamped: bool = False
+    referrer: str = ""
+    user_agent: str = ""
+    click_ids: dict[str, str] = msgspec.field(default_factory=dict)
+    lead_form: str = ""
+    raw: str = ""
+    """The event as the core read it (its JSON, after intake): what ``funnel reprocess``
+    reads back, field for field."""
 
     def row(self) -> dict[str, object]:
         return _row(self)

@@ -431,4 +431,9 @@ def event_row(event: Event, person_id: str, touch: Touch) -> EventRow:
         ip=event.context.ip or "",
         clock_skew_ms=event.context.clock_skew_ms,
         clamped=event.context.clamped,
+        referrer=event.context.referrer or "",
+        user_agent=event.context.user_agent or "",
+        click_ids=event.context.click_ids(),
+        lead_form=(event.lead.form or "") if event.lead else "",
+        raw=event.model_dump_json(exclude_none=True),
     )

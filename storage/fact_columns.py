@@ -61,6 +61,11 @@ COLUMNS: dict[type[Any], dict[str, str]] = {
         "ip": "String",
         "clock_skew_ms": "Nullable(Int64)",
         "clamped": "Bool",
+        "referrer": "String",
+        "user_agent": "String",
+        "click_ids": "Map(String, String)",
+        "lead_form": _LOW,
+        "raw": "String",
     },
     StageReached: {
         "site_id": _LOW,
