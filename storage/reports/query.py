@@ -77,6 +77,9 @@ TOUCH_BREAKDOWNS: tuple[str, ...] = (
     "os",
 )
 PROPERTY = "property:"
+#: Properties a lead may carry as fields of its own (``lead.form``, ``lead.intent``): a
+#: condition on them holds on either, as a configured step's filter does.
+_LEAD_FIELDS = {f"{PROPERTY}form": "lead_form", f"{PROPERTY}intent": "lead_intent"}
 Op = Literal["=", "!=", "^=", "*="]
 _CONDITION = re.compile(r"^\s*([A-Za-z0-9_.:\-]+)\s*(!=|\^=|\*=|=)(.*)$")
 _STEP = re.compile(r"^(!?)([a-z_]+)(?:\[(.*)\])?$")
@@ -112,8 +115,9 @@ class Condition:
             "^=": f"startsWith({column}, {value})",
             "*=": f"position({column}, {value}) > 0",
         }[self.op]
-        if self.field == f"{PROPERTY}intent":  # lead.intent has a column of its own
-            alternative = test.replace(column, "lead_intent", 1)
+        lead_column = _LEAD_FIELDS.get(self.field)
+        if lead_column is not None:  # the lead's own field, as the stream's step filters read it
+            alternative = test.replace(column, lead_column, 1)
             joined = " AND " if self.op == "!=" else " OR "  # != holds when neither is it
             test = f"({test}{joined}{alternative})"
         return test

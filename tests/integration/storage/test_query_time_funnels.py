@@ -160,7 +160,7 @@ def hand(store: ChdbStore) -> ChdbStore:
             site="h",
             customer_id="cust-a",
             manager_id="m-7",
-            lead={"intent": "purchase"},
+            lead={"intent": "purchase", "form": "demo"},
             properties={"plan": "pro"},
         ),
         touch(
@@ -224,6 +224,7 @@ def test_steps_window_and_mode(hand: ChdbStore) -> None:
 
 def test_step_conditions_and_page_steps(hand: ChdbStore) -> None:
     assert ask(hand, "impression,lead[intent=purchase]") == {"": [4, 1]}  # the lead's own field
+    assert ask(hand, "impression,lead[form=demo]") == {"": [4, 1]}
     assert ask(hand, "impression,lead[plan=basic]") == {"": [4, 1]}  # a property
     assert ask(hand, "impression,lead[plan^=b]") == {"": [4, 1]}
     assert ask(hand, "impression,lead[plan!=basic]") == {"": [4, 1]}
