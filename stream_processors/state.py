@@ -36,7 +36,7 @@ import pickle
 import sqlite3
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,6 +208,30 @@ class SavedState:
                     self._db.execute(
                         f"DELETE FROM {table} WHERE {column} LIKE ? ESCAPE '\\'", (pattern,)
                     )
+
+    def forget(self, keys: Iterable[str]) -> int:
+        """Drop the persons, device links and deadlines of these person or device keys
+        (``funnel forget``); returns how many persons went. The ids of their applied events
+        stay: random ids that name no one, and a sender's retry of an erased event stays a
+        duplicate instead of bringing it back."""
+        keys = set(keys)
+        gone: set[str] = set()
+        for key in keys:
+            if self._persons.pop(key, None) is not None:
+                gone.add(key)
+            self._aliases.pop(key, None)
+            self._deadlines.pop(key, None)  # its heap entry is skipped as stale
+        for device, key in list(self._aliases.items()):
+            if key in keys:
+                del self._aliases[device]
+        if self._db is not None:
+            with self._db:
+                for key in sorted(keys):
+                    if self._db.execute("DELETE FROM persons WHERE key = ?", (key,)).rowcount:
+                        gone.add(key)
+                    self._db.execute("DELETE FROM aliases WHERE device = ? OR key = ?", (key, key))
+                    self._db.execute("DELETE FROM deadlines WHERE key = ?", (key,))
+        return len(gone)
 
     def close(self) -> None:
         if self._db is not None:

@@ -1,17 +1,22 @@
-"""``funnel migrate`` and ``funnel spend``: the store's schema and the marketing spend."""
+"""``funnel migrate``, ``funnel forget`` and ``funnel spend``: the schema and its retention,
+erasing a person, the marketing spend."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
 from funnel.cli.root import (
     _config,
+    _open_existing,
     _open_store,
     _progress,
+    _saved_state,
     _store,
     channels_option,
     database_option,
@@ -19,6 +24,7 @@ from funnel.cli.root import (
     main,
     store_option,
 )
+from funnel.identity import customer_key, device_key
 
 
 @main.command()
@@ -102,6 +108,81 @@ def migrate(
     err.print(f"schema of {database} is up to date ({len(applied)} migration(s) applied)")
     kept = ", ".join(f"{name} {days}" for name, days in retention.describe().items())
     err.print(f"retention: {kept}")
+
+
+@main.command()
+@click.option("--customer", default=None, help="The customer id of the person to erase.")
+@click.option("--anonymous", default=None, help="Or an anonymous (device) id of theirs.")
+@click.option("--site", default=None, help="Their site (needed when the store has several).")
+@click.option(
+    "--requested-by",
+    default=lambda: os.environ.get("USER") or "unknown",
+    help="Who asked, for the erasure record [the user].",
+)
+@store_option
+@database_option
+def forget(
+    customer: str | None,
+    anonymous: str | None,
+    site: str | None,
+    requested_by: str,
+    store: str,
+    database: str,
+) -> None:
+    """Erase a person: their events, facts, dead letters, aggregates' share and state.
+
+    A customer id erases the customer and every device linked to them; an anonymous id
+    erases its device, or the customer it was linked to with all their devices. Reports
+    afterwards are those of a store that never received them. The erasure is recorded in
+    `erasures` (who, when, how many rows), without the erased data. Embedded store: stop
+    `funnel serve` first (the store belongs to one process).
+    """
+    from storage.forget import NoSuchPerson, erase, find_subject
+    from storage.reports.sites import site_ids
+    from stream_processors.embedded import EmbeddedPipeline
+
+    if (customer is None) == (anonymous is None):
+        raise click.UsageError("give --customer or --anonymous (one of them)")
+    config = _config(None, None)
+    db = _open_existing(store, database)
+    saved = _saved_state(store, database, config)
+    try:
+        if site is None:
+            sites = site_ids(db)
+            if len(sites) != 1:
+                raise click.BadParameter(
+                    f"the store holds {len(sites)} sites ({', '.join(sites) or 'none'}): say which",
+                    param_hint="--site",
+                )
+            site = sites[0]
+        # What the runner had not landed yet lands first: nothing of the person comes after.
+        pipeline = EmbeddedPipeline(db, config, saved=saved)
+        try:
+            pipeline.flush()
+        finally:
+            pipeline.close()
+        try:
+            subject = find_subject(db, site, customer=customer, anonymous=anonymous)
+        except NoSuchPerson as exc:
+            raise click.ClickException(str(exc)) from None
+        erasure = erase(db, subject, requested_by=requested_by, at=datetime.now(UTC))
+        keys = {customer_key(site, c) for c in subject.customer_ids}
+        keys |= {device_key(site, a) for a in subject.anonymous_ids}
+        states = saved.forget(keys)
+    finally:
+        saved.close()
+        db.close()
+    tables = ", ".join(f"{table} {n:,}" for table, n in erasure.rows.items() if n)
+    err.print(
+        f"erased {erasure.total:,} row(s) of {len(subject.person_ids)} person id(s) in site "
+        f"{site!r} ({tables}); {erasure.buckets:,} aggregate bucket(s) rebuilt; "
+        f"{states} person state(s) dropped; recorded in erasures"
+    )
+    if not store.startswith("chdb"):
+        err.print(
+            "[yellow]a server store: the Kafka workers' state of this person is not erased "
+            "by this command[/]"
+        )
 
 
 @main.group()
