@@ -1,5 +1,5 @@
-"""``funnel migrate``, ``funnel forget`` and ``funnel spend``: the schema and its retention,
-erasing a person, the marketing spend."""
+"""``funnel migrate``, ``funnel reprocess``, ``funnel forget`` and ``funnel spend``: the schema
+and its retention, re-deriving history, erasing a person, the marketing spend."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from funnel.cli.root import (
     channels_option,
     database_option,
     err,
+    funnels_option,
     main,
     store_option,
 )
@@ -119,6 +120,8 @@ def migrate(
     default=lambda: os.environ.get("USER") or "unknown",
     help="Who asked, for the erasure record [the user].",
 )
+@funnels_option
+@channels_option
 @store_option
 @database_option
 def forget(
@@ -126,6 +129,8 @@ def forget(
     anonymous: str | None,
     site: str | None,
     requested_by: str,
+    funnels_file: Path | None,
+    channels_file: Path | None,
     store: str,
     database: str,
 ) -> None:
@@ -143,7 +148,7 @@ def forget(
 
     if (customer is None) == (anonymous is None):
         raise click.UsageError("give --customer or --anonymous (one of them)")
-    config = _config(None, None)
+    config = _config(funnels_file, channels_file)
     db = _open_existing(store, database)
     saved = _saved_state(store, database, config)
     try:
@@ -183,6 +188,75 @@ def forget(
             "[yellow]a server store: the Kafka workers' state of this person is not erased "
             "by this command[/]"
         )
+
+
+@main.command()
+@click.option("--site", "sites", multiple=True, help="Only this site (repeatable) [all].")
+@funnels_option
+@channels_option
+@store_option
+@database_option
+def reprocess(
+    sites: tuple[str, ...],
+    funnels_file: Path | None,
+    channels_file: Path | None,
+    store: str,
+    database: str,
+) -> None:
+    """Re-derive every fact of the stored events with the current rules and funnels.
+
+    After a change of channel rules, funnels or lead rules (FUNNEL_CHANNELS, FUNNEL_FUNNELS,
+    FUNNEL_LEADS), the history is derived again through the same runtime as the stream: the
+    events' channels, stages, credits, persons and lead changes, and the aggregates. Running
+    it twice gives the same tables. Embedded store: stop `funnel serve` first (the store
+    belongs to one process; senders retry meanwhile).
+    """
+    from storage.reports.sites import site_ids
+    from stream_processors.reprocess import reprocess as run
+
+    if not store.startswith("chdb"):
+        raise click.UsageError(
+            "reprocess runs on the embedded store; against a ClickHouse server it would not be "
+            "atomic for its readers yet"
+        )
+    config = _config(funnels_file, channels_file)
+    db = _open_existing(store, database)
+    saved = _saved_state(store, database, config)
+    try:
+        known = site_ids(db)
+        unknown = sorted(set(sites) - set(known))
+        if unknown:
+            raise click.BadParameter(
+                f"no events of site {', '.join(map(repr, unknown))} (sites: "
+                f"{', '.join(known) or 'none'})",
+                param_hint="--site",
+            )
+        chosen = list(sites) or known
+        total = sum(
+            int(
+                db.query(
+                    f"SELECT count() AS n FROM {db.database}.events "
+                    "WHERE site_id = {site:String}",
+                    {"site": site},
+                )[0]["n"]
+            )
+            for site in chosen
+        )
+        with _progress() as progress:
+            task = progress.add_task("reprocessing", total=total)
+            try:
+                result = run(
+                    db, saved, config, chosen, on_events=lambda n: progress.advance(task, n)
+                )
+            except ValueError as exc:  # events stored before they were kept whole
+                raise click.ClickException(str(exc)) from None
+    finally:
+        saved.close()
+        db.close()
+    err.print(
+        f"reprocessed {result.events:,} events of {', '.join(result.sites) or 'no site'}: "
+        f"{result.rows_before:,} derived rows before, {result.rows_after:,} now"
+    )
 
 
 @main.group()

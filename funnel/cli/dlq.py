@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,9 +12,11 @@ from funnel.cli.root import (
     _config,
     _open_existing,
     _saved_state,
+    channels_option,
     database_option,
     err,
     format_option,
+    funnels_option,
     main,
     store_option,
 )
@@ -69,10 +72,18 @@ def list_cmd(
 
 @dlq.command("replay")
 @_filters
+@funnels_option
+@channels_option
 @store_option
 @database_option
 def replay_cmd(
-    site: str | None, reason: str | None, since: str | None, store: str, database: str
+    site: str | None,
+    reason: str | None,
+    since: str | None,
+    funnels_file: Path | None,
+    channels_file: Path | None,
+    store: str,
+    database: str,
 ) -> None:
     """Send the letters not replayed yet through intake again (after a fix).
 
@@ -83,7 +94,7 @@ def replay_cmd(
     from producers.dead_letters import replay
     from stream_processors.embedded import EmbeddedPipeline
 
-    config = _config(None, None)
+    config = _config(funnels_file, channels_file)
     db = _open_existing(store, database)
     saved = _saved_state(store, database, config)
     try:
