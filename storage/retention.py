@@ -11,7 +11,7 @@ setting                   tables (the time a row expires by)   default
                           ``attributions`` (``converted_at``),
                           ``lead_changes`` (``changed_at``),
                           ``persons`` (``last_seen``)
-``rejected``              ``rejected_events`` (``received_at``) 30
+``rejected``              ``rejected_events`` (``recorded_at``) 30
 ========================  ===================================  ========================
 
 The raw events are the source every fact can be re-derived from (``funnel reprocess``), so
@@ -48,7 +48,7 @@ RETENTION_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("lead_changes", "changed_at"),
         ("persons", "last_seen"),
     ),
-    "rejected": (("rejected_events", "received_at"),),
+    "rejected": (("rejected_events", "recorded_at"),),
 }
 _ENV = {name: f"FUNNEL_RETENTION_{name.upper()}_DAYS" for name in RETENTION_TABLES}
 _MAX_DAYS = 36_500

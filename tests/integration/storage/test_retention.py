@@ -52,7 +52,7 @@ def test_configured_retention_is_set_and_set_back(store: ChdbStore) -> None:
     assert "toIntervalDay(30)" in current["rejected_events"]
     assert apply_retention(store, Retention()) == [  # idempotent: no REMOVE of what is gone
         f"ALTER TABLE {store.database}.rejected_events MODIFY TTL "
-        "toDateTime(received_at) + INTERVAL 30 DAY"
+        "toDateTime(recorded_at) + INTERVAL 30 DAY"
     ]
 
 
@@ -62,13 +62,15 @@ def test_rows_past_their_retention_are_deleted(store: ChdbStore) -> None:
         "rejected_events",
         [
             {
-                "received_at": now - timedelta(days=40),
+                "received_at": now,
+                "recorded_at": now - timedelta(days=40),
                 "site_id": "s",
                 "reason": "old",
                 "payload": "{}",
             },
             {
-                "received_at": now - timedelta(days=10),
+                "received_at": now - timedelta(days=400),
+                "recorded_at": now - timedelta(days=10),
                 "site_id": "s",
                 "reason": "new",
                 "payload": "{}",
