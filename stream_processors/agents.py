@@ -224,6 +224,7 @@ def register(
                 value = json.dumps({"kind": "batch", "items": items}).encode()
                 sent.append(await send(person_events, BATCH_KEY, value, partition))
         await _acknowledged(sent)
+        await changelogs_known(app)
         writes.commit(batch)
 
     async def advance_persons(stream: faust.StreamT[bytes]) -> None:
@@ -637,6 +638,34 @@ async def _admitted(
         except Exception:  # revoked meanwhile: the next owner starts from the commit
             log.warning("could not read %s again from %d", tp, offset, exc_info=True)
     return admission.taken
+
+
+async def changelogs_known(app: Any, attempts: int = 50) -> bool:
+    """Wait until the consumer's metadata knows every table's changelog topic.
+
+    Before a table's first write Faust checks that its changelog has as many partitions as
+    its source topic, reading the consumer's metadata snapshot. A changelog the worker created
+    moments before may be missing from that snapshot (0 partitions: seen on a loaded machine),
+    and the snapshot is refreshed only minutes later, so the write raises and the worker
+    exits. Each attempt asks the client for fresh metadata and waits for it (no sleep).
+    Returns whether every changelog is known (after ``attempts``, Faust's check decides)."""
+    if getattr(app, "_funnel_changelogs_known", False):
+        return True
+    for _ in range(attempts):
+        missing = [
+            table.changelog_topic_name
+            for table in app.tables.values()
+            if not app.consumer.topic_partitions(table.changelog_topic_name)
+        ]
+        if not missing:
+            app._funnel_changelogs_known = True
+            return True
+        client = getattr(getattr(app.consumer, "_consumer", None), "_client", None)
+        if client is None:  # not aiokafka's consumer: leave the check to Faust
+            return False
+        log.info("waiting for the metadata of %s", ", ".join(missing))
+        await client.force_metadata_update()
+    return False
 
 
 def _batches(stream: faust.StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:
