@@ -6,6 +6,7 @@ storage rows) reads these typed fields; nothing re-parses the raw JSON.
 
 from __future__ import annotations
 
+import operator
 import re
 import uuid
 from datetime import UTC, datetime
@@ -95,6 +96,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=4000)
 
 
+_CLICK_IDS = operator.attrgetter(*CLICK_ID_PARAMS)
+
+
 class Context(_Strict):
     """Where a touch came from: page, referrer, user agent, UTM tags and click ids."""
 
@@ -124,7 +128,10 @@ class Context(_Strict):
 
     def click_ids(self) -> dict[str, str]:
         """The click ids present, in precedence order."""
-        return {name: value for name in CLICK_ID_PARAMS if (value := getattr(self, name))}
+        values = _CLICK_IDS(self)  # one call for all of them: most contexts carry none
+        if not any(values):
+            return {}
+        return {name: value for name, value in zip(CLICK_ID_PARAMS, values, strict=True) if value}
 
 
 class LeadInfo(_Strict):

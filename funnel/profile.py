@@ -282,6 +282,7 @@ def _touch_at(touches: list[PathTouch], at_ms: int) -> PathTouch | None:
 
 
 _touch_time = operator.attrgetter("at_ms")
+_to_json = Event.__pydantic_serializer__.to_json  # model_dump_json without its wrapper
 
 
 def _credits(
@@ -399,7 +400,9 @@ def person_row(state: Profile, config: CoreConfig, now_ms: int | None = None) ->
 
 
 def event_row(event: Event, person_id: str, touch: Touch) -> EventRow:
-    """The event's row in ``events``: as it arrived, classified as ``touch``."""
+    """The event's row in ``events``: as it arrived, classified as ``touch``, and whole
+    (``raw``: its JSON, what ``funnel reprocess`` reads back)."""
+    context, lead = event.context, event.lead
     return EventRow(
         event_id=event.event_id,
         site_id=event.site_id,
@@ -417,23 +420,23 @@ def event_row(event: Event, person_id: str, touch: Touch) -> EventRow:
         term=touch.term,
         content=touch.content,
         referrer_host=touch.referrer_host,
-        url=event.context.url or "",
+        url=context.url or "",
         order_id=event.order_id or "",
         revenue=event.revenue if event.revenue is not None else Decimal(0),
         currency=event.currency or "",
         manager_id=event.manager_id or "",
-        lead_intent=(event.lead.intent or "") if event.lead else "",
+        lead_intent=(lead.intent or "") if lead is not None else "",
         properties={k: "" if v is None else str(v) for k, v in event.properties.items()},
-        is_bot=event.context.is_bot,
-        browser=event.context.browser or "",
-        os=event.context.os or "",
-        device=event.context.device or "",
-        ip=event.context.ip or "",
-        clock_skew_ms=event.context.clock_skew_ms,
-        clamped=event.context.clamped,
-        referrer=event.context.referrer or "",
-        user_agent=event.context.user_agent or "",
-        click_ids=event.context.click_ids(),
-        lead_form=(event.lead.form or "") if event.lead else "",
-        raw=event.model_dump_json(exclude_none=True),
+        is_bot=context.is_bot,
+        browser=context.browser or "",
+        os=context.os or "",
+        device=context.device or "",
+        ip=context.ip or "",
+        clock_skew_ms=context.clock_skew_ms,
+        clamped=context.clamped,
+        referrer=context.referrer or "",
+        user_agent=context.user_agent or "",
+        click_ids=context.click_ids(),
+        lead_form=(lead.form or "") if lead is not None else "",
+        raw=_to_json(event, exclude_none=True).decode(),
     )
