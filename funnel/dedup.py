@@ -40,6 +40,11 @@ class BoundedIds:
             for old in list(itertools.islice(ids, excess)):
                 del ids[old]
 
+    def discard(self, items: Iterable[str]) -> None:
+        """Forget these ids."""
+        for item in items:
+            self._ids.pop(item, None)
+
     def discard_prefix(self, prefix: str) -> None:
         """Forget every id starting with ``prefix``."""
         self._ids = {k: None for k in self._ids if not k.startswith(prefix)}

@@ -28,7 +28,7 @@ from datetime import datetime
 
 from storage.backends import Store
 
-__all__ = ["Erasure", "Subject", "erase", "find_subject"]
+__all__ = ["Erasure", "Subject", "erase", "find_subject", "remove_rows"]
 
 #: Tables whose rows name a person by ``person_id``.
 PERSON_TABLES = ("events", "stage_reached", "attributions", "persons", "lead_changes")
@@ -134,6 +134,27 @@ def find_subject(
 
 def erase(store: Store, subject: Subject, *, requested_by: str, at: datetime) -> Erasure:
     """Delete the subject's rows, rebuild the aggregates under them, record the erasure."""
+    erasure = remove_rows(store, subject, dead_letters=True)
+    store.insert(
+        "erasures",
+        [
+            {
+                "site_id": subject.site_id,
+                "requested_by": requested_by,
+                "requested_at": at,
+                "rows": erasure.total,
+                "tables": {k: v for k, v in erasure.rows.items() if v},
+            }
+        ],
+    )
+    return erasure
+
+
+def remove_rows(store: Store, subject: Subject, *, dead_letters: bool) -> Erasure:
+    """Delete every row naming the subject in the tables that name persons (and, with
+    ``dead_letters``, the dead letters and replay marks naming them), then rebuild the
+    aggregate buckets those rows fell in from what remains. ``funnel reprocess`` uses it
+    before it derives the subject's rows again."""
     db = store.database
     params: dict[str, object] = {"site": subject.site_id}
     persons, bound = _in("person_id", subject.person_ids, "p")
@@ -172,12 +193,15 @@ def erase(store: Store, subject: Subject, *, requested_by: str, at: datetime) ->
         erasure.rows[table] = _delete(
             store, table, f"site_id = {{site:String}} AND {condition}", params
         )
+    if not dead_letters:
+        ids = []
     mentions = " OR ".join(f"position(payload, {{i{n}:String}}) > 0" for n in range(len(ids)))
     params.update({f"i{n}": text for n, text in enumerate(ids)})
-    erasure.rows["rejected_events"] = _delete(
-        store, "rejected_events", f"site_id = {{site:String}} AND ({mentions or '0'})", params
-    )
-    if event_ids:
+    if dead_letters:
+        erasure.rows["rejected_events"] = _delete(
+            store, "rejected_events", f"site_id = {{site:String}} AND ({mentions or '0'})", params
+        )
+    if event_ids and dead_letters:
         replayed, bound = _in_array("event_ids", event_ids, "e")
         erasure.rows["dead_letter_replays"] = _delete(
             store,
@@ -188,18 +212,6 @@ def erase(store: Store, subject: Subject, *, requested_by: str, at: datetime) ->
     for aggregate, values in buckets.items():
         erasure.buckets += len(values)
         _rebuild(store, aggregate, subject.site_id, values)
-    store.insert(
-        "erasures",
-        [
-            {
-                "site_id": subject.site_id,
-                "requested_by": requested_by,
-                "requested_at": at,
-                "rows": erasure.total,
-                "tables": {k: v for k, v in erasure.rows.items() if v},
-            }
-        ],
-    )
     return erasure
 
 

@@ -26,10 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from funnel.events import Event
+from funnel.identity import customer_key, device_key
 from funnel.processor import CoreConfig
 from storage.backends import Store
+from storage.forget import Subject, remove_rows
 from stream_processors.embedded import EmbeddedPipeline
 from stream_processors.state import SavedState
 
@@ -64,37 +67,59 @@ def reprocess(
     config: CoreConfig,
     sites: Sequence[str],
     *,
+    start: datetime | None = None,
+    end: datetime | None = None,
     on_events: Callable[[int], None] | None = None,
 ) -> Reprocessed:
     """Re-derive every fact of ``sites`` from their stored events (module docstring).
-    ``on_events`` is told of each chunk of events processed (a progress bar)."""
+
+    With ``start``/``end``, only the persons with an event in ``[start, end)`` are re-derived,
+    whole (every event of theirs, before and after, and those of the devices linked to them):
+    a person's facts depend on their whole history. ``on_events`` is told of each chunk of
+    events processed (a progress bar)."""
     db = store.database
     result = Reprocessed(list(sites))
     pipeline = EmbeddedPipeline(store, config, saved=saved)
+    whole = start is None and end is None
     try:
         pipeline.flush()  # the outbox lands first: nothing old lands after the new
         for site in sites:
             params: dict[str, object] = {"site": site}
-            result.rows_before += _count(store, site)
+            persons = None if whole else _persons_in(store, site, start, end)
+            if persons is not None and not persons:
+                continue
+            where, bound = ("1", {}) if persons is None else _in("person_id", persons)
+            params.update(bound)
+            result.rows_before += _count(store, site, where, params)
             # Read whole, before anything is deleted (a crash leaves the events in place).
-            raw = [
-                str(r["raw"])
-                for r in store.query(
-                    f"SELECT raw FROM {db}.events WHERE site_id = {{site:String}} "
-                    "ORDER BY received_at, occurred_at, event_id",
-                    params,
-                )
-            ]
+            rows = store.query(
+                f"SELECT event_id, raw FROM {db}.events WHERE site_id = {{site:String}} "
+                f"AND {where} ORDER BY received_at, occurred_at, event_id",
+                params,
+            )
+            raw = [str(r["raw"]) for r in rows]
             if any(not text for text in raw):
                 raise ValueError(
                     f"site {site!r} has events stored before migration 0013 kept them whole: "
                     "they cannot be re-derived"
                 )
-            for table in (*DERIVED, *AGGREGATES):
-                store.execute(f"DELETE FROM {db}.{table} WHERE site_id = {{site:String}}", params)
-            saved.clear_site(site)
-            for start in range(0, len(raw), _CHUNK):
-                chunk = [Event.model_validate_json(text) for text in raw[start : start + _CHUNK]]
+            if persons is None:
+                for table in (*DERIVED, *AGGREGATES):
+                    store.execute(
+                        f"DELETE FROM {db}.{table} WHERE site_id = {{site:String}}", params
+                    )
+                saved.clear_site(site)
+            else:
+                remove_rows(
+                    store, Subject(site, persons, frozenset(), frozenset()), dead_letters=False
+                )
+                saved.forget(
+                    {customer_key(site, p) for p in persons}
+                    | {device_key(site, p) for p in persons}
+                )
+                saved.forget_applied(f"{site}:{r['event_id']}" for r in rows)
+            for start_at in range(0, len(raw), _CHUNK):
+                chunk = [Event.model_validate_json(t) for t in raw[start_at : start_at + _CHUNK]]
                 pipeline.submit_all(chunk)
                 result.events += len(chunk)
                 if on_events is not None:
@@ -103,16 +128,55 @@ def reprocess(
         pipeline.flush()
     finally:
         pipeline.close()
-    result.rows_after = sum(_count(store, site) for site in sites)
+    result.rows_after = sum(_count(store, site, "1", {"site": site}) for site in sites)
     return result
 
 
-def _count(store: Store, site: str) -> int:
+def _persons_in(
+    store: Store, site: str, start: datetime | None, end: datetime | None
+) -> frozenset[str]:
+    """The persons with an event in ``[start, end)``, with everyone linked to them: the
+    customer a device was merged into, and every device merged into such a customer."""
+    db = store.database
+    params: dict[str, object] = {
+        "site": site,
+        "start": int(start.timestamp() * 1000) if start else 0,
+        "end": int(end.timestamp() * 1000) if end else 2**62,
+    }
+    active = {
+        str(r["person_id"])
+        for r in store.query(
+            f"SELECT DISTINCT person_id FROM {db}.events WHERE site_id = {{site:String}} "
+            "AND toUnixTimestamp64Milli(occurred_at) >= {start:Int64} "
+            "AND toUnixTimestamp64Milli(occurred_at) < {end:Int64}",
+            params,
+        )
+    }
+    merged = {
+        str(r["person_id"]): str(r["into"])
+        for r in store.query(
+            f"SELECT person_id, argMax(merged_into, updated_at) AS into FROM {db}.persons "
+            "WHERE site_id = {site:String} GROUP BY person_id",
+            params,
+        )
+    }
+    roots = {merged.get(p) or p for p in active}
+    return frozenset(roots | {p for p, into in merged.items() if into in roots})
+
+
+def _in(column: str, values: frozenset[str]) -> tuple[str, dict[str, object]]:
+    names = [f"p{n}" for n in range(len(values))]
+    sql = f"{column} IN ({', '.join(f'{{{n}:String}}' for n in names)})"
+    return sql, dict(zip(names, sorted(values), strict=True))
+
+
+def _count(store: Store, site: str, where: str, params: dict[str, object]) -> int:
     total = 0
     for table in DERIVED:
         rows = store.query(
-            f"SELECT count() AS n FROM {store.database}.{table} WHERE site_id = {{site:String}}",
-            {"site": site},
+            f"SELECT count() AS n FROM {store.database}.{table} "
+            f"WHERE site_id = {{site:String}} AND {where}",
+            params,
         )
         total += int(rows[0]["n"])
     return total

@@ -233,6 +233,15 @@ class SavedState:
                     self._db.execute("DELETE FROM deadlines WHERE key = ?", (key,))
         return len(gone)
 
+    def forget_applied(self, keys: Iterable[str]) -> None:
+        """Forget that these events (:func:`funnel.runtime.applied_key`) were applied: they
+        will be applied again (``funnel reprocess``)."""
+        keys = list(keys)
+        self._applied.discard(keys)
+        if self._db is not None:
+            with self._db:
+                self._db.executemany("DELETE FROM applied WHERE id = ?", ((k,) for k in keys))
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()

@@ -192,12 +192,18 @@ def forget(
 
 @main.command()
 @click.option("--site", "sites", multiple=True, help="Only this site (repeatable) [all].")
+@click.option(
+    "--from", "start", default=None, help="Only persons with an event from then (date/time)."
+)
+@click.option("--to", "end", default=None, help="… until then (a date includes that day).")
 @funnels_option
 @channels_option
 @store_option
 @database_option
 def reprocess(
     sites: tuple[str, ...],
+    start: str | None,
+    end: str | None,
     funnels_file: Path | None,
     channels_file: Path | None,
     store: str,
@@ -208,11 +214,19 @@ def reprocess(
     After a change of channel rules, funnels or lead rules (FUNNEL_CHANNELS, FUNNEL_FUNNELS,
     FUNNEL_LEADS), the history is derived again through the same runtime as the stream: the
     events' channels, stages, credits, persons and lead changes, and the aggregates. Running
-    it twice gives the same tables. Embedded store: stop `funnel serve` first (the store
-    belongs to one process; senders retry meanwhile).
+    it twice gives the same tables. --from/--to re-derive only the persons with an event in
+    that period, each whole (their facts depend on their whole history). Embedded store:
+    stop `funnel serve` first (the store belongs to one process; senders retry meanwhile).
     """
+    from storage.reports.scope import parse_when
     from storage.reports.sites import site_ids
     from stream_processors.reprocess import reprocess as run
+
+    try:
+        since = parse_when(start) if start else None
+        until = parse_when(end, end=True) if end else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--from/--to") from None
 
     if not store.startswith("chdb"):
         raise click.UsageError(
@@ -246,7 +260,13 @@ def reprocess(
             task = progress.add_task("reprocessing", total=total)
             try:
                 result = run(
-                    db, saved, config, chosen, on_events=lambda n: progress.advance(task, n)
+                    db,
+                    saved,
+                    config,
+                    chosen,
+                    start=since,
+                    end=until,
+                    on_events=lambda n: progress.advance(task, n),
                 )
             except ValueError as exc:  # events stored before they were kept whole
                 raise click.ClickException(str(exc)) from None
