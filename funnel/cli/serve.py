@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -72,7 +73,8 @@ def serve(
     """Run the collector: embedded processing into the store, or produce to Kafka (--kafka).
 
     Write keys come from FUNNEL_WRITE_KEYS ("key:site,...") or FUNNEL_WRITE_KEYS_FILE; with
-    none configured, a one-off key for site "demo" is made up and printed.
+    none configured, a one-off key for site "demo" is made up and written to a file only you
+    can read (the store directory's write-key; its last characters are printed).
 
     Embedded, it also serves the live page (GET /) and the report API (GET /api/reports/…)
     of its store, unauthenticated: keep --host on loopback or behind a proxy that guards
@@ -88,6 +90,7 @@ def serve(
         create_app,
     )
     from producers.collector.serving import run, run_kafka_workers
+    from producers.collector.settings import masked
 
     if workers > 1 and not kafka:
         raise click.UsageError(
@@ -103,7 +106,11 @@ def serve(
     if not settings.write_keys:
         key = one_off_key = secrets.token_urlsafe(18)
         settings = CollectorSettings.from_env(None, write_keys={key: "demo"}, **overrides)
-        err.print(f"[yellow]no write keys configured: using key {key} for site 'demo'[/]")
+        kept = _keep_key(store, key)
+        err.print(
+            f"[yellow]no write keys configured: a generated key ({masked(key)}) writes to site "
+            f"'demo'; it is in {kept} (readable by you only)[/]"
+        )
     delivery: Delivery
     db = None
     saved = None
@@ -175,3 +182,18 @@ def serve(
             saved.close()
         if db is not None:
             db.close()
+
+
+def _keep_key(store: str, key: str) -> Path:
+    """Write a generated write key to a file only its owner reads (never to the terminal or
+    a log): the store directory's ``write-key``, or ``FUNNEL_STATE_DIR`` for a server store."""
+    from storage.reports.owner import store_directory
+
+    directory = store_directory(store) or Path(os.environ.get("FUNNEL_STATE_DIR") or ".funnel")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "write-key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(key + "\n")
+    path.chmod(0o600)
+    return path

@@ -40,7 +40,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from funnel.events import CLICK_ID_PARAMS
 from funnel.intake import IntakeLimits, IntakeResult, take_batch
@@ -384,12 +384,28 @@ class _Intake:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            send = _hardened(send)
             endpoint = self.intake.get((scope["method"], scope["path"]))
             if endpoint is not None:
                 response = await endpoint(Request(scope, receive))
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+#: Headers every response carries: no content sniffing, no referrer sent on.
+_HARDENING = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"))
+
+
+def _hardened(send: Send) -> Send:
+    """``send`` that adds :data:`_HARDENING` to the response's headers."""
+
+    async def hardened(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *_HARDENING]}
+        await send(message)
+
+    return hardened
 
 
 def _store_refusals(

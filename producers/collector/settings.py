@@ -6,6 +6,8 @@ file named by ``FUNNEL_WRITE_KEYS_FILE`` (JSON object ``{"key": "site"}``), neve
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 from collections.abc import Mapping
@@ -13,7 +15,19 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-__all__ = ["CollectorSettings"]
+__all__ = ["DIGEST", "CollectorSettings", "key_digest", "masked"]
+
+DIGEST = "sha256:"
+
+
+def key_digest(key: str) -> str:
+    """How a write key is kept: ``sha256:<hex>``."""
+    return DIGEST + hashlib.sha256(key.encode()).hexdigest()
+
+
+def masked(key: str) -> str:
+    """A key as it may be shown: its last four characters."""
+    return "…" + key[-4:] if len(key) > 8 else "…"
 
 
 class CollectorSettings(BaseModel):
@@ -21,8 +35,10 @@ class CollectorSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    write_keys: dict[str, SecretStr] = Field(default_factory=dict)
-    """site_id by write key (the key is the dict key; values are site ids)."""
+    write_keys: dict[str, str] = Field(default_factory=dict)
+    """site_id by the SHA-256 of a write key (``sha256:<hex>``). Given plain keys (the
+    environment's ``key:site``), they are hashed as they come in: no key is kept, shown in a
+    ``repr`` or logged; a request's key is hashed and looked up by its digest."""
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch: int = Field(default=500, ge=1, le=10_000)
@@ -63,17 +79,27 @@ class CollectorSettings(BaseModel):
 
     @field_validator("write_keys", mode="before")
     @classmethod
-    def _as_secret_sites(cls, value: object) -> object:
+    def _hashed(cls, value: object) -> object:
         if isinstance(value, Mapping):
-            return {str(k): v for k, v in value.items()}
+            return {
+                key_digest(str(k)) if not str(k).startswith(DIGEST) else str(k): str(
+                    v.get_secret_value() if isinstance(v, SecretStr) else v
+                )
+                for k, v in value.items()
+            }
         return value
 
     def site_for(self, key: str | None) -> str | None:
-        """The site a write key may write to, or ``None`` for an unknown key."""
+        """The site a write key may write to, or ``None`` for an unknown key. The key is
+        hashed and found by its digest; the digests are then compared in constant time."""
         if not key:
             return None
-        site = self.write_keys.get(key)
-        return site.get_secret_value() if site is not None else None
+        digest = key_digest(key)
+        site = self.write_keys.get(digest)
+        if site is None:
+            return None
+        stored = next(d for d in self.write_keys if d == digest)
+        return site if hmac.compare_digest(stored.encode(), digest.encode()) else None
 
     @classmethod
     def from_env(

@@ -25,7 +25,10 @@ until the next one.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -132,6 +135,7 @@ class LiveReports:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="funnel-reports")
         self._cache: OrderedDict[tuple[object, ...], tuple[int, str]] = OrderedDict()
         self._page = page
+        self._policy = page_policy(page) if page else ""
 
     def record(self, accepted: int) -> None:
         """Count events the collector accepted (and the store committed)."""
@@ -160,7 +164,8 @@ class LiveReports:
 
     async def _page_route(self, request: Request) -> Response:
         assert self._page is not None  # routed only with a page
-        return Response(self._page, media_type="text/html; charset=utf-8", headers=_NO_STORE)
+        headers = {**_NO_STORE, "Content-Security-Policy": self._policy}
+        return Response(self._page, media_type="text/html; charset=utf-8", headers=headers)
 
     async def _report_route(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -223,3 +228,23 @@ class LiveReports:
     async def _owner_route(self, request: Request) -> Response:
         body = {"pid": self.pid, "database": self.store.database, "version": self.gate.version}
         return JSONResponse(body, headers=self._headers)
+
+
+def page_policy(html: bytes) -> str:
+    """The live page's Content-Security-Policy: nothing loads from elsewhere, and only the
+    page's own inline script and style run (allowed by their SHA-256), so text that reached
+    the page from the store could not run even if it escaped its escaping."""
+    text = html.decode("utf-8")
+
+    def hashes(tag: str) -> str:
+        found = re.findall(rf"<{tag}>(.*?)</{tag}>", text, re.S)
+        return " ".join(
+            "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+            for body in found
+        )
+
+    return (
+        f"default-src 'none'; script-src {hashes('script') or chr(39) + 'none' + chr(39)}; "
+        f"style-src {hashes('style') or chr(39) + 'none' + chr(39)}; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
