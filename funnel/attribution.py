@@ -15,7 +15,7 @@ lead or no order milestone). Data-driven models (markov, shapley) run at query t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import ROUND_DOWN, Decimal
@@ -25,9 +25,11 @@ import msgspec
 __all__ = [
     "MODELS",
     "AttributionSettings",
+    "Conversion",
     "Credit",
     "PathTouch",
     "attribute",
+    "credit_history",
     "split_revenue",
 ]
 
@@ -202,3 +204,48 @@ def split_revenue(revenue: Decimal, shares: Sequence[float], places: int = 4) ->
     for i in order[: max(left, 0)]:
         floored[i] += unit
     return floored
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """A conversion of a person's history as :func:`credit_history` reads it."""
+
+    at_ms: int
+    kind: str
+    """``lead``, ``order``, ``payment`` or ``repeat``."""
+    revenue: Decimal
+
+
+def credit_history(
+    touches: Sequence[PathTouch],
+    conversions: Sequence[Conversion],
+    *,
+    since_ms: int = 0,
+    settings: AttributionSettings | None = None,
+) -> Iterator[tuple[Conversion, bool, list[Credit]]]:
+    """The credits of each lead, payment and repeat of one person's history (in time order)
+    from ``since_ms`` on, as the stream gives them: each over the touches up to it, with the
+    latest lead and order before it as ``w_shaped``'s milestones. Yields the conversion,
+    whether it is the person's first payment (earlier ones before ``since_ms`` count), and
+    its credits under every rule-based model."""
+    lead_at: int | None = None
+    order_at: int | None = None
+    paid = False
+    for conversion in conversions:
+        at, kind = conversion.at_ms, conversion.kind
+        if kind == "lead":
+            lead_at = at
+        elif kind == "order":
+            order_at = at
+        if kind != "order" and at >= since_ms:
+            earned = [t for t in touches if t.at_ms <= at]
+            credits = attribute(
+                earned,
+                at,
+                conversion.revenue,
+                lead_at_ms=lead_at,
+                order_at_ms=order_at,
+                settings=settings,
+            )
+            yield conversion, kind == "payment" and not paid, credits
+        paid = paid or kind == "payment"

@@ -28,7 +28,7 @@ from datetime import datetime
 
 from storage.backends import Store
 
-__all__ = ["Erasure", "Subject", "erase", "find_subject", "remove_rows"]
+__all__ = ["Erasure", "Subject", "bound_in", "erase", "find_subject", "remove_rows"]
 
 #: Tables whose rows name a person by ``person_id``.
 PERSON_TABLES = ("events", "stage_reached", "attributions", "persons", "lead_changes")
@@ -108,7 +108,7 @@ def find_subject(
         )
     }
     persons = {customer, *devices}
-    where, bound = _in("person_id", persons, "p")
+    where, bound = bound_in("person_id", persons, "p")
     anonymous_ids = {
         str(r["anonymous_id"])
         for r in store.query(
@@ -157,18 +157,18 @@ def remove_rows(store: Store, subject: Subject, *, dead_letters: bool) -> Erasur
     before it derives the subject's rows again."""
     db = store.database
     params: dict[str, object] = {"site": subject.site_id}
-    persons, bound = _in("person_id", subject.person_ids, "p")
+    persons, bound = bound_in("person_id", subject.person_ids, "p")
     params.update(bound)
     ids = sorted(subject.anonymous_ids | subject.customer_ids)
-    named, bound = _in("anonymous_id", subject.anonymous_ids, "a")
+    named, bound = bound_in("anonymous_id", subject.anonymous_ids, "a")
     params.update(bound)
-    customers, bound = _in("customer_id", subject.customer_ids, "c")
+    customers, bound = bound_in("customer_id", subject.customer_ids, "c")
     params.update(bound)
     where = {
         "events": f"({persons} OR {named} OR {customers})",
         "stage_reached": persons,
         "attributions": persons,
-        "persons": f"({persons} OR {_in('merged_into', subject.person_ids, 'p')[0]})",
+        "persons": f"({persons} OR {bound_in('merged_into', subject.person_ids, 'p')[0]})",
         "lead_changes": f"({persons} OR {customers})",
     }
     # The buckets of the aggregates the subject's rows fall in, before they go.
@@ -237,7 +237,7 @@ def _rebuild(store: Store, aggregate: str, site_id: str, buckets: Sequence[str])
     )
     select = str(found[0]["as_select"])
     params: dict[str, object] = {"site": site_id}
-    chosen, bound = _in("toString(bucket)", buckets, "b")
+    chosen, bound = bound_in("toString(bucket)", buckets, "b")
     params.update(bound)
     where = f"site_id = {{site:String}} AND {chosen}"
     store.execute(f"DELETE FROM {db}.{aggregate} WHERE {where}", params)
@@ -249,7 +249,7 @@ def _rebuild(store: Store, aggregate: str, site_id: str, buckets: Sequence[str])
     )
 
 
-def _in(column: str, values: Iterable[str], prefix: str) -> tuple[str, dict[str, object]]:
+def bound_in(column: str, values: Iterable[str], prefix: str) -> tuple[str, dict[str, object]]:
     """``column IN (…)`` with every value a bound parameter (``0`` for none)."""
     items = sorted(values)
     if not items:

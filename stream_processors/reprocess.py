@@ -32,7 +32,7 @@ from funnel.events import Event
 from funnel.identity import customer_key, device_key
 from funnel.processor import CoreConfig
 from storage.backends import Store
-from storage.forget import Subject, remove_rows
+from storage.forget import Subject, bound_in, remove_rows
 from stream_processors.embedded import EmbeddedPipeline
 from stream_processors.state import SavedState
 
@@ -88,7 +88,7 @@ def reprocess(
             persons = None if whole else _persons_in(store, site, start, end)
             if persons is not None and not persons:
                 continue
-            where, bound = ("1", {}) if persons is None else _in("person_id", persons)
+            where, bound = ("1", {}) if persons is None else bound_in("person_id", persons, "p")
             params.update(bound)
             result.rows_before += _count(store, site, where, params)
             # Read whole, before anything is deleted (a crash leaves the events in place).
@@ -162,12 +162,6 @@ def _persons_in(
     }
     roots = {merged.get(p) or p for p in active}
     return frozenset(roots | {p for p, into in merged.items() if into in roots})
-
-
-def _in(column: str, values: frozenset[str]) -> tuple[str, dict[str, object]]:
-    names = [f"p{n}" for n in range(len(values))]
-    sql = f"{column} IN ({', '.join(f'{{{n}:String}}' for n in names)})"
-    return sql, dict(zip(names, sorted(values), strict=True))
 
 
 def _count(store: Store, site: str, where: str, params: dict[str, object]) -> int:

@@ -165,6 +165,8 @@ compare_option = click.option(
 where_option = click.option(
     "--where",
     multiple=True,
+    # one request parameter: the conditions comma-separated (None when none is given)
+    callback=lambda _ctx, _param, value: ",".join(value) if value else None,
     help="field=value (also !=, ^= starts with, *= contains) on the entry event; "
     "comma-separated or repeated, all must hold. Fields: utm_source, utm_medium, "
     "utm_campaign, channel, referrer_host, landing_page, device, browser, os, "
@@ -187,13 +189,23 @@ def query_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _query(kw: dict[str, Any]) -> dict[str, object]:
-    where = kw.pop("where")
-    return {
-        "steps": kw.pop("steps"),
-        "window": kw.pop("window"),
-        "mode": kw.pop("mode"),
-        "where": ",".join(where) if where else None,
-    }
+    return {name: kw.pop(name) for name in ("steps", "window", "mode", "where")}
+
+
+def journey_options(credited: str) -> Decorator:
+    """``--conversion`` and ``--lookback-days`` of the reports built on journeys."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option("--lookback-days", default=30, show_default=True)(command)
+        return click.option(
+            "--conversion",
+            type=click.Choice(CONVERSIONS),
+            default="payment",
+            show_default=True,
+            help=f"The conversions {credited}.",
+        )(command)
+
+    return decorate
 
 
 def _register(group: click.Group) -> None:
@@ -246,14 +258,7 @@ def _register(group: click.Group) -> None:
         _answer(request, kw)
 
     @group.command("paths")
-    @click.option(
-        "--conversion",
-        type=click.Choice(CONVERSIONS),
-        default="payment",
-        show_default=True,
-        help="The conversions whose paths are shown.",
-    )
-    @click.option("--lookback-days", default=30, show_default=True)
+    @journey_options("whose paths are shown")
     @click.option(
         "--show",
         type=click.Choice(["paths", "length", "lag", "assists"]),
@@ -320,25 +325,17 @@ def _register(group: click.Group) -> None:
     @where_option
     @funnels_option
     @common("time-to-convert")
-    def time_cmd(funnel_name: str, where: tuple[str, ...], **kw: Any) -> None:
+    def time_cmd(funnel_name: str, where: str | None, **kw: Any) -> None:
         """p50/p90 time between steps, and from first touch to payment (the sales cycle).
 
         --where and a touch --by apply to the event that entered the funnel (for the sales
         cycle: the person's first event).
         """
-        conditions = ",".join(where) if where else None
-        request = _request("time-to-convert", funnel=funnel_name, where=conditions, **scope(kw))
+        request = _request("time-to-convert", funnel=funnel_name, where=where, **scope(kw))
         _answer(request, kw)
 
     @group.command("attribution")
-    @click.option(
-        "--conversion",
-        type=click.Choice(CONVERSIONS),
-        default="payment",
-        show_default=True,
-        help="The conversions credited.",
-    )
-    @click.option("--lookback-days", default=30, show_default=True)
+    @journey_options("credited")
     @click.option(
         "--models",
         default=None,
@@ -370,7 +367,7 @@ def _register(group: click.Group) -> None:
     @where_option
     @common("channels")
     def channels_cmd(
-        model: str, target_cpl: float | None, compare: str | None, where: tuple[str, ...], **kw: Any
+        model: str, target_cpl: float | None, compare: str | None, where: str | None, **kw: Any
     ) -> None:
         """Impressions to revenue per channel, with spend, CPL, CAC, ROAS and AOV.
 
@@ -382,7 +379,7 @@ def _register(group: click.Group) -> None:
             model=model,
             target_cpl=target_cpl,
             compare=compare,
-            where=",".join(where) if where else None,
+            where=where,
             **scope(kw),
         )
         _answer(request, kw)

@@ -301,10 +301,9 @@ def _query_of(request: ReportRequest, funnels: FunnelCatalog | None) -> FunnelQu
                 query = FunnelQuery.of(_spec(request, funnels)).adjusted(
                     window_ms=window, mode=mode
                 )
-        option = "where"
-        where = parse_conditions(o["where"]) if o["where"] is not None else ()
     except QueryError as exc:
         raise ReportRequestError(str(exc), option=option) from exc
+    where = _where(request)
     return None if query is None else query.adjusted(where=where)
 
 

@@ -26,10 +26,16 @@ from collections import defaultdict
 from datetime import timedelta
 from decimal import Decimal
 
-from funnel.attribution import DIRECT, AttributionSettings, PathTouch, attribute
+from funnel.attribution import (
+    DIRECT,
+    AttributionSettings,
+    Conversion,
+    PathTouch,
+    credit_history,
+)
 from funnel.report import Table, ratio
 from storage.backends import Store
-from storage.reports.query import Condition, breakdown_sql, is_touch_breakdown
+from storage.reports.query import Condition, all_of
 from storage.reports.scope import PURCHASES, ReportScope, resolved_events
 
 __all__ = ["channels_report"]
@@ -51,8 +57,8 @@ def channels_report(
     scope = scope or ReportScope()
     if scope.by in ("temperature", "manager"):
         raise ValueError("the channels report breaks down by channel, campaign or period")
-    touch = bool(where) or (scope.by is not None and is_touch_breakdown(scope.by))
-    if touch and scope.by not in (None, "channel") and not is_touch_breakdown(scope.by or ""):
+    touch = bool(where) or scope.by_touch
+    if touch and scope.by not in (None, "channel") and not scope.by_touch:
         raise ValueError("--where on the channels report goes with no breakdown or a touch field")
     key = "campaign" if scope.by == "campaign" else "channel"
     grouped = scope.by not in (None, "channel", "campaign")
@@ -112,10 +118,9 @@ def _touches(
     params = scope.params()
     # agg_events_minute counts every event, bots' too: it answers only when they are asked for.
     bots = "" if scope.include_bots else " AND NOT is_bot"
-    touch = scope.by is not None and is_touch_breakdown(scope.by)
-    if touch or where:
-        group = breakdown_sql(scope.by, params) if touch and scope.by else "''"
-        conditions = "".join(f" AND ({c.sql(params, f'w{i}')})" for i, c in enumerate(where))
+    if scope.by_touch or where:
+        group = scope.touch_group(params)
+        conditions = f" AND {all_of(where, params)}"
         sql = (
             f"SELECT {group} AS g, {key} AS k, "
             "countIf(event_type = 'impression') AS impressions, "
@@ -228,9 +233,8 @@ def touch_credits(
     db = store.database
     settings = settings or AttributionSettings()
     params = scope.params()
-    touch = scope.by is not None and is_touch_breakdown(scope.by)
-    group = breakdown_sql(scope.by, params) if touch and scope.by else "''"
-    meets = " AND ".join(f"({c.sql(params, f'w{i}')})" for i, c in enumerate(where)) or "1"
+    group = scope.touch_group(params)
+    meets = all_of(where, params)
     ms = "toUnixTimestamp64Milli(occurred_at)"
     sql = (
         "SELECT arraySort(x -> x.1, groupArrayIf((ts, channel, toString(g), toUInt8(meets)), "
@@ -252,28 +256,15 @@ def touch_credits(
     )
     sep = "\x1f"
     for row in store.query(sql, params):
+        # The touch field's value and whether the touch meets ``where`` ride in the campaign
+        # slot: credits are merged per (channel, slot), so they come back per value.
         path = [PathTouch(int(t[0]), str(t[1]), f"{t[2]}{sep}{int(t[3])}") for t in row["touches"]]
-        lead_at: int | None = None
-        order_at: int | None = None
-        first_payment = True
-        for at, kind, revenue in row["conversions"]:
-            at = int(at)
-            if kind == "lead":
-                lead_at = at
-            elif kind == "order":
-                order_at = at
-            if kind == "order" or at < start:
-                first_payment = first_payment and kind != "payment"
-                continue
-            earned = [t for t in path if t.at_ms <= at]
-            credits = attribute(
-                earned,
-                at,
-                Decimal(str(revenue)),
-                lead_at_ms=lead_at,
-                order_at_ms=order_at,
-                settings=settings,
-            )
+        history = [
+            Conversion(int(at), str(kind), Decimal(str(r))) for at, kind, r in row["conversions"]
+        ]
+        for conversion, first_payment, credits in credit_history(
+            path, history, since_ms=start, settings=settings
+        ):
             for credit in credits:
                 if credit.model != model:
                     continue
@@ -283,13 +274,11 @@ def touch_credits(
                 if kept != "1":
                     continue
                 cell = out[(value, credit.channel)]
-                if kind == "lead":
+                if conversion.kind == "lead":
                     cell["leads"] += credit.credit
                 else:
                     cell["payments"] += credit.credit
                     cell["revenue"] += float(credit.revenue_credit)
-                    if kind == "payment" and first_payment:
+                    if first_payment:
                         cell["customers"] += credit.credit
-            if kind == "payment":
-                first_payment = False
     return dict(out)

@@ -37,7 +37,7 @@ from typing import Literal
 from funnel.funnels import FunnelMode, FunnelSpec
 from funnel.report import DropoffRow, FunnelReport, dropoffs
 from storage.backends import Store
-from storage.reports.query import Condition, FunnelQuery, breakdown_sql, is_touch_breakdown
+from storage.reports.query import Condition, FunnelQuery, all_of
 from storage.reports.scope import ReportScope, person_groups, resolved_events
 
 __all__ = ["dropoff_report", "funnel_report", "raw_levels", "stage_counts", "step_counts"]
@@ -109,7 +109,7 @@ def needs_chains(scope: ReportScope, funnel: Funnel | None = None) -> bool:
         scope.start is not None
         or scope.end is not None
         or scope.by in ("day", "week", "month", "channel", "campaign")
-        or (scope.by is not None and is_touch_breakdown(scope.by))
+        or scope.by_touch
         or scope.include_bots
         or (funnel is not None and not as_query(funnel).configured)
     )
@@ -186,8 +186,8 @@ def _entry_group(scope: ReportScope, params: dict[str, object]) -> str:
         return "channel"
     if scope.by == "campaign":
         return "campaign"
-    if scope.by is not None and is_touch_breakdown(scope.by):
-        return breakdown_sql(scope.by, params)
+    if scope.by_touch:
+        return scope.touch_group(params)
     return scope.period_group("occurred_at")
 
 
@@ -200,7 +200,7 @@ def levels_sql(db: str, spec: FunnelQuery, scope: ReportScope, params: dict[str,
     params.update(scope.params())
     person_level = scope.by in ("temperature", "manager")
     events = resolved_events(db, include_bots=scope.include_bots)
-    entry = " AND ".join(f"({c.sql(params, f'w{i}')})" for i, c in enumerate(spec.where)) or "1"
+    entry = all_of(spec.where, params)
     sql = chain_levels_sql(
         spec,
         events=events,
@@ -363,11 +363,11 @@ def stage_rows(
             f"WHERE s.funnel = {{funnel:String}} AND {scope.site_filter('s.')} "
             f"AND {scope.period_filter('s.entered_at')} SETTINGS join_use_nulls = 1)"
         )
-    touch = scope.by is not None and is_touch_breakdown(scope.by)
+    touch = scope.by_touch
     if touch or where:
         assert params is not None, "a touch breakdown or conditions bind parameters"
-        value = breakdown_sql(scope.by, params) if touch and scope.by else "''"
-        conditions = " AND ".join(f"({c.sql(params, f'w{i}')})" for i, c in enumerate(where))
+        value = scope.touch_group(params)
+        conditions = all_of(where, params)
         group = (
             "e.g" if touch else _group(scope, "s.entered_at", "s.entry_channel", "s.entry_campaign")
         )
@@ -376,7 +376,7 @@ def stage_rows(
             f"(SELECT s.*, {group} AS g FROM {db}.stage_reached AS s INNER JOIN ("
             f"SELECT site_id, person_id, occurred_at, any({value}) AS g "
             f"FROM {resolved_events(db, include_bots=scope.include_bots)} "
-            f"WHERE {scope.site_filter()} AND {conditions or '1'} AND ({entry}) "
+            f"WHERE {scope.site_filter()} AND {conditions} AND ({entry}) "
             "GROUP BY site_id, person_id, occurred_at) AS e "
             "ON s.site_id = e.site_id AND s.person_id = e.person_id "
             "AND s.entered_at = e.occurred_at "

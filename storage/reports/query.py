@@ -39,6 +39,7 @@ __all__ = [
     "FunnelQuery",
     "QueryError",
     "StepQuery",
+    "all_of",
     "breakdown_sql",
     "is_touch_breakdown",
     "parse_conditions",
@@ -246,6 +247,12 @@ def parse_conditions(text: str) -> tuple[Condition, ...]:
     if len(items) > _MAX_CONDITIONS:
         raise QueryError(f"at most {_MAX_CONDITIONS} conditions")
     return tuple(_condition(item) for item in items)
+
+
+def all_of(conditions: tuple[Condition, ...], params: dict[str, object]) -> str:
+    """Every condition as one SQL expression over a row of ``events`` (``1``: none), its
+    values bound in ``params`` (``w0``, ``w1``…)."""
+    return " AND ".join(f"({c.sql(params, f'w{i}')})" for i, c in enumerate(conditions)) or "1"
 
 
 def is_touch_breakdown(by: str) -> bool:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from funnel.events import EARLIEST, LATEST
-from storage.reports.query import TOUCH_BREAKDOWNS, is_touch_breakdown
+from storage.reports.query import TOUCH_BREAKDOWNS, breakdown_sql, is_touch_breakdown
 
 __all__ = [
     "ALL_BREAKDOWNS",
@@ -108,6 +108,15 @@ class ReportScope:
                 f"the {report} report breaks down by {', '.join(BREAKDOWNS)}, not {self.by!r}"
             )
         return self
+
+    @property
+    def by_touch(self) -> bool:
+        """Whether the breakdown is a field of a touch (``utm_source``, ``property:NAME``…)."""
+        return self.by is not None and is_touch_breakdown(self.by)
+
+    def touch_group(self, params: dict[str, object]) -> str:
+        """The SQL of a touch breakdown's value over a row of ``events`` (``''``: none)."""
+        return breakdown_sql(self.by, params) if self.by is not None and self.by_touch else "''"
 
     def params(self) -> dict[str, object]:
         """Query parameters: ``site``, ``start``, ``end`` (as milliseconds since the epoch)."""

@@ -13,7 +13,7 @@ from funnel.funnels import FunnelSpec
 from funnel.report import Table
 from storage.backends import Store
 from storage.reports.funnels import stage_rows
-from storage.reports.query import Condition, breakdown_sql, is_touch_breakdown
+from storage.reports.query import Condition, all_of
 from storage.reports.scope import ReportScope, person_groups, resolved_events
 
 __all__ = ["time_to_convert_report"]
@@ -84,9 +84,9 @@ def _sales_cycle(
 ) -> list[tuple[object, ...]]:
     db = store.database
     params = scope.params()
-    touch = scope.by is not None and is_touch_breakdown(scope.by)
-    first_g = breakdown_sql(scope.by, params) if touch and scope.by else "''"
-    conditions = " AND ".join(f"({c.sql(params, f'w{i}')})" for i, c in enumerate(where))
+    touch = scope.by_touch
+    first_g = scope.touch_group(params)
+    conditions = all_of(where, params)
     if scope.by in ("temperature", "manager"):
         assert scope.by is not None
         join = (
@@ -109,7 +109,7 @@ def _sales_cycle(
         "argMin(channel, occurred_at) AS first_channel, "
         "argMin(campaign, occurred_at) AS first_campaign, "
         f"argMin({first_g}, occurred_at) AS first_g, "
-        f"argMin(toUInt8({conditions or '1'}), occurred_at) AS first_meets "
+        f"argMin(toUInt8({conditions}), occurred_at) AS first_meets "
         f"FROM {resolved_events(db, include_bots=scope.include_bots)} "
         f"WHERE {scope.site_filter()} GROUP BY site_id, person_id "
         "HAVING paid > 0 AND paid >= {start:Int64} AND paid < {end:Int64} AND first_meets) AS c "
