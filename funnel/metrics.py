@@ -27,6 +27,8 @@ Worker (``funnel worker``, ``GET /metrics`` on its web port):
 * ``funnel_worker_processing_lag_seconds`` — histogram: collector receipt → processed;
 * ``funnel_worker_consumer_lag{topic,partition}`` — records behind the end of the partition;
 * ``funnel_worker_state_persons`` — persons held in this worker's state.
+* ``funnel_worker_erased_total{kind}`` — person states (``forget``) and device links
+  (``unlink``) erased by ``funnel forget``.
 
 Sink (``funnel sink``, ``--metrics-port``):
 
@@ -68,6 +70,7 @@ WORKER_REPLAYED_RECORDS: Final = "funnel_worker_replayed_records"
 WORKER_PROCESSING_LAG_SECONDS: Final = "funnel_worker_processing_lag_seconds"
 WORKER_CONSUMER_LAG: Final = "funnel_worker_consumer_lag"
 WORKER_STATE_PERSONS: Final = "funnel_worker_state_persons"
+WORKER_ERASED: Final = "funnel_worker_erased"
 
 SINK_ROWS: Final = "funnel_sink_rows"
 SINK_DUPLICATES: Final = "funnel_sink_duplicates"

@@ -132,8 +132,16 @@ def find_subject(
     )
 
 
-def erase(store: Store, subject: Subject, *, requested_by: str, at: datetime) -> Erasure:
-    """Delete the subject's rows, rebuild the aggregates under them, record the erasure."""
+def erase(
+    store: Store,
+    subject: Subject,
+    *,
+    requested_by: str,
+    at: datetime,
+    state: dict[str, int] | None = None,
+) -> Erasure:
+    """Delete the subject's rows, rebuild the aggregates under them, record the erasure
+    (with ``state``: what was erased elsewhere, by kind, e.g. the stream's person states)."""
     erasure = remove_rows(store, subject, dead_letters=True)
     store.insert(
         "erasures",
@@ -143,7 +151,7 @@ def erase(store: Store, subject: Subject, *, requested_by: str, at: datetime) ->
                 "requested_by": requested_by,
                 "requested_at": at,
                 "rows": erasure.total,
-                "tables": {k: v for k, v in erasure.rows.items() if v},
+                "tables": {k: v for k, v in {**erasure.rows, **(state or {})}.items() if v},
             }
         ],
     )

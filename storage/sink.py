@@ -459,8 +459,10 @@ class Sink:
         ``events``, ``stage_reached`` and ``attributions``): the blocks of a cut are joined
         and inserted as they are, without row dicts. A cut holding both (a worker upgraded
         while records of the older one were in flight) is two inserts."""
-        texts = [r for r in cut.records if r.value[:4] != _IPC]
-        blocks = [r.value for r in cut.records if r.value[:4] == _IPC]
+        # A tombstone (no value: funnel forget erased the person) has nothing to land.
+        records = [r for r in cut.records if r.value is not None]
+        texts = [r for r in records if r.value[:4] != _IPC]
+        blocks = [r.value for r in records if r.value[:4] == _IPC]
         table = self.names.table_of(tp.topic)
         landed = self.landed if table == "events" else None
         token = f"{tp.topic}:{tp.partition}:{cut.first}:{cut.last}"
@@ -484,7 +486,7 @@ class Sink:
             written = self._insert(table, fresh, token)
         else:
             sizes = iter(a.num_rows for a in arrows)
-            fresh, fresh_blocks = self._mixed(cut, sizes, rows, origins, joined, marks, landed)
+            fresh, fresh_blocks = self._mixed(records, sizes, rows, origins, joined, marks, landed)
             written = self._insert(table, fresh, f"{token}:rows")
             written += self._insert(table, fresh_blocks, f"{token}:blocks")
         self.marks[tp] = fresh.marks
@@ -492,7 +494,7 @@ class Sink:
 
     @staticmethod
     def _mixed(
-        cut: Cut,
+        records: list[Any],
         sizes: Iterator[int],
         rows: list[dict[str, Any]],
         origins: list[tuple[int, int]],
@@ -507,7 +509,7 @@ class Sink:
         seqs: list[int] = []
         is_block: list[bool] = []
         texts, at = iter(origins), 0
-        for record in cut.records:
+        for record in records:
             if record.value[:4] == _IPC:
                 n = next(sizes)  # the rows of this block record, in record order
                 parts += block_parts[at : at + n]

@@ -107,6 +107,8 @@ TICK_KEY = b"funnel:tick"
 BATCH_KEY = b"funnel:batch"
 """The key of a person-events record that carries many persons' messages (sent to the
 partition of their keys, each item keyed)."""
+ERASE_KINDS = frozenset({"forget", "unlink"})
+"""The person-events commands of ``funnel forget`` (:mod:`stream_processors.forget`)."""
 ROUTE_ITEMS = 250
 """Messages per batch record at most (well under the producer's 1 MB request limit)."""
 _REPORT_EVERY_S = 5.0
@@ -139,7 +141,7 @@ def register(
     async def send(
         topic: faust.TopicT,
         key: bytes,
-        value: bytes,
+        value: bytes | None,
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> Awaitable[Any]:
@@ -306,6 +308,26 @@ def register(
                 return stored[len(_MOVED) :].decode()
             return None
 
+        async def erase(key: str, kind: str, item: EventT[bytes]) -> None:
+            """``funnel forget`` (:mod:`stream_processors.forget`): ``forget`` drops the
+            person ``key``'s state (or forwarding marker), ``unlink`` the device link kept
+            under the events key ``key`` (the route stage's table: its changelog partition is
+            this record's, events and person-events being co-partitioned). Either way a
+            tombstone goes to the person's compacted ``facts.persons`` record, which is also
+            how the command learns that the worker did it."""
+            site, _, rest = key.partition(":")
+            if kind == "forget":
+                run.release(key)
+                moved.pop(key, None)
+                last.pop(key, None)
+                writes.put(persons, key.encode(), None, item)
+                person = person_id_of(key)
+            else:
+                writes.put(links, key.encode(), None, item)
+                person = rest
+            sent.append(await send(fact_topics["persons"], f"{site}:{person}".encode(), None))
+            metrics.erased.labels(kind).inc()
+
         def arrivals() -> Iterator[tuple[EventT[bytes], str, dict[str, Any], str]]:
             """Each message with its record, its person key and its position (what its facts'
             ids start with); a ``batch`` record carries many, keyed each."""
@@ -342,6 +364,9 @@ def register(
                     last.setdefault(person, item)
                     run.expire([person], now_ms)
                 await send_facts(position, item)
+                continue
+            if message["kind"] in ERASE_KINDS:
+                await erase(key, message["kind"], item)
                 continue
             target = moved_to(key, item)
             if target is not None:  # an event in flight follows the person
@@ -617,6 +642,12 @@ class _Metrics:
             series.WORKER_CONSUMER_LAG,
             "Records behind the end of the partition",
             ["topic", "partition"],
+            registry=r,
+        )
+        self.erased = Counter(
+            series.WORKER_ERASED,
+            "Person states (forget) and device links (unlink) erased by funnel forget",
+            ["kind"],
             registry=r,
         )
         self.state_persons = Gauge(

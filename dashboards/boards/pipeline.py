@@ -143,11 +143,18 @@ def pipeline() -> Dashboard:
                 "normal; a steady rate is not.",
                 unit="reqps",
             ),
-            _series(
-                "State size",
-                f"sum by (instance) ({m.WORKER_STATE_PERSONS})",
-                "{{instance}}",
-                "Persons held in each worker's state.",
+            _panel(
+                "State size and erasures",
+                "Persons held in each worker's state, and the person states and device links "
+                "funnel forget erased (over the last hour).",
+                (
+                    PromQuery(f"sum by (instance) ({m.WORKER_STATE_PERSONS})", "{{instance}}", "A"),
+                    PromQuery(
+                        f"sum by (kind) (increase({m.WORKER_ERASED}_total[1h]))",
+                        "erased: {{kind}}",
+                        "B",
+                    ),
+                ),
             ),
             _quantiles("Sink batch size", m.SINK_BATCH_ROWS, "Rows per insert.", unit="short"),
             _quantiles("Sink insert latency", m.SINK_INSERT_SECONDS, "Insert latency."),

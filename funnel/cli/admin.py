@@ -8,6 +8,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -23,9 +24,16 @@ from funnel.cli.root import (
     err,
     funnels_option,
     main,
+    prefix_option,
     store_option,
 )
 from funnel.identity import customer_key, device_key
+
+if TYPE_CHECKING:
+    from funnel.processor import CoreConfig
+    from storage.backends import Store
+    from storage.forget import Erasure, Subject
+    from stream_processors.state import SavedState
 
 
 @main.command()
@@ -120,6 +128,27 @@ def migrate(
     default=lambda: os.environ.get("USER") or "unknown",
     help="Who asked, for the erasure record [the user].",
 )
+@click.option(
+    "--kafka",
+    envvar="FUNNEL_KAFKA",
+    default=None,
+    help="Kafka mode: also erase the workers' state of the person (bootstrap servers).",
+)
+@prefix_option
+@click.option(
+    "--sink-group",
+    default="funnel-sink",
+    show_default=True,
+    help="Kafka mode: the sink's consumer group (its rows of the person land first).",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Kafka mode: seconds to wait for the workers and the sink.",
+)
 @funnels_option
 @channels_option
 @store_option
@@ -129,6 +158,10 @@ def forget(
     anonymous: str | None,
     site: str | None,
     requested_by: str,
+    kafka: str | None,
+    topic_prefix: str,
+    sink_group: str,
+    wait_s: float,
     funnels_file: Path | None,
     channels_file: Path | None,
     store: str,
@@ -139,18 +172,22 @@ def forget(
     A customer id erases the customer and every device linked to them; an anonymous id
     erases its device, or the customer it was linked to with all their devices. Reports
     afterwards are those of a store that never received them. The erasure is recorded in
-    `erasures` (who, when, how many rows), without the erased data. Embedded store: stop
-    `funnel serve` first (the store belongs to one process).
+    `erasures` (who, when, how many rows), without the erased data.
+
+    Embedded store: stop `funnel serve` first (the store belongs to one process). Kafka mode
+    (--kafka): with the workers and the sink running, the workers drop the person's state
+    and device links (tombstones in their changelogs and on facts.persons), the sink lands
+    what the person left, then the store's rows go. Their records in the events and rejected
+    topics stay until the topics' retention drops them.
     """
     from storage.forget import NoSuchPerson, erase, find_subject
     from storage.reports.sites import site_ids
-    from stream_processors.embedded import EmbeddedPipeline
 
     if (customer is None) == (anonymous is None):
         raise click.UsageError("give --customer or --anonymous (one of them)")
     config = _config(funnels_file, channels_file)
     db = _open_existing(store, database)
-    saved = _saved_state(store, database, config)
+    at = datetime.now(UTC)
     try:
         if site is None:
             sites = site_ids(db)
@@ -160,34 +197,100 @@ def forget(
                     param_hint="--site",
                 )
             site = sites[0]
-        # What the runner had not landed yet lands first: nothing of the person comes after.
-        pipeline = EmbeddedPipeline(db, config, saved=saved)
-        try:
-            pipeline.flush()
-        finally:
-            pipeline.close()
-        try:
-            subject = find_subject(db, site, customer=customer, anonymous=anonymous)
-        except NoSuchPerson as exc:
-            raise click.ClickException(str(exc)) from None
-        erasure = erase(db, subject, requested_by=requested_by, at=datetime.now(UTC))
-        keys = {customer_key(site, c) for c in subject.customer_ids}
-        keys |= {device_key(site, a) for a in subject.anonymous_ids}
-        states = saved.forget(keys)
+        if kafka is not None:
+            subject, erasure, where = _forget_in_stream(
+                db,
+                kafka,
+                topic_prefix,
+                site,
+                customer,
+                anonymous,
+                requested_by,
+                at,
+                sink_group,
+                wait_s,
+                store.startswith("chdb"),
+            )
+        else:
+            saved = _saved_state(store, database, config)
+            try:
+                _land_pending(db, config, saved)  # nothing of the person comes after
+                try:
+                    subject = find_subject(db, site, customer=customer, anonymous=anonymous)
+                except NoSuchPerson as exc:
+                    raise click.ClickException(str(exc)) from None
+                erasure = erase(db, subject, requested_by=requested_by, at=at)
+                keys = {customer_key(site, c) for c in subject.customer_ids}
+                keys |= {device_key(site, a) for a in subject.anonymous_ids}
+                where = f"{saved.forget(keys)} person state(s) dropped"
+            finally:
+                saved.close()
     finally:
-        saved.close()
         db.close()
     tables = ", ".join(f"{table} {n:,}" for table, n in erasure.rows.items() if n)
     err.print(
         f"erased {erasure.total:,} row(s) of {len(subject.person_ids)} person id(s) in site "
-        f"{site!r} ({tables}); {erasure.buckets:,} aggregate bucket(s) rebuilt; "
-        f"{states} person state(s) dropped; recorded in erasures"
+        f"{site!r} ({tables}); {erasure.buckets:,} aggregate bucket(s) rebuilt; {where}; "
+        "recorded in erasures"
     )
-    if not store.startswith("chdb"):
+    if kafka is None and not store.startswith("chdb"):
         err.print(
-            "[yellow]a server store: the Kafka workers' state of this person is not erased "
-            "by this command[/]"
+            "[yellow]a server store without --kafka: the Kafka workers' state of this person "
+            "is not erased[/]"
         )
+
+
+def _land_pending(db: Store, config: CoreConfig, saved: SavedState) -> None:
+    """Land what the embedded runner had not landed yet."""
+    from stream_processors.embedded import EmbeddedPipeline
+
+    pipeline = EmbeddedPipeline(db, config, saved=saved)
+    try:
+        pipeline.flush()
+    finally:
+        pipeline.close()
+
+
+def _forget_in_stream(
+    db: Store,
+    kafka: str,
+    prefix: str,
+    site: str,
+    customer: str | None,
+    anonymous: str | None,
+    requested_by: str,
+    at: datetime,
+    sink_group: str,
+    wait_s: float,
+    db_is_embedded: bool,
+) -> tuple[Subject, Erasure, str]:
+    """``funnel forget``'s Kafka mode (:mod:`stream_processors.forget`), its errors the
+    command's; the last item says what the workers did."""
+    from funnel.topics import TopicNames
+    from storage.forget import NoSuchPerson
+    from stream_processors.forget import StreamTimeout, erase_person
+
+    try:
+        subject, erasure, done = erase_person(
+            db,
+            kafka,
+            TopicNames(prefix),
+            site,
+            customer=customer,
+            anonymous=anonymous,
+            requested_by=requested_by,
+            at=at,
+            sink_group=sink_group,
+            timeout_s=wait_s,
+            own_sink=db_is_embedded,
+        )
+    except (NoSuchPerson, StreamTimeout) as exc:
+        raise click.ClickException(str(exc)) from None
+    where = (
+        f"the workers erased the state of {done.states} person key(s) and {done.links} device "
+        f"link(s) ({done.tombstones} tombstone(s) on facts.persons)"
+    )
+    return subject, erasure, where
 
 
 @main.command()
