@@ -14,9 +14,12 @@ requests of ``--batch`` events for ``--warmup`` + ``--seconds`` seconds:
 * ``embedded`` — ``funnel serve --store chdb://<temp dir>``: a 2xx means the facts are in
   the chDB store.
 * ``producer`` — no HTTP and no validation: one process that keeps ``--concurrency`` batches
-  of the same events (already serialised) in flight through the collector's producer
-  (:class:`~producers.kafka_producer.EventProducer`, kafka-python, ``acks=all``,
-  idempotent). It is the ceiling kafka-python puts on the ``kafka`` target.
+  of the same events (already serialised, one record per person key as the collector makes
+  them) in flight through kafka-python (:class:`~producers.kafka_producer.EventProducer`,
+  ``acks=all``, idempotent): the baseline of issue 16's ratio.
+* ``librdkafka`` — the same through the collector's own producer
+  (:class:`~producers.record_producer.RecordProducer`, confluent-kafka): the ceiling the
+  producer puts on the ``kafka`` target.
 
 Servers run under uvicorn's defaults (``--loop auto --http auto``); the result records which
 event loop and HTTP parser that picked (uvloop and httptools only when installed).
@@ -72,7 +75,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "collector.jsonl"
-TARGETS = ("baseline", "producer", "kafka", "embedded")
+TARGETS = ("baseline", "producer", "librdkafka", "kafka", "embedded")
+FLOORS = ("producer", "librdkafka")  # no HTTP: a producer alone
 WRITE_KEY = "bench-key"
 SITE = "bench"
 USER_AGENT = (
@@ -539,8 +543,10 @@ def _machine() -> dict[str, object]:
 
 
 def _producer_floor(args: argparse.Namespace) -> dict[str, object]:
-    """The ``producer`` target: kafka-python alone, as the collector drives it."""
+    """The ``producer`` (kafka-python) or ``librdkafka`` target: a producer alone, driven as
+    the collector drives its own."""
     from producers.kafka_producer import EventProducer
+    from producers.record_producer import RecordProducer
 
     bodies = build_bodies(args.bodies, args.batch, args.event_bytes, args.seed, args.shape)
     # The records the collector makes of each body: one per person key (DESIGN §4).
@@ -558,10 +564,14 @@ def _producer_floor(args: argparse.Namespace) -> dict[str, object]:
             ]
         )
         sizes[id(batches[-1])] = sum(len(v) for v in groups.values())
-    producer = EventProducer(
-        args.bootstrap, args.topic, compression=None, linger_ms=2, client_id="bench-floor"
-    )
-    producer.partitions_for()
+    producer: EventProducer | RecordProducer
+    if args.floor == "librdkafka":
+        producer = RecordProducer(args.bootstrap, linger_ms=2, client_id="bench-floor")
+    else:
+        producer = EventProducer(
+            args.bootstrap, args.topic, compression=None, linger_ms=2, client_id="bench-floor"
+        )
+    producer.partitions_for(args.topic)
 
     async def run() -> tuple[int, float, float]:
         loop = asyncio.get_running_loop()
@@ -579,7 +589,7 @@ def _producer_floor(args: argparse.Namespace) -> dict[str, object]:
                 def settled(error: BaseException | None, d: asyncio.Future[Any] = done) -> None:
                     loop.call_soon_threadsafe(d.set_result, error)
 
-                producer.send_all(batch, settled)
+                producer.send_all(batch, settled, topic=args.topic)
                 if (error := await done) is not None:
                     raise error
                 if counting:
@@ -602,7 +612,7 @@ def _producer_floor(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def _run_producer_floor(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
+def _run_producer_floor(args: argparse.Namespace, bootstrap: str, floor: str) -> dict[str, Any]:
     topic = f"bench{uuid.uuid4().hex[:8]}.floor"
     from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -611,7 +621,8 @@ def _run_producer_floor(args: argparse.Namespace, bootstrap: str) -> dict[str, A
     admin.close()
     floor = subprocess.run(
         [
-            *(sys.executable, __file__, "--role", "floor", "--bootstrap", bootstrap),
+            *(sys.executable, __file__, "--role", "floor", "--floor", floor),
+            *("--bootstrap", bootstrap),
             *("--topic", topic, "--seconds", str(args.seconds), "--warmup", str(args.warmup)),
             *("--concurrency", str(args.concurrency), "--batch", str(args.batch)),
             *("--event-bytes", str(args.event_bytes), "--bodies", str(args.bodies)),
@@ -635,8 +646,8 @@ def _orchestrate(args: argparse.Namespace) -> None:
         bootstrap = broker.bootstrap_servers
         for round_no in range(args.rounds):
             for target in targets:
-                if target == "producer":
-                    result = _run_producer_floor(args, bootstrap)
+                if target in FLOORS:
+                    result = _run_producer_floor(args, bootstrap, target)
                 else:
                     result = _run_target(target, args, bootstrap, broker.pid, work)
                 runs[target].append(result)
@@ -685,14 +696,16 @@ def _orchestrate(args: argparse.Namespace) -> None:
             ),
             "kafka_verified": all(r["verified"]["ok"] for r in kafka["rounds"]),
         }
-    if "baseline" in summary and "producer" in summary:
+    floor = next((f for f in ("librdkafka", "producer") if f in summary), None)
+    if "baseline" in summary and floor is not None:
         # What a collector that did nothing but take the HTTP request (the baseline) and
-        # produce its records (kafka-python alone) would reach on one core: a ceiling no
-        # validation, routing or response can raise.
+        # produce its records (its own producer alone, else kafka-python) would reach on one
+        # core: a ceiling no validation, routing or response can raise.
         http_us = summary["baseline"]["rounds"][-1]["server_cpu_us_per_event"]
-        produce_us = summary["producer"]["rounds"][-1]["cpu_us_per_event"]
+        produce_us = summary[floor]["rounds"][-1]["cpu_us_per_event"]
         if http_us and produce_us:
             record["one_core_ceiling"] = {
+                "producer": floor,
                 "http_us_per_event": http_us,
                 "produce_us_per_event": produce_us,
                 "events_per_s": round(1e6 / (http_us + produce_us)),
@@ -753,6 +766,7 @@ def main() -> None:
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--floor", choices=FLOORS, default="producer", help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--broker-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

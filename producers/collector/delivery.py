@@ -1,6 +1,6 @@
 """Where accepted events go, and what "acknowledged" means for each destination.
 
-* :class:`KafkaDelivery` — produced with kafka-python (``acks=all``, idempotent, key
+* :class:`KafkaDelivery` — produced with librdkafka (``acks=all``, idempotent, key
   ``site_id:person``): one record per key and request, holding that key's events (one JSON
   object, or a JSON array of several, DESIGN §4); :meth:`deliver` returns once the broker
   acknowledged every record.
@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from kafka.errors import KafkaError
 from pydantic import TypeAdapter
 
 from funnel.events import Event
 from funnel.intake import Rejection
-from producers.kafka_producer import EventProducer
+from producers.record_producer import RecordProducer, SendRefused
 from storage.backends import StoreError
 from stream_processors.embedded import EmbeddedPipeline
 
@@ -99,10 +98,11 @@ class Delivery(Protocol):
 class KafkaDelivery:
     """Produce to Kafka; acknowledged means the broker acknowledged (``acks=all``).
 
-    Records are queued from the event loop (kafka-python's ``send`` does not block once the
-    topic's metadata is known, which :meth:`start` fetches) and each request awaits one
-    future that the producer's I/O thread resolves when the last of its records is
-    acknowledged. Many requests are in flight at once and share the producer's batches.
+    Records are queued from the event loop (librdkafka's ``produce`` does not block: a full
+    queue is a 503) and each request awaits one future that the producer's delivery
+    reports resolve when the last of its records is acknowledged. Many requests are in
+    flight at once and share the producer's batches. A producer that failed for good (an
+    idempotence failure) answers 503 and ``/health`` says so until the collector restarts.
     """
 
     def __init__(
@@ -116,20 +116,18 @@ class KafkaDelivery:
         self.events_topic = events_topic
         self.rejected_topic = rejected_topic
         self.ack_timeout_s = ack_timeout_s
-        # No compression: gzip in pure Python costs more CPU per event than everything else
-        # the collector does (measured by benchmarks/bench_collector.py).
-        self._producer = EventProducer(
+        # librdkafka, not kafka-python: the producer's cost per record bounds the collector
+        # (producers.record_producer says why, with the measurement).
+        self._producer = RecordProducer(
             bootstrap_servers,
-            events_topic,
             ack_timeout_s=ack_timeout_s,
-            compression=None,
             linger_ms=2,
             client_id="funnel-collector",
         )
 
     async def start(self) -> None:
         for topic in (self.events_topic, self.rejected_topic):
-            with contextlib.suppress(KafkaError):  # a broker down now is a 503 later
+            with contextlib.suppress(SendRefused):  # a broker down now is a 503 later
                 await asyncio.to_thread(self._producer.partitions_for, topic)
 
     async def _send(self, topic: str, records: list[tuple[bytes, bytes]]) -> None:
@@ -148,7 +146,7 @@ class KafkaDelivery:
 
         try:
             self._producer.send_all(records, done, topic=topic)
-        except KafkaError as exc:
+        except SendRefused as exc:
             raise Unavailable(f"Kafka did not take the events: {exc}") from exc
         del records
         # The producer fails a record at the latest ack_timeout_s after it was queued; a
@@ -182,7 +180,8 @@ class KafkaDelivery:
         await asyncio.to_thread(self._producer.close, 5)
 
     def problem(self) -> str | None:
-        return None
+        fatal = getattr(self._producer, "fatal", None)
+        return None if fatal is None else f"the Kafka producer failed for good: {fatal}"
 
 
 class EmbeddedDelivery:
