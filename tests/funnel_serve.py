@@ -25,12 +25,22 @@ class Served:
     process: subprocess.Popen[bytes]
     store: Path
 
+    @property
+    def read_key(self) -> str:
+        """The read key this run of ``funnel serve`` made up (beside its owner file)."""
+        return (self.store / "read-key").read_text("utf-8").strip()
+
+    def request(self, path: str) -> urllib.request.Request:
+        """A GET of ``path`` with the read key."""
+        headers = {"Authorization": f"Bearer {self.read_key}"}
+        return urllib.request.Request(self.url + path, headers=headers)
+
     def get(self, path: str) -> object:
-        with _NO_PROXY.open(self.url + path, timeout=120) as response:
+        with _NO_PROXY.open(self.request(path), timeout=120) as response:
             return json.loads(response.read())
 
     def get_text(self, path: str) -> str:
-        with _NO_PROXY.open(self.url + path, timeout=120) as response:
+        with _NO_PROXY.open(self.request(path), timeout=120) as response:
             return str(response.read().decode())
 
     def live(self) -> dict[str, object]:

@@ -60,3 +60,17 @@ def serve_directory(directory: Path, port: int = 0) -> Iterator[str]:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return None
+
+
+#: A read key of every site for the tests' collectors (their settings' ``read_keys``), and
+#: the headers that present it.
+READ_KEY = "read-key-of-the-tests"
+READ_KEYS = {READ_KEY: "*"}
+READ_HEADERS = {"Authorization": f"Bearer {READ_KEY}"}
+
+
+def read_client(app: Any) -> Any:
+    """A Starlette ``TestClient`` of ``app`` whose every request carries :data:`READ_KEY`."""
+    from starlette.testclient import TestClient
+
+    return TestClient(app, headers=READ_HEADERS)

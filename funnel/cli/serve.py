@@ -57,6 +57,14 @@ from funnel.settings import (
     help="Collector processes on the one port (Kafka mode only: embedded mode is one process, "
     "the one owner of its chDB store).",
 )
+@click.option(
+    "--metrics-port",
+    envvar="FUNNEL_METRICS_PORT",
+    type=int,
+    default=None,
+    help="Also serve Prometheus metrics on this port of --host, without a key (for a scraper "
+    "on a private network; on the main port /metrics needs a read key of every site).",
+)
 def serve(
     host: str,
     port: int,
@@ -69,6 +77,7 @@ def serve(
     partitions: int,
     allowed_hosts: str | None,
     workers: int,
+    metrics_port: int | None,
 ) -> None:
     """Run the collector: embedded processing into the store, or produce to Kafka (--kafka).
 
@@ -77,10 +86,15 @@ def serve(
     can read (the store directory's write-key; its last characters are printed).
 
     Embedded, it also serves the live page (GET /) and the report API (GET /api/reports/…)
-    of its store, unauthenticated: keep --host on loopback or behind a proxy that guards
-    them. `funnel report` asks this process while it runs (it owns the store).
+    of its store, for read keys (FUNNEL_READ_KEYS="key:site1|site2,key2:*", or
+    FUNNEL_READ_KEYS_FILE) and the one it makes up at each start (the store directory's
+    read-key, readable by you only): `Authorization: Bearer <key>`, or the page's login
+    form. `funnel report` asks this process while it runs (it owns the store), with that
+    key.
     """
     import secrets
+
+    from prometheus_client import CollectorRegistry, start_http_server
 
     from producers.collector import (
         CollectorSettings,
@@ -90,7 +104,8 @@ def serve(
         create_app,
     )
     from producers.collector.serving import run, run_kafka_workers
-    from producers.collector.settings import masked
+    from producers.collector.settings import key_digest, masked
+    from storage.reports.owner import READ_KEY_FILE
 
     if workers > 1 and not kafka:
         raise click.UsageError(
@@ -98,6 +113,11 @@ def serve(
         )
     if workers > 1 and port == 0:
         raise click.UsageError("--workers needs a fixed --port")
+    if workers > 1 and metrics_port is not None:
+        raise click.UsageError(
+            "--metrics-port serves one process's metrics: with --workers, scrape /metrics "
+            "on the main port with a read key of every site"
+        )
     overrides: dict[str, object] = {}
     if allowed_hosts:
         overrides["allowed_hosts"] = allowed_hosts
@@ -160,7 +180,17 @@ def serve(
         # reports for everyone: the API, the live page, and `funnel report` through them.
         live = LiveReports(db, config.funnels, gate, page=page())
         owner_of = store_directory(store)
+        # The owner's read key, new at every start: `funnel report` finds it beside the
+        # store (storage.reports.owner), a person pastes it into the live page's form.
+        owner_key = secrets.token_urlsafe(24)
+        kept = _keep_key(store, owner_key, READ_KEY_FILE)
+        reads = {**settings.read_keys, key_digest(owner_key): ("*",)}
+        settings = settings.model_copy(update={"read_keys": reads})
         err.print(f"collector → embedded store {store}")
+        err.print(
+            f"the live page and the report API need a read key: one of FUNNEL_READ_KEYS, or "
+            f"this run's ({masked(owner_key)}) in {kept} (readable by you only)"
+        )
 
     def listening(url: str) -> None:
         if live is not None:
@@ -168,9 +198,13 @@ def serve(
         else:
             err.print(f"collector on {url}")
 
+    registry = CollectorRegistry()
+    if metrics_port is not None:
+        start_http_server(metrics_port, addr=host, registry=registry)
+        err.print(f"metrics on http://{host}:{metrics_port}/metrics (no key)")
     try:
         run(
-            create_app(settings, delivery, live=live),
+            create_app(settings, delivery, live=live, registry=registry),
             host,
             port,
             owner_of=owner_of,
@@ -184,14 +218,14 @@ def serve(
             db.close()
 
 
-def _keep_key(store: str, key: str) -> Path:
-    """Write a generated write key to a file only its owner reads (never to the terminal or
-    a log): the store directory's ``write-key``, or ``FUNNEL_STATE_DIR`` for a server store."""
+def _keep_key(store: str, key: str, name: str = "write-key") -> Path:
+    """Write a generated key to a file only its owner reads (never to the terminal or a
+    log): the store directory's ``name``, or in ``FUNNEL_STATE_DIR`` for a server store."""
     from storage.reports.owner import store_directory
 
     directory = store_directory(store) or Path(os.environ.get("FUNNEL_STATE_DIR") or ".funnel")
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "write-key"
+    path = directory / name
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(key + "\n")

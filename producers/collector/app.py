@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import html
 import itertools
 import json
 import logging
 import time
+import urllib.parse
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -115,11 +117,16 @@ class _Metrics:
 
 
 def create_app(
-    settings: CollectorSettings, delivery: Delivery, *, live: LiveReports | None = None
+    settings: CollectorSettings,
+    delivery: Delivery,
+    *,
+    live: LiveReports | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> ASGIApp:
     """The collector app, delivering accepted events to ``delivery``; with ``live``, also
-    the report API and the live page of the store ``delivery`` commits to."""
-    registry = CollectorRegistry()
+    the report API and the live page of the store ``delivery`` commits to. Its metrics go
+    to ``registry`` (a new one by default)."""
+    registry = CollectorRegistry() if registry is None else registry
     metrics = _Metrics(registry)
     limits = IntakeLimits(
         max_batch=settings.max_batch, future_bound=timedelta(seconds=settings.future_bound_s)
@@ -263,20 +270,60 @@ def create_app(
 
         return wrapper
 
-    def host_checked(endpoint: Any) -> Any:
-        """``endpoint`` for the allowed host names only (the read side: DNS rebinding)."""
+    def host_check(request: Request) -> None:
+        """The read side answers the allowed host names only (DNS rebinding)."""
+        if not settings.host_allowed(request.headers.get("host")):
+            raise _Problem(
+                400,
+                "host_not_allowed",
+                "this host name is not allowed here (FUNNEL_ALLOWED_HOSTS)",
+            )
+
+    def read_checked(name: str, endpoint: Any) -> Any:
+        """``endpoint`` for a valid read key of the right site only (401 without one, 403
+        for another site's data); the live page asks for one with a login form. A key for
+        one site reads that site without saying so."""
 
         async def checked(request: Request) -> Response:
-            if not settings.host_allowed(request.headers.get("host")):
-                raise _Problem(
-                    400,
-                    "host_not_allowed",
-                    "this host name is not allowed here (FUNNEL_ALLOWED_HOSTS)",
-                )
+            host_check(request)
+            sites = settings.read_sites(_read_key(request))
+            if sites is None:
+                if name == "page":
+                    return _login_page(401, "")
+                raise _Problem(401, "unauthorized", _READ_KEY_NEEDED)
+            if "*" not in sites and name in _SITE_ROUTES:
+                asked = request.query_params.get("site")
+                if asked is None and len(sites) == 1:
+                    request = _with_site(request, sites[0])
+                elif asked not in sites:
+                    raise _Problem(
+                        403,
+                        "forbidden",
+                        "this read key does not read that site"
+                        if asked
+                        else "this read key reads several sites: say which (site=)",
+                    )
             response: Response = await endpoint(request)
             return response
 
         return checked
+
+    async def login(request: Request) -> Response:
+        """The live page's login form posts a read key here; a valid one becomes a cookie
+        (HttpOnly, SameSite=Strict) and the browser goes back to the page."""
+        host_check(request)
+        body = (await request.body())[:4096].decode("utf-8", "replace")
+        key = urllib.parse.parse_qs(body).get("key", [""])[0].strip()
+        if settings.read_sites(key) is None:
+            return _login_page(401, "That key is not valid.")
+        secure = "; Secure" if request.url.scheme == "https" else ""
+        cookie = (
+            f"{READ_COOKIE}={urllib.parse.quote(key)}; Path=/; HttpOnly; SameSite=Strict; "
+            f"Max-Age={7 * 86400}{secure}"
+        )
+        return Response(
+            status_code=303, headers={"Location": "/", "Set-Cookie": cookie, **_NO_STORE}
+        )
 
     async def batch(request: Request) -> Response:
         site = authorise(request)
@@ -331,6 +378,13 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     async def prometheus(request: Request) -> Response:
+        """Every site's counts: for a read key of all sites (``*``) only; ``funnel serve
+        --metrics-port`` serves them on a port of their own for a scraper instead."""
+        sites = settings.read_sites(_read_key(request))
+        if sites is None:
+            raise _Problem(401, "unauthorized", _READ_KEY_NEEDED)
+        if "*" not in sites:
+            raise _Problem(403, "forbidden", "metrics need a read key of every site (*)")
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @asynccontextmanager
@@ -353,14 +407,21 @@ def create_app(
         Route("/t.js", tracker, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
-        Route("/metrics", prometheus, methods=["GET"]),
+        Route("/metrics", guarded("metrics", prometheus), methods=["GET"]),
         *(
-            Route(r.path, guarded(r.name, host_checked(r.endpoint)), methods=["GET"], name=r.name)
+            Route(
+                r.path,
+                guarded(r.name, read_checked(r.name, r.endpoint)),
+                methods=["GET"],
+                name=r.name,
+            )
             for r in (live.routes() if live is not None else ())
         ),
+        *([Route("/login", guarded("login", login), methods=["POST"])] if live is not None else []),
     ]
+    app = Starlette(routes=routes, lifespan=lifespan)
     return CORSMiddleware(
-        _Intake(Starlette(routes=routes, lifespan=lifespan), intake),
+        _Intake(app, intake),
         allow_origins=list(settings.cors_origins),
         allow_methods=["GET", "POST"],
         allow_headers=["Content-Type", "Content-Encoding", "X-Funnel-Key"],
@@ -391,6 +452,47 @@ class _Intake:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+READ_COOKIE = "funnel_read"
+_READ_KEY_NEEDED = "a read key is required (Authorization: Bearer <key>, FUNNEL_READ_KEYS)"
+#: Routes whose answer is one site's data (the others: the page itself, the funnels'
+#: configuration, the owner's identity).
+_SITE_ROUTES = frozenset({"report", "live"})
+_LOGIN_POLICY = "default-src 'none'; form-action 'self'; frame-ancestors 'none'"
+_LOGIN = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>funnel: read key</title></head>
+<body><h1>funnel</h1><p>This page needs a read key (FUNNEL_READ_KEYS, or the store
+directory's <code>read-key</code> file of <code>funnel serve</code>).</p>
+<form method="post" action="/login"><label>Read key
+<input type="password" name="key" autocomplete="current-password" autofocus required></label>
+<button type="submit">Open</button></form><p>{error}</p></body></html>
+"""
+
+
+def _read_key(request: Request) -> str | None:
+    """The read key of a request: ``Authorization: Bearer <key>``, else the login cookie."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    cookie = request.cookies.get(READ_COOKIE)
+    return urllib.parse.unquote(cookie) if cookie else None
+
+
+def _with_site(request: Request, site: str) -> Request:
+    """``request`` asking for ``site`` (a one-site key's requests read their site)."""
+    scope = dict(request.scope)
+    query = [*request.query_params.multi_items(), ("site", site)]
+    scope["query_string"] = urllib.parse.urlencode(query).encode()
+    return Request(scope, request.receive)
+
+
+def _login_page(status: int, error: str) -> Response:
+    headers = {**_NO_STORE, "Content-Security-Policy": _LOGIN_POLICY}
+    body = _LOGIN.format(error=html.escape(error))
+    return Response(
+        body, status_code=status, media_type="text/html; charset=utf-8", headers=headers
+    )
 
 
 #: Headers every response carries: no content sniffing, no referrer sent on.

@@ -2,6 +2,9 @@
 
 Write keys are secrets: they come from ``FUNNEL_WRITE_KEYS`` (``key:site,key2:site2``) or a
 file named by ``FUNNEL_WRITE_KEYS_FILE`` (JSON object ``{"key": "site"}``), never from code.
+Read keys (the report API, the live page, ``/metrics``) likewise: ``FUNNEL_READ_KEYS``
+(``key:site1|site2,key2:*``) or ``FUNNEL_READ_KEYS_FILE`` (``{"key": ["site"] or "*"}``).
+A key file may hold ``sha256:<hex>`` digests instead of keys (``funnel keys`` writes those).
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 __all__ = ["DIGEST", "CollectorSettings", "key_digest", "masked"]
+
+T = TypeVar("T")
 
 DIGEST = "sha256:"
 
@@ -50,6 +56,29 @@ class CollectorSettings(BaseModel):
     """Host names the read side (live page, report API) answers to: a web page that rebinds
     its own name to this machine's address (DNS rebinding) gets a 400, not the data.
     ``*`` allows any; ``*.example.com`` any subdomain. Ingestion answers any host."""
+
+    read_keys: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """The sites a read key may read (``("*",)``: all, and ``/metrics``), by its digest as
+    for write keys."""
+
+    @field_validator("read_keys", mode="before")
+    @classmethod
+    def _hashed_read(cls, value: object) -> object:
+        if isinstance(value, Mapping):
+            hashed: dict[str, tuple[str, ...]] = {}
+            for k, v in value.items():
+                plain = str(k.get_secret_value() if isinstance(k, SecretStr) else k)
+                sites = (v,) if isinstance(v, str) else tuple(str(s) for s in v)
+                if not sites or any(not s for s in sites):
+                    raise ValueError("a read key needs its sites (or *)")
+                hashed[plain if plain.startswith(DIGEST) else key_digest(plain)] = sites
+            return hashed
+        return value
+
+    def read_sites(self, key: str | None) -> tuple[str, ...] | None:
+        """The sites a read key may read (``("*",)`` for all), or ``None`` for no valid key
+        (found by digest, compared in constant time, as :meth:`site_for`)."""
+        return _lookup(self.read_keys, key)
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod
@@ -92,14 +121,7 @@ class CollectorSettings(BaseModel):
     def site_for(self, key: str | None) -> str | None:
         """The site a write key may write to, or ``None`` for an unknown key. The key is
         hashed and found by its digest; the digests are then compared in constant time."""
-        if not key:
-            return None
-        digest = key_digest(key)
-        site = self.write_keys.get(digest)
-        if site is None:
-            return None
-        stored = next(d for d in self.write_keys if d == digest)
-        return site if hmac.compare_digest(stored.encode(), digest.encode()) else None
+        return _lookup(self.write_keys, key)
 
     @classmethod
     def from_env(
@@ -115,7 +137,15 @@ class CollectorSettings(BaseModel):
             if not sep or not key or not site:
                 raise ValueError("FUNNEL_WRITE_KEYS must look like 'key:site,key2:site2'")
             keys[key] = site
-        values: dict[str, object] = {"write_keys": keys}
+        reads: dict[str, object] = {}
+        if path := env.get("FUNNEL_READ_KEYS_FILE"):
+            reads.update(json.loads(Path(path).read_text("utf-8")))
+        for pair in filter(None, (p.strip() for p in env.get("FUNNEL_READ_KEYS", "").split(","))):
+            key, sep, sites = pair.partition(":")
+            if not sep or not key or not sites:
+                raise ValueError("FUNNEL_READ_KEYS must look like 'key:site1|site2,key2:*'")
+            reads[key] = tuple(s.strip() for s in sites.split("|"))
+        values: dict[str, object] = {"write_keys": keys, "read_keys": reads}
         if hosts := env.get("FUNNEL_ALLOWED_HOSTS"):
             values["allowed_hosts"] = hosts
         if origins := env.get("FUNNEL_CORS_ORIGINS"):
@@ -129,3 +159,16 @@ class CollectorSettings(BaseModel):
                 values[name] = env[var]
         values.update(overrides)
         return cls.model_validate(values)
+
+
+def _lookup(table: Mapping[str, T], key: str | None) -> T | None:
+    """``table``'s entry for the digest of ``key``: looked up by digest, then the digests
+    compared in constant time (the lookup alone would answer by equality)."""
+    if not key:
+        return None
+    digest = key_digest(key)
+    found = table.get(digest)
+    if found is None:
+        return None
+    stored = next(d for d in table if d == digest)
+    return found if hmac.compare_digest(stored.encode(), digest.encode()) else None

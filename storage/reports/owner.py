@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 OWNER_FILE = "owner.json"
+#: The owner's read key, beside ``owner.json`` (mode 0600): what ``funnel report`` sends.
+READ_KEY_FILE = "read-key"
 #: The header every owner API answer carries: the pid, to tell a stale file's port apart.
 PID_HEADER = "X-Funnel-Owner-Pid"
 _PROBE_TIMEOUT_S = 3.0
@@ -118,7 +120,7 @@ def fetch_report(directory: Path, database: str, request: ReportRequest) -> obje
     a large report may take a while; the owner answered a probe first).
     """
     owner = read_owner(directory)
-    if owner is None or not _answers(owner):
+    if owner is None or not _answers(owner, directory):
         return None
     if owner.database != database:
         raise OwnerError(
@@ -129,7 +131,7 @@ def fetch_report(directory: Path, database: str, request: ReportRequest) -> obje
     query = urllib.parse.urlencode(dict(request.params))
     url = f"{owner.url}/api/reports/{urllib.parse.quote(request.name)}?{query}"
     try:
-        with _OPENER.open(url, timeout=600) as response:
+        with _OPENER.open(_authorised(url, directory), timeout=600) as response:
             payload: object = json.loads(response.read())
             return payload
     except urllib.error.HTTPError as exc:
@@ -141,10 +143,23 @@ def fetch_report(directory: Path, database: str, request: ReportRequest) -> obje
         raise OwnerError(f"the report from {owner.url} failed: {exc}") from exc
 
 
-def _answers(owner: Owner) -> bool:
-    """Whether the process at the owner's URL is the owner (a port may have been reused)."""
+def _authorised(url: str, directory: Path) -> urllib.request.Request:
+    """A request for ``url`` with the owner's read key (if this user can read it)."""
+    headers = {}
     try:
-        with _OPENER.open(f"{owner.url}/api/owner", timeout=_PROBE_TIMEOUT_S) as r:
+        key = (directory / READ_KEY_FILE).read_text("utf-8").strip()
+    except OSError:
+        key = ""
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return urllib.request.Request(url, headers=headers)
+
+
+def _answers(owner: Owner, directory: Path) -> bool:
+    """Whether the process at the owner's URL is the owner (a port may have been reused)."""
+    request = _authorised(f"{owner.url}/api/owner", directory)
+    try:
+        with _OPENER.open(request, timeout=_PROBE_TIMEOUT_S) as r:
             return bool(r.headers.get(PID_HEADER) == str(owner.pid))
     except (urllib.error.URLError, OSError, ValueError):
         return False

@@ -88,7 +88,17 @@ def test_live_page_shows_the_report_api_and_follows_new_events(
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("requestfailed", lambda r: errors.append(f"{r.url} failed"))
-        page.goto(served.url + "/")
+        # Without a key the page is a login form (401); the read key opens it (a cookie).
+        answer = page.goto(served.url + "/")
+        assert answer is not None
+        assert answer.status == 401
+        assert page.locator("#funnel").count() == 0
+        page.fill("input[name=key]", "not the key")
+        page.click("button[type=submit]")
+        assert "That key is not valid." in page.content()
+        page.fill("input[name=key]", served.read_key)
+        page.click("button[type=submit]")
+        page.wait_for_url(served.url + "/")
         shown_version(page, served)
 
         # The funnel bars are the funnel report's numbers.

@@ -25,6 +25,7 @@ from storage.backends import ChdbStore
 from storage.gate import CommitGate
 from storage.reports.api import LiveReports
 from stream_processors.embedded import GatedPipeline
+from tests.servers import READ_KEYS, read_client
 
 SITE = "shop"
 
@@ -201,8 +202,8 @@ def api(store: ChdbStore) -> Iterator[TestClient]:
     gate = CommitGate()
     delivery = EmbeddedDelivery(GatedPipeline(store, config, gate))
     live = LiveReports(store, config.funnels, gate)
-    settings = CollectorSettings(write_keys={"key": SITE})  # type: ignore[dict-item]
-    with TestClient(create_app(settings, delivery, live=live)) as client:
+    settings = CollectorSettings(write_keys={"key": SITE}, read_keys=READ_KEYS)  # type: ignore[dict-item]
+    with read_client(create_app(settings, delivery, live=live)) as client:
         yield client
 
 

@@ -74,6 +74,7 @@ def test_prometheus_scrapes_every_component(
     prefix = f"scrape{uuid.uuid4().hex[:6]}."
     funnel = [sys.executable, "-m", "funnel.cli"]
     ports = {"collector": free_port(), "worker": free_port(), "sink": free_port()}
+    http_port = free_port()
     processes(
         "collector",
         *funnel,
@@ -83,6 +84,8 @@ def test_prometheus_scrapes_every_component(
         "--topic-prefix",
         prefix,
         "--port",
+        str(http_port),
+        "--metrics-port",  # /metrics on the main port needs a read key
         str(ports["collector"]),
         env={"FUNNEL_WRITE_KEYS": "scrape-key:scrape"},
     )
@@ -152,7 +155,7 @@ def test_prometheus_scrapes_every_component(
 
     sim = simulate(300, seed=41, site_id="scrape")
     stream = arrivals(sim.events, Mess(malformed=0.02), seed=41)
-    sent = send_http(stream, f"http://127.0.0.1:{ports['collector']}", "scrape-key", size=50)
+    sent = send_http(stream, f"http://127.0.0.1:{http_port}", "scrape-key", size=50)
     assert sent.rejected > 0
 
     key_series = {

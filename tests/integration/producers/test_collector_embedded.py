@@ -15,6 +15,7 @@ from funnel.processor import CoreConfig
 from producers.collector import CollectorSettings, EmbeddedDelivery, create_app
 from storage.backends import ChdbStore
 from stream_processors.embedded import EmbeddedPipeline
+from tests.servers import READ_KEYS, read_client
 
 KEY = "test-key-shop"
 HEADERS = {"X-Funnel-Key": KEY}
@@ -34,12 +35,13 @@ def event(kind: str = "click", **fields: object) -> dict[str, object]:
 def client(store: ChdbStore) -> Iterator[TestClient]:
     settings = CollectorSettings(
         write_keys={KEY: "shop", "other-key": "other"},  # type: ignore[dict-item]
+        read_keys=READ_KEYS,  # type: ignore[arg-type]
         cors_origins=("https://shop.example",),
         max_body_bytes=64 * 1024,
         max_batch=100,
     )
     delivery = EmbeddedDelivery(EmbeddedPipeline(store, CoreConfig.default()))
-    with TestClient(create_app(settings, delivery)) as test_client:
+    with read_client(create_app(settings, delivery)) as test_client:
         yield test_client
 
 
@@ -184,10 +186,10 @@ def test_cors_only_for_configured_origins(client: TestClient) -> None:
 
 
 def test_store_down_answers_503_never_2xx(store: ChdbStore, chdb_engine: ChdbStore) -> None:
-    settings = CollectorSettings(write_keys={KEY: "shop"})  # type: ignore[dict-item]
+    settings = CollectorSettings(write_keys={KEY: "shop"}, read_keys=READ_KEYS)  # type: ignore[dict-item]
     broken = chdb_engine.using(f"gone_{uuid.uuid4().hex[:8]}")
     delivery = EmbeddedDelivery(EmbeddedPipeline(broken, CoreConfig.default()))
-    with TestClient(create_app(settings, delivery)) as test_client:
+    with read_client(create_app(settings, delivery)) as test_client:
         # The database has no tables (never migrated): every commit fails in ClickHouse.
         response = test_client.post("/v1/batch", json=[event()], headers=HEADERS)
     assert response.status_code == 503
@@ -219,9 +221,9 @@ class _FailingOnce(EmbeddedPipeline):
 
 def test_a_committer_crash_answers_503_reports_it_and_starts_over(store: ChdbStore) -> None:
     """Issue 14: the requests in flight get an answer, /health says why, the next commit works."""
-    settings = CollectorSettings(write_keys={KEY: "shop"})  # type: ignore[dict-item]
+    settings = CollectorSettings(write_keys={KEY: "shop"}, read_keys=READ_KEYS)  # type: ignore[dict-item]
     delivery = EmbeddedDelivery(_FailingOnce(store, CoreConfig.default()))
-    with TestClient(create_app(settings, delivery)) as test_client:
+    with read_client(create_app(settings, delivery)) as test_client:
         first = test_client.post("/v1/batch", json=[event()], headers=HEADERS)
         assert first.status_code == 503
         health = test_client.get("/health")
@@ -236,9 +238,9 @@ def test_a_committer_crash_answers_503_reports_it_and_starts_over(store: ChdbSto
 
 def test_the_status_timer_runs_on_schedule_under_steady_traffic(store: ChdbStore) -> None:
     """Issue 14: the timer is not starved by requests arriving more often than its period."""
-    settings = CollectorSettings(write_keys={KEY: "shop"})  # type: ignore[dict-item]
+    settings = CollectorSettings(write_keys={KEY: "shop"}, read_keys=READ_KEYS)  # type: ignore[dict-item]
     delivery = EmbeddedDelivery(EmbeddedPipeline(store, CoreConfig.default()), status_every_s=0.2)
-    with TestClient(create_app(settings, delivery)) as test_client:
+    with read_client(create_app(settings, delivery)) as test_client:
         while delivery.timer_runs < 3:  # ends only if the timer runs between requests
             response = test_client.post("/v1/batch", json=[event()], headers=HEADERS)
             assert response.status_code == 200

@@ -26,6 +26,7 @@ from storage.gate import CommitGate
 from storage.migrate import migrate
 from storage.reports.api import LiveReports
 from stream_processors.embedded import GatedPipeline
+from tests.servers import READ_KEYS, read_client
 
 KEY, OTHER_KEY = "key-shop", "key-other"
 HEADERS = {"X-Funnel-Key": KEY}
@@ -46,6 +47,7 @@ def event(kind: str = "impression", **fields: object) -> dict[str, object]:
 def client(store: ChdbStore) -> Iterator[TestClient]:
     settings = CollectorSettings(
         write_keys={KEY: "shop", OTHER_KEY: "other"},  # type: ignore[dict-item]
+        read_keys=READ_KEYS,  # type: ignore[arg-type]
         max_body_bytes=4 * 1024 * 1024,
         max_batch=500,
     )
@@ -53,7 +55,7 @@ def client(store: ChdbStore) -> Iterator[TestClient]:
     gate = CommitGate()
     delivery = EmbeddedDelivery(GatedPipeline(store, config, gate))
     live = LiveReports(store, config.funnels, gate, page=page())
-    with TestClient(create_app(settings, delivery, live=live)) as test_client:
+    with read_client(create_app(settings, delivery, live=live)) as test_client:
         yield test_client
 
 
@@ -189,8 +191,8 @@ class _Broken:
 
 
 def test_an_unexpected_error_is_answered_and_counted() -> None:
-    settings = CollectorSettings(write_keys={KEY: "shop"})  # type: ignore[dict-item]
-    with TestClient(create_app(settings, _Broken())) as broken:
+    settings = CollectorSettings(write_keys={KEY: "shop"}, read_keys=READ_KEYS)  # type: ignore[dict-item]
+    with read_client(create_app(settings, _Broken())) as broken:
         response = broken.post("/v1/batch", json=[event()], headers=HEADERS)
         assert response.status_code == 500
         assert response.json()["error"] == "internal_error"

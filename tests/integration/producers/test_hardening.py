@@ -15,6 +15,7 @@ from storage.backends import ChdbStore
 from storage.gate import CommitGate
 from storage.reports.api import LiveReports, page_policy
 from stream_processors.embedded import GatedPipeline
+from tests.servers import READ_KEYS, read_client
 
 KEY = "wk_hardening_test_key"
 
@@ -25,8 +26,8 @@ def served(store: ChdbStore) -> Iterator[TestClient]:
     gate = CommitGate()
     delivery = EmbeddedDelivery(GatedPipeline(store, config, gate))
     live = LiveReports(store, config.funnels, gate, page=page())
-    settings = CollectorSettings(write_keys={KEY: "shop"})  # type: ignore[dict-item]
-    with TestClient(create_app(settings, delivery, live=live)) as client:
+    settings = CollectorSettings(write_keys={KEY: "shop"}, read_keys=READ_KEYS)  # type: ignore[dict-item]
+    with read_client(create_app(settings, delivery, live=live)) as client:
         yield client
 
 

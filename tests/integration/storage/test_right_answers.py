@@ -21,6 +21,7 @@ from storage.reports.api import LiveReports
 from storage.reports.channels import channels_report
 from stream_processors.embedded import EmbeddedPipeline, GatedPipeline
 from tests.factories import make_event
+from tests.servers import READ_KEYS, read_client
 
 CONFIG = CoreConfig.default()
 SALES = CONFIG.funnels.get("sales")
@@ -107,11 +108,11 @@ def test_bots_are_left_out_unless_asked_for(store: ChdbStore) -> None:
 
 @pytest.fixture
 def client(store: ChdbStore) -> Iterator[TestClient]:
-    settings = CollectorSettings(write_keys={"k": "live"})  # type: ignore[dict-item]
+    settings = CollectorSettings(write_keys={"k": "live"}, read_keys=READ_KEYS)  # type: ignore[dict-item]
     gate = CommitGate()
     delivery = EmbeddedDelivery(GatedPipeline(store, CONFIG, gate))
     live = LiveReports(store, CONFIG.funnels, gate)
-    with TestClient(create_app(settings, delivery, live=live)) as test_client:
+    with read_client(create_app(settings, delivery, live=live)) as test_client:
         yield test_client
 
 
