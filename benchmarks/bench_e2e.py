@@ -203,6 +203,7 @@ class Deployment:
         self.sink_port = _free_port()
         path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
         self.env = {**os.environ, "FUNNEL_WRITE_KEYS": f"{WRITE_KEY}:{SITE}", "PYTHONPATH": path}
+        self.env["FUNNEL_RATE_LIMIT"] = "off"  # one load generator, one address
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.worker_count = workers
 

@@ -47,6 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from funnel.events import CLICK_ID_PARAMS
 from funnel.intake import IntakeLimits, IntakeResult, take_batch
 from producers.collector.delivery import Delivery, Unavailable
+from producers.collector.limits import Throttle, retry_after
 from producers.collector.openapi import openapi_document
 from producers.collector.settings import CollectorSettings
 from producers.tracker import tracker_script
@@ -77,13 +78,34 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class _Problem(Exception):
     """A whole-request error: status, machine-readable code, message."""
 
-    def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        **extra: object,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra
+        self.headers = headers or {}
 
     def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
         body = {"error": self.code, "message": self.message, **self.extra}
-        return JSONResponse(body, status_code=self.status, headers=headers)
+        return JSONResponse(
+            body, status_code=self.status, headers={**(headers or {}), **self.headers}
+        )
+
+
+def _throttled(wait_s: float) -> _Problem:
+    after = retry_after(wait_s)
+    return _Problem(
+        429,
+        "rate_limited",
+        "too many requests: retry after the seconds in Retry-After",
+        {"Retry-After": after},
+        retry_after=int(after),
+    )
 
 
 class _Metrics:
@@ -135,9 +157,32 @@ def create_app(
     script_gz = gzip.compress(script, 9)
     spec = json.dumps(openapi_document(settings)).encode()
 
+    rates = settings.rate_limits
+    if rates is not None:
+        by_address = Throttle(rates.per_address, rates.table_size)
+        by_key = Throttle(rates.per_key, rates.table_size)
+        failures = Throttle(rates.failed_keys, rates.table_size)
+
+    def admit(request: Request, key: str | None, valid: bool) -> None:
+        """Count a request against its client address and its key: 429 once either is
+        spent, or while the address is locked out for wrong keys. A wrong key presented
+        counts against the address's failures (a missing one does not: nothing guessed)."""
+        if rates is None:
+            return
+        address = client_ip(request) or "-"
+        if (wait := failures.empty(address)) or (wait := by_address.take(address)):
+            raise _throttled(wait)
+        if not valid:
+            if key:
+                failures.take(address)
+            return
+        if key and (wait := by_key.take(key)):
+            raise _throttled(wait)
+
     def authorise(request: Request) -> str:
         key = request.headers.get("x-funnel-key") or request.query_params.get("key")
         site = settings.site_for(key)
+        admit(request, key, site is not None)
         if site is None:
             raise _Problem(401, "unauthorized", "a valid write key is required (X-Funnel-Key)")
         return site
@@ -286,7 +331,9 @@ def create_app(
 
         async def checked(request: Request) -> Response:
             host_check(request)
-            sites = settings.read_sites(_read_key(request))
+            key = _read_key(request)
+            sites = settings.read_sites(key)
+            admit(request, key, sites is not None)
             if sites is None:
                 if name == "page":
                     return _login_page(401, "")
@@ -314,7 +361,9 @@ def create_app(
         host_check(request)
         body = (await request.body())[:4096].decode("utf-8", "replace")
         key = urllib.parse.parse_qs(body).get("key", [""])[0].strip()
-        if settings.read_sites(key) is None:
+        valid = settings.read_sites(key) is not None
+        admit(request, key, valid)
+        if not valid:
             return _login_page(401, "That key is not valid.")
         secure = "; Secure" if request.url.scheme == "https" else ""
         cookie = (
@@ -380,7 +429,9 @@ def create_app(
     async def prometheus(request: Request) -> Response:
         """Every site's counts: for a read key of all sites (``*``) only; ``funnel serve
         --metrics-port`` serves them on a port of their own for a scraper instead."""
-        sites = settings.read_sites(_read_key(request))
+        key = _read_key(request)
+        sites = settings.read_sites(key)
+        admit(request, key, sites is not None)
         if sites is None:
             raise _Problem(401, "unauthorized", _READ_KEY_NEEDED)
         if "*" not in sites:

@@ -19,6 +19,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from producers.collector.limits import Limit, RateLimits
+
 __all__ = ["DIGEST", "CollectorSettings", "key_digest", "masked"]
 
 T = TypeVar("T")
@@ -57,6 +59,9 @@ class CollectorSettings(BaseModel):
     its own name to this machine's address (DNS rebinding) gets a 400, not the data.
     ``*`` allows any; ``*.example.com`` any subdomain. Ingestion answers any host."""
 
+    rate_limits: RateLimits | None = RateLimits()
+    """Requests per client address, per key, and with a wrong key (:mod:`.limits`);
+    ``None``: none (a load test)."""
     read_keys: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     """The sites a read key may read (``("*",)``: all, and ``/metrics``), by its digest as
     for write keys."""
@@ -146,6 +151,19 @@ class CollectorSettings(BaseModel):
                 raise ValueError("FUNNEL_READ_KEYS must look like 'key:site1|site2,key2:*'")
             reads[key] = tuple(s.strip() for s in sites.split("|"))
         values: dict[str, object] = {"write_keys": keys, "read_keys": reads}
+        limits = {
+            field: Limit.parse(env[var])
+            for field, var in (
+                ("per_address", "FUNNEL_RATE_LIMIT"),
+                ("per_key", "FUNNEL_KEY_RATE_LIMIT"),
+                ("failed_keys", "FUNNEL_AUTH_FAIL_LIMIT"),
+            )
+            if env.get(var, "").strip().lower() not in ("", "off")
+        }
+        off = env.get("FUNNEL_RATE_LIMIT", "").strip().lower() == "off"
+        values["rate_limits"] = None if off else RateLimits(**limits)
+        forwarded = env.get("FUNNEL_TRUST_FORWARDED_FOR", "").strip().lower()
+        values["trust_forwarded_for"] = forwarded in ("1", "true", "yes")
         if hosts := env.get("FUNNEL_ALLOWED_HOSTS"):
             values["allowed_hosts"] = hosts
         if origins := env.get("FUNNEL_CORS_ORIGINS"):

@@ -1,5 +1,6 @@
-"""Read keys (issue 19): the report API, the live data, the owner probe, the live page and
-``/metrics`` answer only a valid read key of the right site. The store is the real engine,
+"""Read keys and rate limits (issue 19): the report API, the live data, the owner probe, the
+live page and ``/metrics`` answer only a valid read key of the right site; an address, a key
+and wrong keys are held to their rates (429 with Retry-After). The store is the real engine,
 holding two sites' events."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from starlette.testclient import TestClient
 from dashboards.live import page
 from funnel.processor import CoreConfig
 from producers.collector import CollectorSettings, EmbeddedDelivery, create_app
+from producers.collector.limits import Limit, RateLimits
 from storage.backends import ChdbStore
 from storage.gate import CommitGate
 from storage.reports.api import LiveReports
@@ -41,6 +43,7 @@ def client(store: ChdbStore) -> Iterator[TestClient]:
     settings = CollectorSettings(
         write_keys=WRITE,  # type: ignore[arg-type]
         read_keys={ALL: "*", SHOP: ["shop"], BOTH: ["shop", "blog"]},  # type: ignore[dict-item]
+        rate_limits=None,  # the leak test presents wrong keys on purpose (limits: below)
     )
     with TestClient(create_app(settings, delivery, live=live)) as test_client:
         now = datetime.now(UTC).isoformat()
@@ -138,3 +141,103 @@ def test_the_page_asks_for_a_key_and_keeps_it_in_a_strict_cookie(client: TestCli
     assert 'id="funnel"' in page_now.text
     assert client.get("/api/live", headers=LOCAL).json()["stored_events"] == 3
     assert client.get("/api/live?site=blog", headers=LOCAL).status_code == 403
+
+
+# Rate limits (issue 19): per client address, per key, and tighter for wrong keys.
+
+
+def limited_client(store: ChdbStore, limits: RateLimits) -> TestClient:
+    config = CoreConfig.default()
+    gate = CommitGate()
+    delivery = EmbeddedDelivery(GatedPipeline(store, config, gate))
+    live = LiveReports(store, config.funnels, gate, page=page())
+    settings = CollectorSettings(
+        write_keys=WRITE,  # type: ignore[arg-type]
+        read_keys={ALL: "*"},  # type: ignore[dict-item]
+        rate_limits=limits,
+        trust_forwarded_for=True,  # each test client its own address
+    )
+    return TestClient(create_app(settings, delivery, live=live))
+
+
+def impressions(n: int) -> list[dict[str, object]]:
+    now = datetime.now(UTC).isoformat()
+    return [
+        {
+            "event_id": str(uuid.uuid4()),
+            "type": "impression",
+            "anonymous_id": "v",
+            "occurred_at": now,
+        }
+        for _ in range(n)
+    ]
+
+
+def test_an_address_over_its_rate_gets_429_with_retry_after(store: ChdbStore) -> None:
+    generous = Limit(rate=1000, burst=1000)
+    limits = RateLimits(per_address=Limit(rate=0.5, burst=5), per_key=generous)
+    with limited_client(store, limits) as client:
+        one = {"X-Funnel-Key": "wk-shop-0001", "X-Forwarded-For": "203.0.113.7"}
+        answers = [client.post("/v1/batch", json=impressions(1), headers=one) for _ in range(8)]
+        assert [a.status_code for a in answers] == [200] * 5 + [429] * 3
+        refused = answers[-1]
+        assert refused.json()["error"] == "rate_limited"
+        assert refused.headers["retry-after"] == "2"
+        # Another address is not held back; what got a 200 is stored, the 429s are not.
+        other = {**one, "X-Forwarded-For": "198.51.100.9"}
+        assert client.post("/v1/batch", json=impressions(1), headers=other).status_code == 200
+        [stored] = store.query(f"SELECT count() AS n FROM {store.database}.events")
+        assert stored["n"] == 6
+        # Reads count against the address too.
+        reads = {**bearer(ALL), "X-Forwarded-For": "203.0.113.7"}
+        assert client.get("/api/live", headers=reads).status_code == 429
+
+
+def test_wrong_keys_are_limited_more_tightly(store: ChdbStore) -> None:
+    limits = RateLimits(
+        per_address=Limit(rate=1000, burst=1000),
+        per_key=Limit(rate=1000, burst=1000),
+        failed_keys=Limit(rate=0.1, burst=3),
+    )
+    with limited_client(store, limits) as client:
+        guesser = {"X-Forwarded-For": "192.0.2.66"}
+        statuses = [
+            client.post(
+                "/v1/batch", json=[], headers={**guesser, "X-Funnel-Key": f"guess-{n}"}
+            ).status_code
+            for n in range(6)
+        ]
+        assert statuses == [401, 401, 401, 429, 429, 429]
+        # Locked out: even the right key waits, and so do read-key guesses at the login form.
+        right = {**guesser, "X-Funnel-Key": "wk-shop-0001"}
+        late = client.post("/v1/batch", json=impressions(1), headers=right)
+        assert late.status_code == 429
+        assert int(late.headers["retry-after"]) >= 1
+        login = client.post("/login", data={"key": ALL}, headers={**guesser, **LOCAL})
+        assert login.status_code == 429
+        # Another address is not locked out; a missing key is no guess.
+        honest = {"X-Forwarded-For": "192.0.2.1"}
+        for _ in range(5):
+            assert client.post("/v1/batch", json=[], headers=honest).status_code == 401
+        assert (
+            client.post(
+                "/v1/batch", json=impressions(1), headers={**honest, "X-Funnel-Key": "wk-shop-0001"}
+            ).status_code
+            == 200
+        )
+
+
+def test_a_key_over_its_rate_gets_429(store: ChdbStore) -> None:
+    limits = RateLimits(per_address=Limit(rate=1000, burst=1000), per_key=Limit(rate=0.5, burst=2))
+    with limited_client(store, limits) as client:
+        statuses = [
+            client.post(
+                "/v1/batch",
+                json=impressions(1),
+                headers={"X-Funnel-Key": "wk-shop-0001", "X-Forwarded-For": f"10.0.0.{n}"},
+            ).status_code
+            for n in range(4)
+        ]
+        assert statuses == [200, 200, 429, 429]
+        blog = {"X-Funnel-Key": "wk-blog-0001", "X-Forwarded-For": "10.0.0.9"}
+        assert client.post("/v1/batch", json=impressions(1), headers=blog).status_code == 200
