@@ -5,9 +5,20 @@ adapters each command needs are imported inside it, so ``funnel --help`` loads n
 
 from __future__ import annotations
 
-from funnel.cli import admin, demo, dev, dlq, report, serve, simulate, sink, worker
+from funnel.cli import admin, demo, dev, dlq, keys, report, serve, simulate, sink, worker
 from funnel.cli.root import main
 
 __all__ = ["main"]
 
-_COMMANDS = (admin, demo, dev, dlq, report, serve, simulate, sink, worker)  # registered on import
+_COMMANDS = (
+    admin,
+    demo,
+    dev,
+    dlq,
+    keys,
+    report,
+    serve,
+    simulate,
+    sink,
+    worker,
+)  # registered on import
