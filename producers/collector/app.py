@@ -51,7 +51,7 @@ from producers.collector.limits import Throttle, retry_after
 from producers.collector.openapi import openapi_document
 from producers.collector.settings import CollectorSettings
 from producers.tracker import tracker_script
-from storage.reports.api import LiveReports
+from storage.reports.api import LiveReports, ReadsBusy
 
 __all__ = ["create_app"]
 
@@ -298,6 +298,10 @@ def create_app(
                 response: Response = await endpoint(request)
             except _Problem as problem:
                 response = problem.response(_NO_STORE)
+            except ReadsBusy as exc:
+                response = _Problem(503, "busy", str(exc)).response(
+                    {"Retry-After": "1", **_NO_STORE}
+                )
             except Unavailable as exc:
                 log.warning("%s: destination unavailable: %s", route, str(exc))
                 response = _Problem(

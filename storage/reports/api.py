@@ -52,7 +52,17 @@ from storage.reports.catalog import (
 from storage.reports.owner import PID_HEADER
 from storage.reports.render import FORMATS, MEDIA_TYPES, render
 
-__all__ = ["EventRate", "LiveReports"]
+__all__ = ["MAX_READS", "READ_TIMEOUT_S", "EventRate", "LiveReports", "ReadsBusy"]
+
+MAX_READS = 8
+"""Reads queued or running at once; more are refused (503) at once, not queued."""
+READ_TIMEOUT_S = 30.0
+"""How long a request waits for its read (a commit goes before any read)."""
+
+
+class ReadsBusy(Exception):
+    """The read side is full or slow: answered 503 with ``Retry-After``."""
+
 
 T = TypeVar("T")
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -133,6 +143,7 @@ class LiveReports:
         # One thread: reads are serialised by the store anyway, and queue here instead of
         # taking the default pool's threads from the committer.
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="funnel-reports")
+        self._reads = 0  # queued or running on the reader (changed on the event loop only)
         self._cache: OrderedDict[tuple[object, ...], tuple[int, str]] = OrderedDict()
         self._page = page
         self._policy = page_policy(page) if page else ""
@@ -156,7 +167,21 @@ class LiveReports:
         ]
 
     async def _read(self, work: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._reader, work)
+        """Run ``work`` on the reader thread; :class:`ReadsBusy` when :data:`MAX_READS` are
+        queued or running already, or when it takes over :data:`READ_TIMEOUT_S` (it still
+        finishes, and counts until it does: the bound holds)."""
+        if self._reads >= MAX_READS:
+            raise ReadsBusy("too many reports are being computed: retry in a moment")
+        self._reads += 1
+        future = asyncio.get_running_loop().run_in_executor(self._reader, work)
+        future.add_done_callback(self._read_done)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), READ_TIMEOUT_S)
+        except TimeoutError:
+            raise ReadsBusy(f"the report took over {READ_TIMEOUT_S:.0f} s: retry later") from None
+
+    def _read_done(self, _: object) -> None:
+        self._reads -= 1
 
     @property
     def _headers(self) -> dict[str, str]:

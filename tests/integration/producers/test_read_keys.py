@@ -241,3 +241,17 @@ def test_a_key_over_its_rate_gets_429(store: ChdbStore) -> None:
         assert statuses == [200, 200, 429, 429]
         blog = {"X-Funnel-Key": "wk-blog-0001", "X-Forwarded-For": "10.0.0.9"}
         assert client.post("/v1/batch", json=impressions(1), headers=blog).status_code == 200
+
+
+def test_a_full_read_side_answers_503_and_ingestion_goes_on(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import storage.reports.api as api
+
+    monkeypatch.setattr(api, "MAX_READS", 0)  # every read finds the read side full
+    busy = client.get("/api/reports/funnel?site=shop", headers=bearer(ALL))
+    assert busy.status_code == 503
+    assert busy.json()["error"] == "busy"
+    assert busy.headers["retry-after"] == "1"
+    sent = client.post("/v1/batch", json=impressions(2), headers={"X-Funnel-Key": "wk-shop-0001"})
+    assert sent.json()["accepted"] == 2
