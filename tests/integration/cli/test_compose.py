@@ -274,3 +274,25 @@ def test_funnel_environment_variables_exist_in_the_code() -> None:
         for key in service.get("environment") or {}:
             if key.startswith("FUNNEL_"):
                 assert f'"{key}"' in sources, f"{name}: nothing reads {key}"
+
+
+def test_each_service_reaches_clickhouse_with_the_least_it_needs() -> None:
+    """Issue 19: the administrator for migrations, a writer (SELECT, INSERT) for the sink, a
+    read-only account for Grafana; the accounts are made by the mounted init script."""
+    services = _services()
+    user_of = {
+        name: re.match(r"clickhouse://([^:]+):", services[name]["environment"]["FUNNEL_STORE"])
+        for name in ("migrate", "sink")
+    }
+    assert user_of["migrate"]
+    assert user_of["migrate"].group(1) == "funnel"
+    assert user_of["sink"]
+    assert user_of["sink"].group(1) == "funnel_writer"
+    assert services["grafana"]["environment"]["CLICKHOUSE_USER"] == "funnel_reader"
+    mounts = [str(v) for v in _raw_services()["clickhouse"]["volumes"]]
+    assert "./storage/clickhouse/initdb:/docker-entrypoint-initdb.d:ro" in mounts
+    script = (ROOT / "storage/clickhouse/initdb/10-users.sh").read_text()
+    grants = re.findall(r"^GRANT (.+) ON (\S+) TO \{(\w+):Identifier\};$", script, re.M)
+    assert grants == [("SELECT, INSERT", "funnel.*", "writer"), ("SELECT", "funnel.*", "reader")]
+    assert "readonly = 2" in script
+    assert "change-me" not in script
