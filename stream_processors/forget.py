@@ -232,7 +232,9 @@ def bootstrap_of(consumer: KafkaConsumer) -> str:
 
 
 def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
-    known = consumer.partitions_for_topic(topic)
+    # Asked among all topics first: the metadata of one named topic would create it on a
+    # broker that creates topics on first use.
+    known = consumer.partitions_for_topic(topic) if topic in consumer.topics() else None
     if not known:
         raise StreamTimeout(f"topic {topic!r} does not exist: check --kafka and --topic-prefix")
     return [TopicPartition(topic, p) for p in sorted(known)]
