@@ -39,6 +39,7 @@ class ChdbStore:
         self.path.mkdir(parents=True, exist_ok=True)
         self.database = database
         self._lock = threading.Lock()
+        self._settings = "output_format_json_quote_64bit_integers = 0"
         try:
             self._session: Any = session.Session(str(self.path))  # type: ignore[no-untyped-call]  # chdb ships no annotations here
         except Exception as exc:  # chDB raises RuntimeError for a locked or foreign directory
@@ -54,7 +55,17 @@ class ChdbStore:
         view = object.__new__(ChdbStore)
         view.path, view.database = self.path, database
         view._lock, view._session = self._lock, self._session
+        view._settings = self._settings
         view.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+        return view
+
+    def limited(self, max_threads: int) -> ChdbStore:
+        """The same store, its queries run on at most ``max_threads`` threads: the report
+        API's view, so that reports leave the cores to ingestion (issue 19)."""
+        view = object.__new__(ChdbStore)
+        view.path, view.database = self.path, self.database
+        view._lock, view._session = self._lock, self._session
+        view._settings = f"{self._settings}, max_threads = {int(max_threads)}"
         return view
 
     def _run(self, sql: str, fmt: str, params: Mapping[str, object] | None) -> Any:
@@ -70,11 +81,7 @@ class ChdbStore:
         self._run(sql, "CSV", params)
 
     def query(self, sql: str, params: Mapping[str, object] | None = None) -> list[dict[str, Any]]:
-        result = self._run(
-            sql + "\nSETTINGS output_format_json_quote_64bit_integers = 0",
-            "JSONEachRow",
-            params,
-        )
+        result = self._run(sql + "\nSETTINGS " + self._settings, "JSONEachRow", params)
         return [json.loads(line) for line in result.bytes().splitlines() if line]
 
     def insert(self, table: str, rows: Sequence[Row], *, dedup_token: str | None = None) -> None:

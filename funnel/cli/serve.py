@@ -164,6 +164,7 @@ def serve(
         err.print(f"collector → Kafka {kafka} ({names.events})")
     else:
         from dashboards.live import page
+        from storage.chdb_store import ChdbStore
         from storage.gate import CommitGate
         from storage.reports.api import LiveReports
         from storage.reports.owner import store_directory
@@ -178,7 +179,9 @@ def serve(
         delivery = EmbeddedDelivery(pipeline)
         # This process owns the store (chDB: one process per directory), so it answers
         # reports for everyone: the API, the live page, and `funnel report` through them.
-        live = LiveReports(db, config.funnels, gate, page=page())
+        # Reports on one thread of the engine: ingestion keeps the other cores (issue 19).
+        reader = db.limited(1) if isinstance(db, ChdbStore) else db
+        live = LiveReports(reader, config.funnels, gate, page=page())
         owner_of = store_directory(store)
         # The owner's read key, new at every start: `funnel report` finds it beside the
         # store (storage.reports.owner), a person pastes it into the live page's form.

@@ -185,3 +185,12 @@ def test_a_broken_store_is_not_poison(any_store: Store) -> None:
     with pytest.raises(StoreError) as failed:
         insert_isolating(any_store, "no_such_table", [stage_row("p1"), stage_row("p2")])
     assert not failed.value.refuses_data
+
+
+def test_the_report_view_runs_its_queries_on_one_thread(store: ChdbStore) -> None:
+    """``funnel serve`` answers reports through ``limited(1)`` (issue 19: ingestion keeps the
+    other cores); the store itself is not limited."""
+    [one] = store.limited(1).query("SELECT getSetting('max_threads') AS n")
+    [two] = store.limited(2).query("SELECT getSetting('max_threads') AS n")
+    assert (int(one["n"]), int(two["n"])) == (1, 2)
+    assert store.limited(1).database == store.database
