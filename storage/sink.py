@@ -55,6 +55,7 @@ is committed past a batch not landed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -380,6 +381,19 @@ class Sink:
                 self.poll_once()
         finally:
             self.close()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Land facts in a thread of this process for the duration of the block (closed at
+        its end, as :meth:`run_forever` closes)."""
+        stop = threading.Event()
+        thread = threading.Thread(target=self.run_forever, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=60)
 
     def close(self) -> None:
         self._consumer.close()

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -113,25 +111,15 @@ def erase_person(
     return subject, erase(store, subject, requested_by=requested_by, at=at, state=state), stream
 
 
-@contextlib.contextmanager
 def _landing(
     store: Store, bootstrap: str, names: TopicNames, group: str, own: bool
-) -> Iterator[None]:
-    """With ``own``: a sink of ``group`` landing facts in ``store`` in a thread meanwhile."""
+) -> contextlib.AbstractContextManager[None]:
+    """With ``own``: a sink of ``group`` landing facts in ``store`` meanwhile."""
     if not own:
-        yield
-        return
+        return contextlib.nullcontext()
     from storage.sink import Sink
 
-    sink = Sink(store, bootstrap_servers=bootstrap, group_id=group, topics=names)
-    stop = threading.Event()
-    thread = threading.Thread(target=sink.run_forever, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=60)
+    return Sink(store, bootstrap_servers=bootstrap, group_id=group, topics=names).running()
 
 
 def sink_caught_up(bootstrap: str, names: TopicNames, group: str, timeout_s: float) -> None:

@@ -34,18 +34,23 @@ def bearer(key: str) -> dict[str, str]:
     return {**LOCAL, "Authorization": f"Bearer {key}"}
 
 
-@pytest.fixture
-def client(store: ChdbStore) -> Iterator[TestClient]:
+def app_client(store: ChdbStore, **settings: object) -> TestClient:
+    """A client of ``funnel serve``'s app on ``store`` (the write keys of :data:`WRITE`)."""
     config = CoreConfig.default()
     gate = CommitGate()
     delivery = EmbeddedDelivery(GatedPipeline(store, config, gate))
     live = LiveReports(store, config.funnels, gate, page=page())
-    settings = CollectorSettings(
-        write_keys=WRITE,  # type: ignore[arg-type]
-        read_keys={ALL: "*", SHOP: ["shop"], BOTH: ["shop", "blog"]},  # type: ignore[dict-item]
+    app = create_app(CollectorSettings(write_keys=WRITE, **settings), delivery, live=live)  # type: ignore[arg-type]
+    return TestClient(app)
+
+
+@pytest.fixture
+def client(store: ChdbStore) -> Iterator[TestClient]:
+    with app_client(
+        store,
+        read_keys={ALL: "*", SHOP: ["shop"], BOTH: ["shop", "blog"]},
         rate_limits=None,  # the leak test presents wrong keys on purpose (limits: below)
-    )
-    with TestClient(create_app(settings, delivery, live=live)) as test_client:
+    ) as test_client:
         now = datetime.now(UTC).isoformat()
         for key, site in WRITE.items():
             events = [
@@ -147,17 +152,8 @@ def test_the_page_asks_for_a_key_and_keeps_it_in_a_strict_cookie(client: TestCli
 
 
 def limited_client(store: ChdbStore, limits: RateLimits) -> TestClient:
-    config = CoreConfig.default()
-    gate = CommitGate()
-    delivery = EmbeddedDelivery(GatedPipeline(store, config, gate))
-    live = LiveReports(store, config.funnels, gate, page=page())
-    settings = CollectorSettings(
-        write_keys=WRITE,  # type: ignore[arg-type]
-        read_keys={ALL: "*"},  # type: ignore[dict-item]
-        rate_limits=limits,
-        trust_forwarded_for=True,  # each test client its own address
-    )
-    return TestClient(create_app(settings, delivery, live=live))
+    # each test client its own address (X-Forwarded-For)
+    return app_client(store, read_keys={ALL: "*"}, rate_limits=limits, trust_forwarded_for=True)
 
 
 def impressions(n: int) -> list[dict[str, object]]:

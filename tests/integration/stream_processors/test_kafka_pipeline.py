@@ -117,17 +117,9 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.5)
 
 
-@contextlib.contextmanager
-def sink_running(sink: Sink) -> Iterator[None]:
+def sink_running(sink: Sink) -> contextlib.AbstractContextManager[None]:
     """``sink`` landing facts in a thread for the duration of the block."""
-    stop = threading.Event()
-    thread = threading.Thread(target=sink.run_forever, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=30)
+    return sink.running()
 
 
 def drained(
