@@ -101,6 +101,7 @@ def erase_person(
     With ``own_sink`` (an embedded store: one process owns it, so its ``funnel sink`` is
     stopped first), this process lands the facts meanwhile, as a member of the sink's group;
     otherwise the running sink does."""
+    require_topics(bootstrap, names)  # before a sink of ours subscribes (and creates them)
     with _landing(store, bootstrap, names, sink_group, own_sink):
         sink_caught_up(bootstrap, names, sink_group, timeout_s)
         subject = find_subject(store, site_id, customer=customer, anonymous=anonymous)
@@ -120,6 +121,16 @@ def _landing(
     from storage.sink import Sink
 
     return Sink(store, bootstrap_servers=bootstrap, group_id=group, topics=names).running()
+
+
+def require_topics(bootstrap: str, names: TopicNames) -> None:
+    """Raise :class:`StreamTimeout` unless person-events and every facts topic exist."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        for topic in (names.person_events, *names.all_facts):
+            _partitions(consumer, topic)
+    finally:
+        consumer.close()
 
 
 def sink_caught_up(bootstrap: str, names: TopicNames, group: str, timeout_s: float) -> None:

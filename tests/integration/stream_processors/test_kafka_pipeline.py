@@ -93,6 +93,7 @@ def caught_up(bootstrap: str, group: str, topics: list[str]) -> bool:
 
 LAGGING: dict[str, str] = {}
 PORTS: dict[int, int] = {}  # worker pid → its web port (GET /metrics)
+LOGS: dict[int, Path] = {}  # worker pid → its log
 
 
 def worker_metric(proc: subprocess.Popen[bytes], name: str, labels: str) -> float:
@@ -108,6 +109,7 @@ def worker_metric(proc: subprocess.Popen[bytes], name: str, labels: str) -> floa
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    LAGGING.clear()  # what lags now, not in an earlier wait
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -128,9 +130,13 @@ def drained(
     """Whether, at one moment, every worker runs and both stages and the sink have committed
     every record: the events, the messages the stages send each other, and every fact."""
     stages = [names.events, names.person_events]
+    for worker in workers:  # a worker that died will not drain: say why at once
+        if worker.poll() is not None:
+            log = LOGS.get(worker.pid)
+            tail = log.read_text("utf-8", "replace")[-4000:] if log else "(no log)"
+            raise AssertionError(f"worker {worker.pid} exited {worker.returncode}:\n{tail}")
     return (
-        all(w.poll() is None for w in workers)
-        and caught_up(bootstrap, app_id, stages)
+        caught_up(bootstrap, app_id, stages)
         and caught_up(bootstrap, sink_group, names.all_facts)
         and caught_up(bootstrap, app_id, stages)
     )
@@ -196,6 +202,7 @@ def worker_factory(
         )
         started.append(proc)
         PORTS[proc.pid] = port
+        LOGS[proc.pid] = tmp_path / f"{name}.log"
         return proc
 
     yield start
