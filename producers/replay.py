@@ -7,6 +7,7 @@ returns a :class:`Sent` tally. Batches never mix user agents (a batch is one cli
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import time
 import urllib.error
@@ -97,7 +98,9 @@ def _post(request: urllib.request.Request, retries: int) -> dict[str, Any]:
             if exc.code not in (429, 500, 502, 503, 504) or attempt == retries:
                 raise
             delay = float(exc.headers.get("Retry-After", delay))
-        except urllib.error.URLError:
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError):
+            # No answer: refused, reset, or closed mid-request (a collector that died): the
+            # events may or may not be stored, and sending them again is safe (event ids).
             if attempt == retries:
                 raise
         time.sleep(delay)

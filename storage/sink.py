@@ -69,7 +69,7 @@ from typing import Any
 import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no annotations
 from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from funnel.dedup import BoundedIds
@@ -609,6 +609,14 @@ class Sink:
             self._consumer.commit(offsets)
         except CommitFailedError as exc:
             log.warning("commit refused, the group rebalanced: %s", exc)
+            return False
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            # The broker is away (a restart): as after a crash between insert and commit,
+            # the plan committed before the insert makes a replay land the same batch once;
+            # a plan not committed means nothing was inserted, and the batch goes again.
+            log.warning("commit failed, the broker is unavailable: %s", exc)
             return False
         return True
 
