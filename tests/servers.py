@@ -45,7 +45,14 @@ def serve_asgi(app: Any, port: int | None = None) -> Iterator[str]:
 @contextmanager
 def serve_directory(directory: Path, port: int = 0) -> Iterator[str]:
     """Serve ``directory`` over HTTP on loopback; yield the base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
+    with serve_handler(functools.partial(_QuietHandler, directory=str(directory)), port) as url:
+        yield url
+
+
+@contextmanager
+def serve_handler(handler: Any, port: int = 0) -> Iterator[str]:
+    """Serve ``handler`` (an ``http.server`` request handler) on loopback in a thread; yield
+    the base URL."""
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from producers.messiness import Arrival
 from producers.replay import send_http
+from tests.servers import serve_handler
 
 
 class _Flaky(http.server.BaseHTTPRequestHandler):
@@ -36,21 +34,9 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def flaky_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_a_connection_closed_without_an_answer_is_retried() -> None:
     arrival = Arrival(datetime.now(UTC), {"type": "impression", "anonymous_id": "a"}, "event")
-    with flaky_server() as url:
+    with serve_handler(_Flaky) as url:
         sent = send_http([arrival], url, "key", retries=3)
     assert sent.accepted == 1
     assert _Flaky.calls == 2
