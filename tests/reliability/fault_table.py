@@ -29,6 +29,7 @@ process), a poison event that makes the runtime raise, and several sites.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -39,7 +40,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -297,6 +298,9 @@ def main() -> None:
     parser.add_argument("--faults", default=",".join(FAULTS))
     parser.add_argument("--seed", type=int, default=19)
     parser.add_argument("--seconds", type=float, default=40.0, help="how long the traffic lasts")
+    parser.add_argument(
+        "--json", action="store_true", help="print each row as JSON; RESULTS.md stays as it is"
+    )
     args = parser.parse_args()
     rows = []
     tmp = tempfile.mkdtemp(prefix="fault-table-")  # kept: the processes' logs, to read
@@ -322,12 +326,13 @@ def main() -> None:
                 seconds=args.seconds,
                 restart_broker=restart,
             )
-            print(row, flush=True)
+            print(json.dumps(asdict(row)) if args.json else row, flush=True)
             rows.append(row)
     finally:
         broker.stop()
-    write_results(rows, args)
-    print(RESULTS.read_text())
+    if not args.json:
+        write_results(rows, args)
+        print(RESULTS.read_text())
 
 
 if __name__ == "__main__":
