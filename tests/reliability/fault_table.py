@@ -197,33 +197,28 @@ def run_fault(
     sender = threading.Thread(target=send)
     sender.start()
     strikes, last = 0, 0.0
-    while fault != "none" and not done.wait(rng.uniform(3.0, 8.0)):
-        strikes += 1
-        if fault == "worker":
-            role = rng.choice(("worker1", "worker2"))
-            pipeline.kill(role)
-            pipeline.start(role)
-        elif fault == "sink":
-            pipeline.kill("sink")
-            pipeline.start("sink")
-        elif fault == "collector":
-            pipeline.kill("collector")
-            pipeline.start("collector")
-        elif fault == "broker":
-            assert restart_broker is not None, "the broker fault needs a broker of its own"
-            restart_broker(rng)
-        last = time.monotonic()
-    sender.join()
-    last = last or time.monotonic()  # no fault: from the end of the traffic
-    if failure:
+    try:  # whatever happens, no process of this run outlives it
+        while fault != "none" and not done.wait(rng.uniform(3.0, 8.0)):
+            strikes += 1
+            if fault == "broker":
+                assert restart_broker is not None, "the broker fault needs a broker of its own"
+                restart_broker(rng)
+            else:
+                role = rng.choice(("worker1", "worker2")) if fault == "worker" else fault
+                pipeline.kill(role)
+                pipeline.start(role)
+            last = time.monotonic()
+        sender.join()
+        last = last or time.monotonic()  # no fault: from the end of the traffic
+        if failure:
+            raise RuntimeError(f"the client gave up under {fault}") from failure[0]
+        deadline = time.monotonic() + 600
+        while not pipeline.drained(names):
+            assert time.monotonic() < deadline, f"{fault}: not drained in 600 s ({work})"
+            time.sleep(1)  # polling the group's offsets
+        recover = time.monotonic() - last
+    finally:
         pipeline.stop_all()
-        raise RuntimeError(f"the client gave up under {fault}") from failure[0]
-    deadline = time.monotonic() + 600
-    while not pipeline.drained(names):
-        assert time.monotonic() < deadline, f"{fault}: not drained in 600 s ({work})"
-        time.sleep(1)  # polling the group's offsets
-    recover = time.monotonic() - last
-    pipeline.stop_all()
     store = ChdbStore(work / "store")
     try:
         return _compare(fault, strikes, store, sim, round(recover, 1), pipeline.peaks)
