@@ -111,6 +111,11 @@ ERASE_KINDS = frozenset({"forget", "unlink"})
 """The person-events commands of ``funnel forget`` (:mod:`stream_processors.forget`)."""
 ROUTE_ITEMS = 250
 """Messages per batch record at most (well under the producer's 1 MB request limit)."""
+POISON = "runtime_error"
+"""The dead-letter code of an event the processing raised on (a bug's trigger, not the
+sender's mistake): ``funnel_worker_events_total{outcome="poison"}``."""
+MAX_DEAD_LETTER = 65_536
+"""Characters of a payload kept in its dead-letter record."""
 _REPORT_EVERY_S = 5.0
 
 log = logging.getLogger(__name__)
@@ -160,6 +165,40 @@ def register(
         value = dumps_row({**fact.row(), "fact_id": fact_id}).encode()
         return fact_topics[fact.table], key, value
 
+    async def send_rejection(
+        item: EventT[bytes],
+        key: bytes | None,
+        payload: dict[str, Any] | bytes,
+        errors: list[dict[str, str]],
+        rejection_id: str,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Awaitable[Any]:
+        """The dead-letter record of ``payload`` (:meth:`funnel.intake.Rejection.row`, the
+        same from every stage) with its ``rejection_id``, to the rejected topic."""
+        site = (key or b"").decode("utf-8", "replace").partition(":")[0]
+        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
+        text = text if text is not None else json.dumps(payload)
+        at = datetime.fromtimestamp(item.message.timestamp, UTC)
+        rejection = {
+            **Rejection(item.message.offset, errors, text[:MAX_DEAD_LETTER], site).row(at),
+            "rejection_id": rejection_id,
+        }
+        value = dumps_row(rejection).encode()
+        return await send(rejected, key or b"", value, None, headers)
+
+    async def send_poison(
+        item: EventT[bytes],
+        key: bytes | None,
+        payload: dict[str, Any] | bytes,
+        where: str,
+        exc: Exception,
+        what: str,
+    ) -> Awaitable[Any]:
+        """The route stage's poison (:data:`POISON`): logged, counted, dead-lettered."""
+        log.error("%s raised on the event at %s", what, where, exc_info=exc)
+        metrics.events.labels("poison").inc()
+        return await send_rejection(item, key, payload, [runtime_error(exc)], where)
+
     async def route(stream: faust.StreamT[bytes]) -> None:
         async for batch in _batches(stream):
             taken = await _admitted(app, batch, metrics)
@@ -184,30 +223,27 @@ def register(
             for payload, place in _events_of(cast(bytes, record.value))
         )
         for item, key, payload, place in arrivals:
+            # The collector's dead-letter record, plus the input's position (and the event's
+            # place in an array): a copy re-sent after a crash has the same id.
+            where = f"{item.message.partition}:{item.message.offset}{place}"
             try:
                 event = parse_event(payload)
             except InvalidEvent as exc:
-                # The collector's dead-letter record, plus the input's position (and the
-                # event's place in an array): a copy re-sent after a crash has the same id.
-                site = (key or b"").decode("utf-8", "replace").partition(":")[0]
-                text = (
-                    payload.decode("utf-8", "replace")
-                    if isinstance(payload, bytes)
-                    else json.dumps(payload)
-                )
-                at = datetime.fromtimestamp(item.message.timestamp, UTC)
-                rejection = {
-                    **Rejection(item.message.offset, exc.errors, text, site).row(at),
-                    "rejection_id": f"{item.message.partition}:{item.message.offset}{place}",
-                }
-                sent.append(await send(rejected, key or b"", dumps_row(rejection).encode()))
+                sent.append(await send_rejection(item, key, payload, exc.errors, where))
                 metrics.events.labels("rejected").inc()
+                continue
+            except Exception as exc:  # a bug's trigger: dead-lettered, the batch goes on
+                sent.append(await send_poison(item, key, payload, where, exc, "validation"))
                 continue
             # A client's retry goes on like any event: the person's state knows the ids it
             # applied (the runtime's dedup), wherever identity sends it, merges included.
             link_key = key or event.partition_key.encode()
             alias = writes.get_bytes(links, link_key, item) if event.anonymous_id else None
-            who = resolve(event, alias.decode() if alias else None)
+            try:
+                who = resolve(event, alias.decode() if alias else None)
+            except Exception as exc:  # a bug's trigger: dead-lettered, the batch goes on
+                sent.append(await send_poison(item, key, payload, where, exc, "identity"))
+                continue
             if who.link_from is not None:
                 writes.put(links, link_key, who.key.encode(), item)
                 handover = {"kind": "handover", "into": who.key, "person_id": who.person_id}
@@ -234,12 +270,43 @@ def register(
             taken = await _admitted(app, batch, metrics)
             if taken:
                 with metrics.batch_seconds.labels("persons").time():
-                    await _complete_or_exit(advance_batch(stream, taken))
+                    await _complete_or_exit(advance_isolating(stream, taken))
 
-    async def advance_batch(stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]]) -> None:
+    async def advance_isolating(
+        stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]]
+    ) -> None:
+        """:func:`advance_batch`, run again without each message the runtime raised on until
+        the batch completes: a poison message (a bug's trigger) goes to the rejected topic
+        with its reason, and the partition goes on instead of crash-looping on it.
+
+        The runtime changes a person's state in place, so the batch that raised is dropped
+        whole (nothing of it was written: its tables are written at its end) and runs again
+        from the saved state, as a replay after a crash would: the records it had sent are
+        sent again with the same ids and origins, and the sink drops them. Each run skips
+        one more message, so a batch runs at most once per poison message in it."""
+        poison: dict[str, str] = {}  # position → the runtime's error
+        while True:
+            try:
+                await advance_batch(stream, batch, poison)
+                return
+            except _Poisoned as exc:
+                log.error(
+                    "the runtime raised on the message at %s (%s): it goes to the rejected "
+                    "topic, and the batch runs again without it",
+                    exc.position,
+                    exc.reason,
+                    exc_info=exc.__cause__,
+                )
+                poison[exc.position] = exc.reason
+                metrics.replayed.labels("poison").inc(len(batch))
+
+    async def advance_batch(
+        stream: faust.StreamT[bytes], batch: Sequence[EventT[bytes]], poison: dict[str, str]
+    ) -> None:
         """The person stage: a batch of the runtime (:class:`funnel.runtime.Batch`) over this
         partition's tables, fed the messages in order; its changes are written when every
-        fact it sent is acknowledged."""
+        fact it sent is acknowledged. The messages at the positions in ``poison`` go to the
+        rejected topic instead; a message the runtime raises on raises :class:`_Poisoned`."""
         sent: list[Awaitable[Any]] = []
         writes = _TableTransaction(stream, metrics.replayed.labels("rebalance"))
         reading: list[EventT[bytes]] = []  # the record whose partition a table read is for
@@ -343,6 +410,17 @@ def register(
         position = ""
         for item, key, message, position in arrivals():
             reading.append(item)
+            if position in poison:
+                # With an origin, as a fact: a run again re-sends it, and the sink knows it.
+                errors = [{"field": "$runtime", "reason": poison[position], "code": POISON}]
+                payload = message["event"] if message["kind"] == "event" else message
+                headers = [origin.header(*origins.next(item))]
+                letter = await send_rejection(
+                    item, key.encode(), payload, errors, f"persons:{position}", headers
+                )
+                sent.append(letter)
+                metrics.events.labels("poison").inc()
+                continue
             if message["kind"] == "tick":
                 # The status timer, as a record: expire every due person of this partition,
                 # in key order, at the tick's time. A replay does the same, with the same ids.
@@ -387,12 +465,16 @@ def register(
                     sent.append(await send_person(message["into"], absorb))
                 await send_facts(position, item)
                 continue
-            if message["kind"] == "absorb":
-                other = state_from_builtins(message["state"], config)
-                run.absorb(key, other, message["person_id"])
-            else:
-                event = parse_event(message["event"])
-                state = run.apply(key, event, message["person_id"])
+            try:
+                if message["kind"] == "absorb":
+                    other = state_from_builtins(message["state"], config)
+                    run.absorb(key, other, message["person_id"])
+                else:
+                    event = parse_event(message["event"])
+                    state = run.apply(key, event, message["person_id"])
+            except Exception as exc:  # the batch runs again without it (advance_isolating)
+                raise _Poisoned(position, runtime_error(exc)["reason"]) from exc
+            if message["kind"] != "absorb":
                 metrics.events.labels(state.outcome).inc()
                 if event.received_at is not None:
                     metrics.processing_lag.observe(
@@ -489,6 +571,19 @@ def fact_id_of(fact: Fact, position: str) -> str:
     if isinstance(fact, EventRow):
         return f"event:{fact.site_id}:{fact.event_id}"
     return position
+
+
+class _Poisoned(Exception):
+    """The runtime raised on the person-events message at ``position``."""
+
+    def __init__(self, position: str, reason: str) -> None:
+        super().__init__(position, reason)
+        self.position, self.reason = position, reason
+
+
+def runtime_error(exc: BaseException) -> dict[str, str]:
+    """The dead-letter error of a message the processing raised on (:data:`POISON`)."""
+    return {"field": "$runtime", "reason": f"{type(exc).__name__}: {exc}"[:500], "code": POISON}
 
 
 class _Origins:

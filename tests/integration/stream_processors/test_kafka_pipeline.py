@@ -170,7 +170,10 @@ def worker_factory(
     started: list[subprocess.Popen[bytes]] = []
     logs: list[IO[bytes]] = []
 
-    def start(app_id: str, prefix: str, name: str = "w1", *extra: str) -> subprocess.Popen[bytes]:
+    def start(
+        app_id: str, prefix: str, name: str = "w1", *extra: str, module: str = "funnel.cli"
+    ) -> subprocess.Popen[bytes]:
+        """A worker; ``module`` runs the CLI (``tests.poison``: with a bug on demand)."""
         log = (tmp_path / f"{name}.log").open("ab")
         logs.append(log)
         port = free_port()
@@ -178,7 +181,7 @@ def worker_factory(
             [
                 sys.executable,
                 "-m",
-                "funnel.cli",
+                module,
                 "worker",
                 "--kafka",
                 kafka_bootstrap,
