@@ -18,7 +18,17 @@ from pydantic import AwareDatetime, TypeAdapter, ValidationError
 from funnel.enrichment import ClockCorrector, anonymise_ip, correct_clock, parse_user_agent
 from funnel.events import EARLIEST, LATEST, Event, InvalidEvent, parse_events
 
-__all__ = ["IntakeLimits", "IntakeResult", "Rejection", "take_batch"]
+__all__ = ["POISON", "IntakeLimits", "IntakeResult", "Rejection", "runtime_error", "take_batch"]
+
+POISON = "runtime_error"
+"""The dead-letter code of an event the processing raised on: a bug's trigger, not the
+sender's mistake (the Kafka worker and the embedded runner dead-letter it and go on)."""
+
+
+def runtime_error(exc: BaseException) -> dict[str, str]:
+    """The dead-letter error of an event the processing raised on (:data:`POISON`)."""
+    return {"field": "$runtime", "reason": f"{type(exc).__name__}: {exc}"[:500], "code": POISON}
+
 
 _SERVER_FIELDS = frozenset({"ip", "browser", "os", "device", "is_bot", "clock_skew_ms", "clamped"})
 # Parses a time exactly as Event's AwareDatetime fields do (same type, same lax mode).

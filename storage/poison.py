@@ -25,11 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from funnel.intake import Rejection
+from funnel.intake import POISON, Rejection
 from funnel.serialization import dumps_row
 from storage.backends import Row, Store, StoreError
 
-__all__ = ["Refused", "insert_isolating"]
+__all__ = ["STORE_REFUSED", "Refused", "insert_isolating"]
+
+STORE_REFUSED = "store_refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +41,21 @@ class Refused:
     table: str
     row: Row
     reason: str
+    code: str = STORE_REFUSED
+    """``store_refused``, or :data:`funnel.intake.POISON` (the processing raised on it)."""
+
+    @property
+    def error(self) -> dict[str, str]:
+        """The machine-readable error (as the collector answers and dead-letters them)."""
+        where = "$runtime" if self.code == POISON else f"$store.{self.table}"
+        return {"field": where, "reason": self.reason, "code": self.code}
 
     def dead_letter(self, received_at: datetime) -> dict[str, object]:
         """The ``rejected_events`` row recording it: the collector's dead-letter record
-        (:meth:`funnel.intake.Rejection.row`), with the store's reason."""
-        error = {"field": f"$store.{self.table}", "reason": self.reason, "code": "store_refused"}
+        (:meth:`funnel.intake.Rejection.row`), with the store's (or runtime's) reason."""
         site = str(self.row.get("site_id") or "")
         # No position in a request: the row was refused after the request was answered.
-        return Rejection(-1, [error], dumps_row(self.row)[:65_536], site).row(received_at)
+        return Rejection(-1, [self.error], dumps_row(self.row)[:65_536], site).row(received_at)
 
 
 def insert_isolating(

@@ -80,7 +80,7 @@ from funnel.codec import (
 from funnel.events import InvalidEvent, parse_event
 from funnel.facts import EventRow, Fact, PersonRow
 from funnel.identity import person_id_of, resolve
-from funnel.intake import Rejection
+from funnel.intake import POISON, Rejection, runtime_error
 from funnel.processor import CoreConfig, PersonState
 from funnel.runtime import Batch
 from funnel.serialization import dumps_row
@@ -111,9 +111,6 @@ ERASE_KINDS = frozenset({"forget", "unlink"})
 """The person-events commands of ``funnel forget`` (:mod:`stream_processors.forget`)."""
 ROUTE_ITEMS = 250
 """Messages per batch record at most (well under the producer's 1 MB request limit)."""
-POISON = "runtime_error"
-"""The dead-letter code of an event the processing raised on (a bug's trigger, not the
-sender's mistake): ``funnel_worker_events_total{outcome="poison"}``."""
 MAX_DEAD_LETTER = 65_536
 """Characters of a payload kept in its dead-letter record."""
 _REPORT_EVERY_S = 5.0
@@ -579,11 +576,6 @@ class _Poisoned(Exception):
     def __init__(self, position: str, reason: str) -> None:
         super().__init__(position, reason)
         self.position, self.reason = position, reason
-
-
-def runtime_error(exc: BaseException) -> dict[str, str]:
-    """The dead-letter error of a message the processing raised on (:data:`POISON`)."""
-    return {"field": "$runtime", "reason": f"{type(exc).__name__}: {exc}"[:500], "code": POISON}
 
 
 class _Origins:

@@ -6,6 +6,13 @@ orchestration the Kafka worker runs): it opens a batch over the saved state
 and ``demo``), submits events, and on :meth:`EmbeddedPipeline.flush` commits the batch —
 state changes and facts together through the outbox — and lands the facts.
 
+A poison event (one the runtime raises on: a bug's trigger) goes to ``rejected_events`` with
+the runtime's reason (code ``runtime_error``) and :meth:`flush` returns it with the refused
+rows, so the collector answers it as refused; the rest go on. The runtime changes cached
+person states in place, so the batch is dropped, the cache is read again from the durable
+state, and the batch's other steps run again (an in-memory state has no copy to go back to:
+there the error propagates).
+
 Contract: :meth:`EmbeddedPipeline.submit` takes each person's events in their order. After
 ``flush`` returns, every fact submitted so far is in the store and the state that counts
 their events is saved. A write the store cannot take now raises
@@ -23,9 +30,11 @@ import logging
 import sys
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 
 from funnel.clock import Clock, SystemClock, to_millis
 from funnel.events import Event
+from funnel.intake import POISON, runtime_error
 from funnel.processor import CoreConfig, PersonState
 from funnel.runtime import Batch
 from storage.backends import Store, StoreError
@@ -75,12 +84,23 @@ class EmbeddedPipeline:
         """Events dropped because their site and id were applied before."""
         self.refused_rows = 0
         """Rows the store refused for their values (dead-lettered), since the start."""
+        self.poisoned = 0
+        """Events the runtime raised on (dead-lettered), since the start."""
+        self._steps: list[Event | tuple[list[str], int]] = []
+        """The batch's steps so far (events, and timer runs: keys and time), to run again."""
+        self._poison: list[Refused] = []
+        """Poison events not dead-lettered yet."""
 
     def submit(self, event: Event) -> bool:
         """Apply one event (identity, merges, dedup: :meth:`funnel.runtime.Batch.submit`);
-        ``False`` when it was a duplicate (nothing applied)."""
-        applied = self.batch.submit(event)
+        ``False`` when it was a duplicate (nothing applied) or poison (module docstring)."""
         self.processed += 1
+        try:
+            applied = self.batch.submit(event)
+        except Exception as exc:
+            self._isolate(event, exc)
+            return False
+        self._steps.append(event)
         self.duplicates += not applied
         if len(self.batch.changes.facts) >= self.batch_size:
             self._commit()
@@ -112,7 +132,27 @@ class EmbeddedPipeline:
         now = to_millis(self.clock.now()) if now_ms is None else now_ms
         keys = dict.fromkeys(self.saved.due(now))
         keys.update(dict.fromkeys(self.batch.due(now)))
+        self._steps.append((list(keys), now))
         return self.batch.expire(keys, now)
+
+    def _isolate(self, event: Event, exc: Exception) -> None:
+        """``event`` made the runtime raise: dead-letter it, and run the batch again from
+        the committed state without it (module docstring)."""
+        if not self.saved.durable:
+            raise exc
+        log.error("the runtime raised on event %s: dead-lettered", event.event_id, exc_info=exc)
+        row = event.model_dump(mode="json", exclude_none=True)
+        self._poison.append(Refused("events", row, runtime_error(exc)["reason"], POISON))
+        self.poisoned += 1
+        self.saved.drop_cache()
+        steps, self._steps = self._steps, []
+        self.batch = Batch(self.config, self.saved)
+        for step in steps:
+            if isinstance(step, Event):
+                self.batch.submit(step)
+            else:
+                self.batch.expire(*step)
+        self._steps = steps
 
     def flush(self) -> list[Refused]:
         """Commit the batch (state and facts, :mod:`stream_processors.state`) and land every
@@ -120,8 +160,20 @@ class EmbeddedPipeline:
         refused for their values since the last flush (dead-lettered)."""
         self._commit()
         self._land(behind=False)
+        self._dead_letter_poison()
         refused, self._refused = self._refused, []
         return refused
+
+    def _dead_letter_poison(self) -> None:
+        """Write the poison events' dead letters (each under a token of its own, so that the
+        same event poisoned again after a failed write is recorded once)."""
+        while self._poison:
+            letter = self._poison[0]
+            at = letter.row.get("received_at")
+            received = datetime.fromisoformat(str(at)) if at else self.clock.now()
+            token = f"poison:{letter.row.get('site_id')}:{letter.row.get('event_id')}"
+            self.store.insert("rejected_events", [letter.dead_letter(received)], dedup_token=token)
+            self._refused.append(self._poison.pop(0))
 
     def close(self) -> None:
         """Stop the landing thread (what it holds lands first; :meth:`flush` lands the rest)."""
@@ -136,6 +188,7 @@ class EmbeddedPipeline:
         if changes:
             self.saved.commit(changes, fact_blocks(changes.facts))
         self.batch = Batch(self.config, self.saved)
+        self._steps = []
 
     def _land(self, *, behind: bool) -> None:
         """Insert the pending outbox entries: now, or (``behind``) in the landing thread.

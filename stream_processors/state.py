@@ -179,6 +179,20 @@ class SavedState:
         self._outbox.extend(entries)
         return self._n
 
+    @property
+    def durable(self) -> bool:
+        """Whether the state is kept in a file (every committed state can be read again)."""
+        return self._db is not None
+
+    def drop_cache(self) -> None:
+        """Forget the persons in memory: they are read again from the file as committed.
+        For a host whose batch changed cached states in place and is dropped (a durable
+        state only: in memory, the cache is the state)."""
+        if self._db is None:
+            raise RuntimeError("an in-memory state has no committed copy to read again")
+        self._persons.clear()
+        self._complete = False
+
     def pending(self) -> list[Outbox]:
         """The outbox entries not landed yet, oldest first."""
         return list(self._outbox)

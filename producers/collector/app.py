@@ -277,12 +277,13 @@ def create_app(
             del events
             receipt = await delivered
             metrics.ack_seconds.observe(time.perf_counter() - started)
-            if receipt.refused:  # the store refused values that passed validation
-                extra = _store_refusals(rejected, ids, receipt.refused)
+            if receipt.refused:  # refused after validation: by the store, or the runtime
+                extra = _later_refusals(rejected, ids, receipt.refused)
                 rejected = sorted([*rejected, *extra], key=lambda r: int(str(r["index"])))
                 accepted -= len(extra)
                 metrics.events.labels("rejected").inc(len(extra))
-                metrics.rejections.labels("store_refused").inc(len(extra))
+                for error in receipt.refused.values():
+                    metrics.rejections.labels(error["code"]).inc()
             metrics.events.labels("accepted").inc(accepted)
             if receipt.duplicates:
                 metrics.events.labels("duplicate").inc(receipt.duplicates)
@@ -565,18 +566,16 @@ def _hardened(send: Send) -> Send:
     return hardened
 
 
-def _store_refusals(
-    rejected: list[dict[str, object]], ids: list[str], refused: dict[str, str]
+def _later_refusals(
+    rejected: list[dict[str, object]], ids: list[str], refused: dict[str, dict[str, str]]
 ) -> list[dict[str, object]]:
-    """An entry for each accepted item whose event the store refused, by its index in the
-    request (the accepted items are those not in ``rejected``, in order, with ``ids``)."""
+    """An entry for each accepted item whose event was refused after validation (by the
+    store, or the runtime raised on it), by its index in the request (the accepted items are
+    those not in ``rejected``, in order, with ``ids``)."""
     taken = {int(str(r["index"])) for r in rejected}
     indices = (i for i in itertools.count() if i not in taken)
     return [
-        {
-            "index": index,
-            "errors": [{"field": "$store", "reason": refused[event_id], "code": "store_refused"}],
-        }
+        {"index": index, "errors": [refused[event_id]]}
         for index, event_id in zip(indices, ids, strict=False)
         if event_id in refused
     ]

@@ -68,9 +68,10 @@ def event_records(events: list[Event]) -> list[tuple[bytes, bytes]]:
 class Receipt:
     """What became of delivered events, beyond "durable" (see :meth:`Delivery.deliver`)."""
 
-    refused: dict[str, str] = field(default_factory=dict)
-    """Event id → why the store refused it after validation (dead-lettered, not stored):
-    empty unless a value slipped past the edge."""
+    refused: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Event id → its error, for an event refused after validation (dead-lettered, not
+    stored): the store refused a value that slipped past the edge (``store_refused``), or
+    the processing raised on it (``runtime_error``). Empty otherwise."""
     duplicates: int = 0
     """Events that were already stored (a retry, or the id under another person): taken,
     stored once. Known in embedded mode; the stream drops them later in Kafka mode."""
@@ -286,16 +287,13 @@ class EmbeddedDelivery:
                     )
                 )
 
-    def _commit(self, events: list[Event]) -> tuple[list[bool], dict[str, str]]:
+    def _commit(self, events: list[Event]) -> tuple[list[bool], dict[str, dict[str, str]]]:
         """Apply and flush ``events``: whether each was applied (not a duplicate), and the
-        events the store refused."""
+        events refused after validation (:attr:`Receipt.refused`)."""
         applied = [self.pipeline.submit(event) for event in events]
-        refused = {
-            str(r.row.get("event_id")): r.reason
-            for r in self.pipeline.flush()
-            if r.table == "events"
-        }
-        return applied, refused
+        refused = self.pipeline.flush()
+        errors = {str(r.row.get("event_id")): r.error for r in refused if r.table == "events"}
+        return applied, errors
 
     def _expire(self) -> None:
         self.pipeline.expire()

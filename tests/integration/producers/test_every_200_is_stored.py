@@ -6,18 +6,22 @@ the real engine (chDB); every answer is checked against what the store holds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
+import funnel.runtime
 from dashboards.live import page
 from funnel.events import Event
+from funnel.intake import POISON
 from funnel.processor import CoreConfig
 from producers.collector import CollectorSettings, EmbeddedDelivery, create_app
 from producers.collector.delivery import Receipt
@@ -26,6 +30,8 @@ from storage.gate import CommitGate
 from storage.migrate import migrate
 from storage.reports.api import LiveReports
 from stream_processors.embedded import GatedPipeline
+from stream_processors.state import SavedState
+from tests import poison
 from tests.servers import READ_KEYS, read_client
 
 KEY, OTHER_KEY = "key-shop", "key-other"
@@ -43,8 +49,9 @@ def event(kind: str = "impression", **fields: object) -> dict[str, object]:
     }
 
 
-@pytest.fixture
-def client(store: ChdbStore) -> Iterator[TestClient]:
+@contextlib.contextmanager
+def serving(store: ChdbStore, saved: SavedState | None = None) -> Iterator[TestClient]:
+    """``funnel serve``'s app (embedded) over ``store``; ``saved``: a durable state."""
     settings = CollectorSettings(
         write_keys={KEY: "shop", OTHER_KEY: "other"},  # type: ignore[dict-item]
         read_keys=READ_KEYS,  # type: ignore[arg-type]
@@ -53,9 +60,15 @@ def client(store: ChdbStore) -> Iterator[TestClient]:
     )
     config = CoreConfig.default()
     gate = CommitGate()
-    delivery = EmbeddedDelivery(GatedPipeline(store, config, gate))
+    delivery = EmbeddedDelivery(GatedPipeline(store, config, gate, saved=saved))
     live = LiveReports(store, config.funnels, gate, page=page())
     with read_client(create_app(settings, delivery, live=live)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def client(store: ChdbStore) -> Iterator[TestClient]:
+    with serving(store) as test_client:
         yield test_client
 
 
@@ -310,6 +323,34 @@ def test_an_event_the_store_refuses_is_a_per_item_refusal_and_blocks_nothing(
     [dead] = store.query(f"SELECT reason, payload FROM {store.database}.rejected_events")
     assert "store_refused" in dead["reason"]
     assert poison["event_id"] in dead["payload"]
+
+
+def test_an_event_the_runtime_raises_on_is_a_per_item_refusal_and_blocks_nothing(
+    store: ChdbStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(funnel.runtime, "process", poison._poisoned)  # a bug on demand
+    saved = SavedState(tmp_path / "state.db", config=CoreConfig.default())
+    bad = event("lead", anonymous_id="p", properties={poison.MARK[0]: poison.MARK[1]})
+    good = event("lead", anonymous_id="g")
+    with serving(store, saved) as client:
+        first = client.post("/v1/batch", json=[bad, good], headers=HEADERS)
+        assert first.status_code == 200
+        body = first.json()
+        assert body["accepted"] == 1
+        expected = {"field": "$runtime", "reason": poison.REASON, "code": POISON}
+        assert body["rejected"] == [{"index": 0, "errors": [expected]}]
+        # The client sends it again (it cannot tell a bug from a passing fault): refused
+        # again, recorded once. The pipeline goes on.
+        again = client.post("/v1/batch", json=[bad], headers=HEADERS)
+        assert again.status_code == 400
+        assert again.json()["rejected"] == [{"index": 0, "errors": [expected]}]
+        after = event(anonymous_id="after")
+        assert client.post("/v1/batch", json=[after], headers=HEADERS).json()["accepted"] == 1
+    saved.close()
+    assert event_ids(store) == sorted([good["event_id"], after["event_id"]])
+    [dead] = store.query(f"SELECT reason, payload FROM {store.database}.rejected_events")
+    assert json.loads(dead["reason"]) == [expected]
+    assert json.loads(dead["payload"])["event_id"] == bad["event_id"]
 
 
 def test_a_derived_fact_the_store_refuses_is_dead_lettered_and_the_event_kept(

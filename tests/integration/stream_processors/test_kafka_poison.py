@@ -5,23 +5,20 @@ worker goes on (issue 19). The runtime's bug is injected by :mod:`tests.poison`.
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
 
-from funnel.events import Event
+from funnel.intake import POISON
 from funnel.topics import TopicNames
 from producers.kafka_producer import EventProducer
 from producers.simulator import simulate
 from storage.backends import ChdbStore
 from storage.sink import Sink
-from stream_processors.agents import POISON
 from stream_processors.topics import create_topics
 from tests import poison
 from tests.integration.stream_processors.test_kafka_pipeline import (
@@ -35,24 +32,6 @@ from tests.integration.stream_processors.test_kafka_pipeline import (
 )
 
 SITE = "poison-it"
-
-
-def poisoned(events: list[Event], n: int, seed: int) -> dict[str, Event]:
-    """``n`` poison copies of conversions among ``events`` (new ids, a second later), by the
-    id of the event each copies: were they applied, their persons would reach stages and
-    credits the truth does not have."""
-    rng = random.Random(seed)
-    conversions = [e for e in events if e.type.value in ("lead", "order", "payment")]
-    return {
-        e.event_id: e.model_copy(
-            update={
-                "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                "occurred_at": e.occurred_at + timedelta(seconds=1),
-                "properties": {**e.properties, poison.MARK[0]: poison.MARK[1]},
-            }
-        )
-        for e in rng.sample(conversions, n)
-    }
 
 
 def dead_letters(bootstrap: str, names: TopicNames) -> list[dict[str, object]]:
@@ -80,7 +59,7 @@ def test_a_poison_event_is_dead_lettered_and_the_worker_goes_on(
     app_id, group = f"funnel-poison-{run}", f"sink-poison-{run}"
     create_topics(kafka_bootstrap, names, PARTITIONS)
     sim = simulate(400, seed=7, site_id=SITE, multi_device=0.5)
-    copies = poisoned(sim.events, 6, seed=7)
+    copies = poison.poisoned(sim.events, 6, seed=7)
     bad = list(copies.values())
     with EventProducer(kafka_bootstrap, names.events) as producer:
         for event in sim.events:
