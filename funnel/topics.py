@@ -10,7 +10,8 @@ can tell a record's table from its topic alone. The outputs other systems read:
   routing queue, keyed by person, for a CRM;
 * ``<prefix>facts.persons`` — every person's current row, keyed by person and **compacted**
   (the latest row per person is kept);
-* ``<prefix>rejected`` — rejected events with their reasons.
+* ``<prefix>rejected`` — rejected events with their reasons (the sink lands them in
+  ``rejected_events``).
 
 Creating the topics and placing keys on partitions are Kafka's business
 (:mod:`stream_processors.topics`).
@@ -24,9 +25,10 @@ from typing import Final
 from funnel.facts import FACT_TABLES
 from funnel.settings import DEFAULT_TOPIC_PREFIX
 
-__all__ = ["DEFAULT_PREFIX", "FACT_TABLES", "TopicNames"]
+__all__ = ["DEFAULT_PREFIX", "FACT_TABLES", "REJECTED_TABLE", "TopicNames"]
 
 DEFAULT_PREFIX: Final = DEFAULT_TOPIC_PREFIX
+REJECTED_TABLE: Final = "rejected_events"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,10 @@ class TopicNames:
         return self.facts("persons")
 
     def table_of(self, topic: str) -> str:
-        """The table a facts topic feeds (inverse of :meth:`facts`)."""
+        """The table a topic the sink lands feeds (:attr:`landed`; a facts topic: the
+        inverse of :meth:`facts`)."""
+        if topic == self.rejected:
+            return REJECTED_TABLE
         marker = f"{self.prefix}facts."
         if not topic.startswith(marker):
             raise ValueError(f"{topic!r} is not a facts topic")
@@ -71,3 +76,9 @@ class TopicNames:
     @property
     def all_facts(self) -> list[str]:
         return [self.facts(t) for t in FACT_TABLES]
+
+    @property
+    def landed(self) -> list[str]:
+        """The topics the sink lands in the store: every facts topic, and the dead letters
+        (``rejected`` → ``rejected_events``)."""
+        return [*self.all_facts, self.rejected]

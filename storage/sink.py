@@ -1,6 +1,8 @@
 """The sink (``funnel sink``): facts topics → ClickHouse, each fact landed once.
 
-One consumer (kafka-python) reads every facts topic; records are batched per topic-partition
+One consumer (kafka-python) reads every facts topic and the dead letters (the ``rejected``
+topic: the collector's refusals and the workers' rejected and poison events, landed in
+``rejected_events``); records are batched per topic-partition
 (:class:`storage.batches.PartitionBatches`: ``max_rows`` records, or what waited
 ``max_age_s``) and each batch is one insert into the table the topic names
 (:meth:`funnel.topics.TopicNames.table_of`), through :class:`storage.backends.Store`
@@ -36,6 +38,9 @@ Exactly once, and what covers what:
   sink also drops an ``events`` row whose ``fact_id`` it landed before (in this process;
   :class:`~funnel.dedup.BoundedIds`). That check is not part of the token, so a replayed
   batch is recognised whatever this process remembers.
+* A dead letter a worker re-sent after a crash has the ``rejection_id`` of its first copy
+  (the input's position): the sink drops one it landed before (in this process, as the
+  ``events`` rows' ids). A poison event's letter carries an origin, as a fact does.
 * Facts without an origin are covered by the token only: ``persons`` rows (its
   ReplacingMergeTree keeps the latest version per person: a replayed row is the same
   version) and the records of other producers.
@@ -73,7 +78,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from funnel.dedup import BoundedIds
-from funnel.topics import TopicNames
+from funnel.topics import REJECTED_TABLE, TopicNames
 from storage import origin
 from storage.backends import Store, StoreError, StoreUnavailable
 from storage.batches import Cut, PartitionBatches
@@ -186,6 +191,17 @@ def _select_rows(
         unseen, ids = _unseen((row.get("fact_id") for row in rows), landed)
         rows = [row for row, k in zip(rows, unseen, strict=True) if k]
     return Fresh(rows, total, digest, after, ids)
+
+
+def _letter(record: dict[str, Any]) -> dict[str, Any]:
+    """A dead-letter record (:meth:`funnel.intake.Rejection.row`, from the collector or a
+    worker) as a ``rejected_events`` row; its ``rejection_id`` (a worker's: the input's
+    position) as the ``fact_id`` by which a copy re-sent after a crash is dropped."""
+    letter = {name: record.get(name) for name in ("received_at", "site_id", "reason", "payload")}
+    letter["site_id"] = letter["site_id"] or ""
+    if record.get("rejection_id"):
+        letter["fact_id"] = f"rejection:{record['rejection_id']}"
+    return letter
 
 
 def _digest(partitions: Sequence[int], seqs: Sequence[int]) -> str:
@@ -303,7 +319,7 @@ class Sink:
         """Rows the store refused on their own (dead-lettered, not retried)."""
         self.rebalances = 0
         self.landed = BoundedIds(max_landed_ids)
-        """The ``events`` rows' fact ids landed by this process."""
+        """The ``events`` rows' fact ids and the dead letters' ids landed by this process."""
         self.marks: dict[Hashable, origin.Watermarks] = {}
         """Per topic-partition held, the watermarks of what landed (:mod:`storage.origin`)."""
         self._errors = 0
@@ -322,7 +338,7 @@ class Sink:
             group_instance_id=instance_id,
             **(consumer_config or {}),
         )
-        self._consumer.subscribe(self.names.all_facts, listener=_Listener(self))
+        self._consumer.subscribe(self.names.landed, listener=_Listener(self))
 
     @property
     def paused(self) -> bool:
@@ -490,6 +506,9 @@ class Sink:
             # which the store's Arrow path compares per row.
             rows = json.loads(b"[" + b",".join(r.value for r in texts) + b"]")
             origins = [origin.origin_of(getattr(r, "headers", None)) for r in texts]
+        if table == REJECTED_TABLE:
+            rows = [_letter(row) for row in rows]
+            landed = self.landed
         arrows = [Block.from_ipc(v).arrow for v in blocks]
         joined = pa.concat_tables(arrows) if arrows else None
         if joined is None:
@@ -553,6 +572,8 @@ class Sink:
         """Insert the ``fresh`` rows under ``token`` (see :meth:`_land`)."""
         started = time.perf_counter()
         rows, total = fresh.rows, fresh.total
+        if table == REJECTED_TABLE:  # the letter's id was for the check above only
+            rows = [{k: v for k, v in row.items() if k != "fact_id"} for row in rows]
         if len(rows):
             if fresh.digest:
                 # Other rows than the batch's first try: a token of their own, or ClickHouse

@@ -204,7 +204,7 @@ def wait_for_tombstones(
 
 def wait_for_sink(consumer: KafkaConsumer, names: TopicNames, group: str, deadline: float) -> None:
     """Wait until ``group`` committed every facts record written until now."""
-    partitions = [tp for topic in names.all_facts for tp in _partitions(consumer, topic)]
+    partitions = [tp for topic in names.landed for tp in _partitions(consumer, topic)]
     ends = consumer.end_offsets(partitions)
     watcher = KafkaConsumer(bootstrap_servers=bootstrap_of(consumer), group_id=group)
     try:

@@ -155,7 +155,7 @@ class Pipeline:
                 raise RuntimeError(f"{role} exited {proc.returncode}: see {self.work}")
         return caught_up(
             self.bootstrap, self.app_id, [names.events, names.person_events]
-        ) and caught_up(self.bootstrap, self.group, names.all_facts)
+        ) and caught_up(self.bootstrap, self.group, names.landed)
 
 
 def _listening(port: int) -> bool:

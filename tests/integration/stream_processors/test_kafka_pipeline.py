@@ -137,7 +137,7 @@ def drained(
             raise AssertionError(f"worker {worker.pid} exited {worker.returncode}:\n{tail}")
     return (
         caught_up(bootstrap, app_id, stages)
-        and caught_up(bootstrap, sink_group, names.all_facts)
+        and caught_up(bootstrap, sink_group, names.landed)
         and caught_up(bootstrap, app_id, stages)
     )
 

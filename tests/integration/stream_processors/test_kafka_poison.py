@@ -66,6 +66,7 @@ def test_a_poison_event_is_dead_lettered_and_the_worker_goes_on(
             producer.send(event)
             if event.event_id in copies:  # right after the event it copies: the same batch
                 producer.send(copies[event.event_id])
+        producer.send_raw(f"{SITE}:bad".encode(), b'{"type": "click"}')  # and a malformed one
         producer.flush()
 
     worker = worker_factory(
@@ -95,4 +96,14 @@ def test_a_poison_event_is_dead_lettered_and_the_worker_goes_on(
         assert json.loads(str(letter["reason"]))[0]["reason"] == poison.REASON
         assert letter["site_id"] == SITE
     assert worker.poll() is None
+    # The sink lands the dead letters too, each once (a batch run again re-sent some).
+    stored = store.query(f"SELECT site_id, reason, payload FROM {store.database}.rejected_events")
+    codes = sorted(json.loads(row["reason"])[0]["code"] for row in stored)
+    assert codes == sorted([POISON] * len(bad) + ["missing"])
+    assert sorted(
+        json.loads(row["payload"]).get("event_id")
+        for row in stored
+        if json.loads(row["reason"])[0]["code"] == POISON
+    ) == sorted(b.event_id for b in bad)
+    assert {row["site_id"] for row in stored} == {SITE}
     assert worker_metric(worker, "funnel_worker_events_total", 'outcome="poison"') >= len(bad)
