@@ -74,7 +74,7 @@ from typing import Any
 import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no annotations
 from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from funnel.dedup import BoundedIds
@@ -108,6 +108,9 @@ _MARKS = "marks:"
 _IPC = b"\xff\xff\xff\xff"
 """The first bytes of an Arrow IPC stream (a continuation marker): a record holding a block."""
 _LAG_EVERY_S = 5.0
+_OFFSET_TIMEOUT_MS = 10_000
+"""How long to wait for a partition's committed offset before asking again at a next poll
+(the broker may be away: without a bound the client waits for it for good)."""
 
 
 @dataclass(slots=True)
@@ -420,6 +423,7 @@ class Sink:
             self.batches.drop(tp)
             self._fetched.pop(tp, None)
             self.marks.pop(tp, None)
+            self._assigned.discard(tp)  # one still waiting for its offset (_restart_assigned)
 
     def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         # Handled after the poll returns (_restart_assigned): no blocking calls in here.
@@ -434,10 +438,25 @@ class Sink:
         (the beginning if none), and what this poll returned for it is read again. The
         watermarks committed with the offset come back with it.
         """
+        waiting: set[TopicPartition] = set()
         for tp in sorted(self._assigned):
             self.batches.drop(tp)
             self._fetched.pop(tp, None)
-            committed = self._consumer.committed(tp, metadata=True)
+            if waiting:  # the broker is away: the others wait as well
+                waiting.add(tp)
+                continue
+            try:
+                committed = self._consumer.committed(
+                    tp, metadata=True, timeout_ms=_OFFSET_TIMEOUT_MS
+                )
+            except KafkaError as exc:
+                if not (exc.retriable or isinstance(exc, KafkaTimeoutError)):
+                    raise
+                # The broker went away meanwhile (a restart causes the rebalance): nothing of
+                # the partition is taken until its offset is known, at a next poll.
+                log.warning("committed offsets unknown for now (%s): %s", tp, exc)
+                waiting.add(tp)
+                continue
             if committed is None:
                 self.marks[tp] = origin.Watermarks()
                 self._consumer.seek_to_beginning(tp)
@@ -446,10 +465,12 @@ class Sink:
             plan, self.marks[tp] = _parse_metadata(committed.metadata or "")
             if plan is not None:
                 self.batches.plan(tp, committed.offset, plan)
-        restarted, self._assigned = self._assigned, set()
+        restarted, self._assigned = self._assigned - waiting, waiting
         if self._retry_at is not None:
             self._consumer.pause(*restarted)
-        return {tp: records for tp, records in polled.items() if tp not in restarted}
+        return {
+            tp: records for tp, records in polled.items() if tp not in self._assigned | restarted
+        }
 
     def _flush(self, now: float) -> int:
         """Plan, insert and commit every due batch (see the module docstring)."""

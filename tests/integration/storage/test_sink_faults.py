@@ -30,11 +30,13 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
+from devtools.kafka_broker import KafkaBroker
 from funnel.topics import TopicNames
 from storage.backends import ChdbStore, Row, StoreUnavailable
 from storage.sink import Backoff, Sink
 from stream_processors.topics import create_topics
 from tests.fact_traffic import FactRecord, fact_stream
+from tests.servers import free_port
 
 PARTITIONS = 4
 #: ~92k simulated people → ~200k events → ~950k facts in ~220k records.
@@ -393,3 +395,48 @@ def test_a_batch_landed_but_not_committed_is_replayed_with_the_same_token(
     ids = landed_ids(store)
     assert len(ids) == 2500
     assert set(ids.values()) == {1}
+
+
+def test_a_broker_away_as_the_sink_takes_partitions_back_is_waited_out(
+    store: ChdbStore, tmp_path: Path
+) -> None:
+    """A rebalance (a broker restart causes one) assigns the partitions again, and the sink
+    asks for their committed offsets. Should the broker go away just then, the sink waits
+    for it instead of exiting (the fault table's broker row ended the sink so)."""
+    names = TopicNames(f"away{uuid.uuid4().hex[:6]}.")
+    group = f"sink-{uuid.uuid4().hex[:8]}"
+    broker = KafkaBroker(port=free_port(), data_dir=tmp_path / "kafka")
+    bootstrap = broker.start()
+    try:
+        create_topics(bootstrap, names, 2)
+        produce(bootstrap, names, lead_changes(range(400)))
+        sink = Sink(
+            store,
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            topics=names,
+            max_rows=100,
+            max_age_s=0.2,
+            poll_timeout_ms=100,
+            consumer_config={"request_timeout_ms": 5000, "retry_backoff_ms": 100},
+        )
+        try:
+            wait_for(lambda: sink.poll_once() >= 0 and sink.rows_written > 0, 60, "a batch")
+            broker.stop()
+            # What the group's rebalance listener does when partitions are assigned again.
+            sink._on_assigned(sink._consumer.assignment())
+            for _ in range(3):  # polls with the broker away: none may raise
+                sink.poll_once()
+            broker.start()  # same port, same data
+            wait_for(
+                lambda: sink.poll_once() >= 0 and sum(landed_ids(store).values()) >= 400,
+                120,
+                "every fact",
+            )
+        finally:
+            sink.close()
+    finally:
+        broker.stop()
+    ids = landed_ids(store)
+    assert set(ids) == {f"0:{n}:0" for n in range(400)}
+    assert max(ids.values()) == 1
