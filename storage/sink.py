@@ -360,9 +360,17 @@ class Sink:
         deadline = self._retry_at if self._retry_at is not None else self.batches.next_deadline()
         if deadline is not None:
             timeout = max(0.0, min(timeout, deadline - now))
-        polled = self._consumer.poll(
-            timeout_ms=int(timeout * 1000), max_records=self.batches.max_rows
-        )
+        try:
+            polled = self._consumer.poll(
+                timeout_ms=int(timeout * 1000), max_records=self.batches.max_rows
+            )
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            # kafka-python 3.0 lets a connection error out of the poll when the broker goes
+            # away while the group is joined again (a restart): the next poll goes on.
+            log.warning("poll failed, the broker is unavailable: %s", exc)
+            polled = {}
         now = self.clock()
         if self._assigned:
             polled = self._restart_assigned(polled)

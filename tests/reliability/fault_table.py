@@ -48,8 +48,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kafka import KafkaConsumer
-
 from devtools.kafka_broker import KafkaBroker
 from funnel.funnels import FunnelCatalog
 from funnel.intake import POISON
@@ -60,7 +58,7 @@ from producers.simulator import Simulation, simulate
 from storage.backends import ChdbStore
 from stream_processors.topics import create_topics
 from tests import poison
-from tests.integration.stream_processors.test_kafka_pipeline import caught_up
+from tests.integration.stream_processors.test_kafka_pipeline import caught_up, dead_letters
 from tests.servers import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -289,19 +287,9 @@ def _with_poison(traffic: list[Arrival], rng: random.Random, ids: set[str]) -> l
 
 def _poison_letters(bootstrap: str, names: TopicNames) -> set[str]:
     """The event ids in the dead-letter topic with the runtime's reason."""
-    consumer = KafkaConsumer(
-        names.rejected,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5000,
-    )
-    try:
-        letters = [json.loads(record.value) for record in consumer]
-    finally:
-        consumer.close()
     return {
         json.loads(letter["payload"]).get("event_id")
-        for letter in letters
+        for letter in dead_letters(bootstrap, names)
         if json.loads(letter["reason"])[0]["code"] == POISON
     }
 

@@ -387,8 +387,8 @@ def produce_messy(
     return sent
 
 
-def rejection_ids(bootstrap: str, names: TopicNames) -> list[str]:
-    """The ``rejection_id`` of every record in the rejected topic (copies included)."""
+def dead_letters(bootstrap: str, names: TopicNames) -> list[dict[str, Any]]:
+    """Every record of the rejected topic (copies included), decoded."""
     consumer = KafkaConsumer(
         names.rejected,
         bootstrap_servers=bootstrap,
@@ -397,9 +397,14 @@ def rejection_ids(bootstrap: str, names: TopicNames) -> list[str]:
         isolation_level="read_committed",
     )
     try:
-        return [json.loads(record.value)["rejection_id"] for record in consumer]
+        return [json.loads(record.value) for record in consumer]
     finally:
         consumer.close()
+
+
+def rejection_ids(bootstrap: str, names: TopicNames) -> list[str]:
+    """The ``rejection_id`` of every record in the rejected topic (copies included)."""
+    return [letter["rejection_id"] for letter in dead_letters(bootstrap, names)]
 
 
 def stable_members(bootstrap: str, group: str) -> int | None:

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
 
 from funnel.intake import POISON
 from funnel.topics import TopicNames
@@ -24,6 +23,7 @@ from tests import poison
 from tests.integration.stream_processors.test_kafka_pipeline import (
     PARTITIONS,
     assert_landed_exactly,
+    dead_letters,
     drained,
     sink_running,
     wait_until,
@@ -32,19 +32,6 @@ from tests.integration.stream_processors.test_kafka_pipeline import (
 )
 
 SITE = "poison-it"
-
-
-def dead_letters(bootstrap: str, names: TopicNames) -> list[dict[str, object]]:
-    consumer = KafkaConsumer(
-        names.rejected,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5000,
-    )
-    try:
-        return [json.loads(record.value) for record in consumer]
-    finally:
-        consumer.close()
 
 
 @pytest.mark.integration
