@@ -157,7 +157,7 @@ class EmbeddedPipeline:
     def flush(self) -> list[Refused]:
         """Commit the batch (state and facts, :mod:`stream_processors.state`) and land every
         pending fact; blocks until the store acknowledged them. Returns the rows the store
-        refused for their values since the last flush (dead-lettered)."""
+        refused for their values and the poison events since the last flush (dead-lettered)."""
         self._commit()
         self._land(behind=False)
         self._dead_letter_poison()

@@ -277,13 +277,16 @@ class EmbeddedDelivery:
         for events, future in group:
             mine = applied[at : at + len(events)]
             at += len(events)
+            # Not applied: a duplicate, unless refused (a poison event, answered so).
+            pairs = zip(events, mine, strict=True)
+            duplicates = sum(not done and e.event_id not in refused for e, done in pairs)
             if not future.done():
                 future.set_result(
                     Receipt(
                         {e.event_id: refused[e.event_id] for e in events if e.event_id in refused}
                         if refused
                         else {},
-                        mine.count(False),
+                        duplicates,
                     )
                 )
 

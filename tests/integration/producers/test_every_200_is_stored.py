@@ -346,7 +346,12 @@ def test_an_event_the_runtime_raises_on_is_a_per_item_refusal_and_blocks_nothing
         assert again.json()["rejected"] == [{"index": 0, "errors": [expected]}]
         after = event(anonymous_id="after")
         assert client.post("/v1/batch", json=[after], headers=HEADERS).json()["accepted"] == 1
+        metrics = client.get("/metrics").text
     saved.close()
+    # Counted as refused, not as a duplicate.
+    assert 'funnel_collector_events_total{outcome="duplicate"}' not in metrics
+    assert 'funnel_collector_events_total{outcome="rejected"} 2.0' in metrics
+    assert 'funnel_collector_rejections_total{reason="runtime_error"} 2.0' in metrics
     assert event_ids(store) == sorted([good["event_id"], after["event_id"]])
     [dead] = store.query(f"SELECT reason, payload FROM {store.database}.rejected_events")
     assert json.loads(dead["reason"]) == [expected]
