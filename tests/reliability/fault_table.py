@@ -109,6 +109,7 @@ class Pipeline:
         self.group = f"sink-{prefix.rstrip('.')}"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.peaks: dict[str, float] = {}
+        self.web_ports: dict[str, int] = {}  # worker → the port of its /metrics page
 
     def command(self, role: str) -> list[str]:
         funnel = [sys.executable, "-m", "funnel.cli"]
@@ -119,7 +120,8 @@ class Pipeline:
             if self.fault == "poison":  # the runtime raises on poison events
                 funnel = [sys.executable, "-m", "tests.poison"]
             data = ["--data-dir", str(self.work / role), "--session-timeout", "6"]
-            data += ["--web-port", str(free_port())]
+            self.web_ports[role] = free_port()
+            data += ["--web-port", str(self.web_ports[role])]
             return [*funnel, "worker", *kafka, "--app-id", self.app_id, *data]
         if self.fault == "store":  # the store goes down while the switch exists
             funnel = [sys.executable, "-m", "tests.reliability.store_outage", str(self.switch)]
@@ -175,8 +177,18 @@ class Pipeline:
                 raise RuntimeError(f"{role} exited {proc.returncode}: see {self.work}")
 
     def dump_stacks(self) -> None:
-        """Each live process's Python stacks into ``<role>.stacks`` (py-spy, when installed),
-        to see where a process that stopped making progress waits."""
+        """Each live process's Python stacks into ``<role>.stacks`` (py-spy, when installed)
+        and each worker's metrics (its consumer lag: read versus committed) into
+        ``<role>.metrics``, to see where a process that stopped making progress waits."""
+        import urllib.request
+
+        for role, port in self.web_ports.items():
+            url = f"http://127.0.0.1:{port}/metrics"
+            try:
+                with urllib.request.urlopen(url, timeout=10) as page:
+                    (self.work / f"{role}.metrics").write_bytes(page.read())
+            except OSError as exc:
+                (self.work / f"{role}.metrics").write_text(f"{url}: {exc}\n")
         spy = Path(sys.executable).parent / "py-spy"
         for role, proc in self.procs.items():
             if spy.exists() and proc.poll() is None:
