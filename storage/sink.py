@@ -329,6 +329,9 @@ class Sink:
         self._retry_at: float | None = None
         self._assigned: set[TopicPartition] = set()
         self._fetched: dict[Hashable, int] = {}
+        self._uncommitted: dict[Any, OffsetAndMetadata] = {}
+        """Offsets of landed batches whose commit failed (the broker away): committed at a
+        next poll, or the group would stay short of them until that partition gets a record."""
         self._consumer: Any = KafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
@@ -374,6 +377,8 @@ class Sink:
         now = self.clock()
         if self._assigned:
             polled = self._restart_assigned(polled)
+        if self._uncommitted and self._commit(self._uncommitted):
+            self._uncommitted = {}
         for tp, records in polled.items():
             if records:
                 self.batches.add(tp, records, now)
@@ -431,6 +436,7 @@ class Sink:
             self.batches.drop(tp)
             self._fetched.pop(tp, None)
             self.marks.pop(tp, None)
+            self._uncommitted.pop(tp, None)  # the next owner replays it (its plan dedups)
             self._assigned.discard(tp)  # one still waiting for its offset (_restart_assigned)
 
     def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
@@ -450,6 +456,7 @@ class Sink:
         for tp in sorted(self._assigned):
             self.batches.drop(tp)
             self._fetched.pop(tp, None)
+            self._uncommitted.pop(tp, None)  # read again from the committed offset
             if waiting:  # the broker is away: the others wait as well
                 waiting.add(tp)
                 continue
@@ -493,6 +500,8 @@ class Sink:
         }
         if plans and not self._commit(plans):
             return 0
+        for tp in plans:  # the plan's commit replaces an older one that failed
+            self._uncommitted.pop(tp, None)
         for tp, cut in cuts.items():
             if not cut.planned:
                 self.batches.plan(tp, cut.first, cut.last)
@@ -505,7 +514,8 @@ class Sink:
                 landed[tp] = OffsetAndMetadata(cut.last + 1, _metadata(self._marks(tp)), -1)
         finally:
             if landed:
-                self._commit(landed)
+                offsets = {**self._uncommitted, **landed}
+                self._uncommitted = {} if self._commit(offsets) else offsets
         return written
 
     def _marks(self, tp: Hashable) -> origin.Watermarks:
