@@ -495,27 +495,22 @@ def test_a_commit_lost_to_a_broker_restart_after_the_insert_is_made_again(
             poll_timeout_ms=100,
             consumer_config={"request_timeout_ms": 5000, "retry_backoff_ms": 100},
         )
-        topic = TopicPartition(names.facts("lead_changes"), 0)
         try:
             wait_for(lambda: sink.poll_once() >= 0 and failing.struck, 60, "the first insert")
             broker.start()  # same port, same data
             ids = landed_ids(store)
             assert set(ids) == {f"0:{n}:0" for n in range(50)}, "the batch landed"
-            wait_for(
-                lambda: sink.poll_once() >= 0 and committed(bootstrap, group, topic) == 50,
-                60,
-                "the landed batch's offset committed",
-            )
+            progress = Progress(bootstrap, group, names, partitions=1)
+            try:
+                wait_for(
+                    lambda: sink.poll_once() >= 0 and progress.committed() == 50,
+                    60,
+                    "the landed batch's offset committed",
+                )
+            finally:
+                progress.close()
         finally:
             sink.close()
     finally:
         broker.stop()
     assert max(landed_ids(store).values()) == 1
-
-
-def committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
-    try:
-        return consumer.committed(tp)  # type: ignore[no-any-return]
-    finally:
-        consumer.close()
