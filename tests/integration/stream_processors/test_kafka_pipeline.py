@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
 from kafka.structs import TopicPartition
 
 from funnel.events import InvalidEvent, parse_event
@@ -50,8 +51,10 @@ def caught_up(bootstrap: str, group: str, topics: list[str]) -> bool:
     Caught up means: no transaction is open (the last stable offset is the end offset) and no
     record is readable between the group's committed offset and the end. (Transactional
     topics end in commit markers that consumers never see, so a committed offset can stay
-    below the end offset for good.) Why not is kept in ``LAGGING`` for the timeout message.
+    below the end offset for good.) Why not is kept in ``LAGGING`` for the timeout message,
+    as of this look: a group caught up has no entry.
     """
+    LAGGING.pop(group, None)
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=group,
@@ -326,6 +329,31 @@ def test_simulated_traffic_lands_exactly(
             assert person["status"][name] == expected, person
     converted = sum(p["status"].get("sales") == "converted" for p in current)
     assert converted == sum(levels == len(SALES.steps) for levels in truth.values())
+
+
+def test_caught_up_says_what_lags_now_not_what_lagged_before(kafka_bootstrap: str) -> None:
+    """A drain timeout's message names the groups behind at the last look: a group seen
+    behind once and caught up since leaves no entry (a stale one made the fault table's
+    worker group look stalled while the sink was)."""
+    topic, group = f"lag{uuid.uuid4().hex[:8]}", f"g{uuid.uuid4().hex[:8]}"
+    KafkaAdminClient(bootstrap_servers=kafka_bootstrap).create_topics(
+        [NewTopic(topic, num_partitions=1, replication_factor=1)]
+    )
+    with contextlib.closing(KafkaProducer(bootstrap_servers=kafka_bootstrap)) as producer:
+        producer.send(topic, b"one").get(timeout=30)
+    assert not caught_up(kafka_bootstrap, group, [topic])
+    assert "behind" in LAGGING[group]
+    tp = TopicPartition(topic, 0)
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    with contextlib.closing(consumer):
+        consumer.assign([tp])
+        consumer.seek_to_end(tp)
+        consumer.position(tp)
+        consumer.commit()
+    assert caught_up(kafka_bootstrap, group, [topic])
+    assert group not in LAGGING
 
 
 def test_send_all_reports_once_when_every_record_is_acknowledged(kafka_bootstrap: str) -> None:
