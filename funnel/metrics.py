@@ -71,6 +71,7 @@ WORKER_PROCESSING_LAG_SECONDS: Final = "funnel_worker_processing_lag_seconds"
 WORKER_CONSUMER_LAG: Final = "funnel_worker_consumer_lag"
 WORKER_STATE_PERSONS: Final = "funnel_worker_state_persons"
 WORKER_ERASED: Final = "funnel_worker_erased"
+WORKER_HELD_EVENTS: Final = "funnel_worker_held_events"
 
 SINK_ROWS: Final = "funnel_sink_rows"
 SINK_DUPLICATES: Final = "funnel_sink_duplicates"

@@ -93,6 +93,10 @@ from stream_processors.topics import partition_of
 __all__ = ["register"]
 
 _MOVED = b"moved:"
+_HELD = b"held:"
+"""A person's value that carries, before the state, the events held for a device's history:
+``held:``, the length of the entry's JSON (4 bytes, big-endian), the entry, the state (none
+for a customer new to this partition). One value, so that a crash keeps both or neither."""
 BATCH_SIZE = 500
 """Records per batch: one acknowledgement round trip per batch, not per record."""
 BATCH_WAIT_S = 0.1
@@ -111,6 +115,11 @@ ERASE_KINDS = frozenset({"forget", "unlink"})
 """The person-events commands of ``funnel forget`` (:mod:`stream_processors.forget`)."""
 ROUTE_ITEMS = 250
 """Messages per batch record at most (well under the producer's 1 MB request limit)."""
+HOLD_LIMIT_S = 300.0
+"""How long the person stage holds a person's events for a device's history at most (it
+comes within a round trip; the limit is for a bug that loses it)."""
+_ANSWERS_KEPT = 8
+"""Absorbs that came before the event that waits for them, kept per person."""
 MAX_DEAD_LETTER = 65_536
 """Characters of a payload kept in its dead-letter record."""
 _REPORT_EVERY_S = 5.0
@@ -119,7 +128,12 @@ log = logging.getLogger(__name__)
 
 
 def register(
-    app: faust.App, names: TopicNames, config: CoreConfig, *, timer_interval_s: float = 30.0
+    app: faust.App,
+    names: TopicNames,
+    config: CoreConfig,
+    *,
+    timer_interval_s: float = 30.0,
+    hold_limit_s: float = HOLD_LIMIT_S,
 ) -> None:
     """Declare the topics and tables on ``app``; register both agents and the status timer."""
     events = app.topic(names.events, key_type=bytes, value_type=bytes)
@@ -250,6 +264,12 @@ def register(
                 "person_id": who.person_id,
                 "event": payload,  # decoded once, forwarded as it came
             }
+            if who.link_from is not None:
+                # The device's history reaches the person by way of the device's partition
+                # (the hand-over, then an absorb): the person stage holds this event, and the
+                # person's next ones, until it has. The embedded runner merges before it
+                # applies the event, and both hosts must land the same facts (DESIGN §9a).
+                message["after"] = who.link_from
             forward(who.key, message)
         # One record per person-events partition (or a few, for a large batch), carrying its
         # messages in order: the per-record cost, not the events, bounds a Kafka stage.
@@ -317,7 +337,8 @@ def register(
             def person(self, key: str) -> PersonState | None:
                 stored = writes.get(persons, key.encode(), reading[-1])
                 if isinstance(stored, bytes) and not stored.startswith(_MOVED):
-                    return decode_state(stored, config)
+                    data = _split_held(stored)[1]
+                    return decode_state(data, config) if data else None
                 return None
 
             def alias(self, device: str) -> str | None:
@@ -362,6 +383,119 @@ def register(
                 for table, value in block_records(kept, ids, where):
                     sent.append(await send(fact_topics[table], key, value))
 
+        holds: dict[str, tuple[dict[str, Any] | None, EventT[bytes]]] = {}
+        """The hold entries this batch changed (written with the persons' states)."""
+
+        def held(key: str, item: EventT[bytes]) -> dict[str, Any] | None:
+            if key in holds:
+                return holds[key][0]
+            stored = writes.get(persons, key.encode(), item)
+            return _split_held(stored)[0] if isinstance(stored, bytes) else None
+
+        def keep_held(key: str, entry: dict[str, Any] | None, item: EventT[bytes]) -> None:
+            holds[key] = (entry if entry and (entry["for"] or entry["answered"]) else None, item)
+
+        def hold(key: str, message: dict[str, Any], item: EventT[bytes]) -> bool:
+            """Whether the event ``message`` of the person ``key`` is held: it waits for a
+            device's history (its ``after``), or an earlier event of the person does."""
+            entry = held(key, item)
+            after = message.get("after")
+            if after is not None:
+                if entry is not None and after in entry["answered"]:
+                    entry["answered"].remove(after)  # the absorb came first (a retried send)
+                    keep_held(key, entry, item)
+                elif not _absorbed(run.person(key), after):
+                    entry = entry or _hold_entry(item)
+                    entry["for"].append(after)
+            if entry is None or not entry["for"]:
+                return False
+            if not entry["held"]:
+                entry["since_ms"] = _ms(item)
+            entry["held"].append(message)
+            keep_held(key, entry, item)
+            metrics.held.labels("held").inc()
+            return True
+
+        def answered(key: str, device: str | None, item: EventT[bytes]) -> list[dict[str, Any]]:
+            """The absorb of ``device``'s history reached the person ``key``: the events it
+            held, now to apply in order, if no other device's history is still awaited."""
+            if device is None:  # an absorb of an earlier version: nothing waits for it
+                return []
+            entry = held(key, item)
+            if entry is None or device not in entry["for"]:
+                entry = entry or _hold_entry(item)
+                entry["answered"] = [*entry["answered"], device][-_ANSWERS_KEPT:]
+                if not entry["held"]:
+                    entry["since_ms"] = _ms(item)
+                keep_held(key, entry, item)
+                return []
+            entry["for"].remove(device)
+            released: list[dict[str, Any]] = []
+            if not entry["for"]:
+                released, entry["held"] = entry["held"], []
+            keep_held(key, entry, item)
+            return released
+
+        def overdue(partition: int, now_ms: int) -> list[tuple[str, list[dict[str, Any]]]]:
+            """The persons of ``partition`` held longer than ``hold_limit_s``, in key order,
+            with their held events; their entries go."""
+            entries = {
+                k.decode(): _split_held(stored)[0]
+                for k, stored in writes.items(persons).items()
+                if isinstance(stored, bytes)
+                and stored.startswith(_HELD)
+                and partition_of(k, partitions) == partition
+            }
+            entries.update(
+                (k, entry)
+                for k, (entry, _) in holds.items()
+                if partition_of(k.encode(), partitions) == partition
+            )
+            return [
+                (k, entry["held"])
+                for k, entry in sorted(entries.items())
+                if entry is not None and entry["since_ms"] + hold_limit_s * 1000 <= now_ms
+            ]
+
+        async def dead_letter(
+            key: str, message: dict[str, Any], position: str, item: EventT[bytes]
+        ) -> None:
+            """The message at ``position`` the runtime raised on, to the rejected topic. With an
+            origin, as a fact: a run again re-sends it, and the sink knows it."""
+            errors = [{"field": "$runtime", "reason": poison[position], "code": POISON}]
+            payload = message["event"] if message["kind"] == "event" else message
+            headers = [origin.header(*origins.next(item))]
+            letter = await send_rejection(
+                item, key.encode(), payload, errors, f"persons:{position}", headers
+            )
+            sent.append(letter)
+            metrics.events.labels("poison").inc()
+
+        async def apply_event(
+            key: str, message: dict[str, Any], position: str, item: EventT[bytes]
+        ) -> None:
+            if position in poison:
+                await dead_letter(key, message, position, item)
+                return
+            try:
+                event = parse_event(message["event"])
+                state = run.apply(key, event, message["person_id"])
+            except Exception as exc:  # the batch runs again without it (advance_isolating)
+                raise _Poisoned(position, runtime_error(exc)["reason"]) from exc
+            metrics.events.labels(state.outcome).inc()
+            if event.received_at is not None:
+                metrics.processing_lag.observe(
+                    max(0.0, time.time() - event.received_at.timestamp())
+                )
+            last[key] = item
+
+        async def release(
+            key: str, events: list[dict[str, Any]], position: str, item: EventT[bytes]
+        ) -> None:
+            """Apply the events held for ``key``, in order (``position/i``: their places)."""
+            for i, message in enumerate(events):
+                await apply_event(key, message, f"{position}/{i}", item)
+
         def moved_to(key: str, item: EventT[bytes]) -> str | None:
             if key in moved:
                 return moved[key]
@@ -385,6 +519,7 @@ def register(
                 moved.pop(key, None)
                 last.pop(key, None)
                 writes.put(persons, key.encode(), None, item)
+                holds.pop(key, None)
                 person = person_id_of(key)
             else:
                 writes.put(links, key.encode(), None, item)
@@ -408,15 +543,7 @@ def register(
         for item, key, message, position in arrivals():
             reading.append(item)
             if position in poison:
-                # With an origin, as a fact: a run again re-sends it, and the sink knows it.
-                errors = [{"field": "$runtime", "reason": poison[position], "code": POISON}]
-                payload = message["event"] if message["kind"] == "event" else message
-                headers = [origin.header(*origins.next(item))]
-                letter = await send_rejection(
-                    item, key.encode(), payload, errors, f"persons:{position}", headers
-                )
-                sent.append(letter)
-                metrics.events.labels("poison").inc()
+                await dead_letter(key, message, position, item)
                 continue
             if message["kind"] == "tick":
                 # The status timer, as a record: expire every due person of this partition,
@@ -435,6 +562,18 @@ def register(
                 due.update(
                     k for k in run.due(now_ms) if partition_of(k.encode(), partitions) == here
                 )
+                # Events held longer than the limit for a device's history that never came
+                # (a bug's trace: every hand-over is answered) go on without it.
+                for person, events in overdue(here, now_ms):
+                    keep_held(person, None, item)
+                    metrics.held.labels("waited_out").inc(len(events))
+                    if events:
+                        log.warning(
+                            "%s: %d events held longer than %.0f s for a device's history "
+                            "go on without it",
+                            person, len(events), hold_limit_s,
+                        )  # fmt: skip
+                    await release(person, events, f"{position}/{person}", item)
                 for person in sorted(due):
                     last.setdefault(person, item)
                     run.expire([person], now_ms)
@@ -448,36 +587,28 @@ def register(
                 if message["kind"] == "event":
                     forward = {**message, "person_id": person_id_of(target)}
                     sent.append(await send_person(target, forward))
+                elif message["kind"] == "handover":  # handed over before: nothing more to give
+                    sent.append(await send_person(message["into"], _absorb(key, message, None)))
                 continue
             if message["kind"] == "handover":
                 current = run.release(key)
                 moved[key] = message["into"]
                 writes.put(persons, key.encode(), _MOVED + message["into"].encode(), item)
-                if current is not None:
-                    absorb = {
-                        "kind": "absorb",
-                        "person_id": message["person_id"],
-                        "state": state_to_builtins(current),
-                    }
-                    sent.append(await send_person(message["into"], absorb))
+                # Answered even with no history: the person it goes to holds events for it.
+                sent.append(await send_person(message["into"], _absorb(key, message, current)))
                 await send_facts(position, item)
                 continue
-            try:
-                if message["kind"] == "absorb":
-                    other = state_from_builtins(message["state"], config)
-                    run.absorb(key, other, message["person_id"])
-                else:
-                    event = parse_event(message["event"])
-                    state = run.apply(key, event, message["person_id"])
-            except Exception as exc:  # the batch runs again without it (advance_isolating)
-                raise _Poisoned(position, runtime_error(exc)["reason"]) from exc
-            if message["kind"] != "absorb":
-                metrics.events.labels(state.outcome).inc()
-                if event.received_at is not None:
-                    metrics.processing_lag.observe(
-                        max(0.0, time.time() - event.received_at.timestamp())
-                    )
-            last[key] = item
+            if message["kind"] == "absorb":
+                try:
+                    if message["state"] is not None:
+                        other = state_from_builtins(message["state"], config)
+                        run.absorb(key, other, message["person_id"])
+                        last[key] = item
+                except Exception as exc:  # the batch runs again without it
+                    raise _Poisoned(position, runtime_error(exc)["reason"]) from exc
+                await release(key, answered(key, message.get("from"), item), position, item)
+            elif not hold(key, message, item):
+                await apply_event(key, message, position, item)
             await send_facts(position, item)
         changes = run.close()  # the persons' rows, once per batch, and their deadlines
         await send_facts(f"{position}:rows", batch[-1])
@@ -485,8 +616,15 @@ def register(
         for person, saved in changes.persons.items():
             if person in moved or person not in last:
                 continue
-            value = None if saved is None else _Saved(saved, changes.deadlines.get(person))
+            entry = held(person, last[person])
+            value = None if saved is None else _Saved(saved, changes.deadlines.get(person), entry)
             writes.put(persons, person.encode(), value, last[person])
+        for person, (entry, item) in holds.items():  # held or released, the state unchanged
+            if person in changes.persons and person in last:
+                continue
+            stored = writes.get(persons, person.encode(), item)
+            data = _split_held(stored)[1] if isinstance(stored, bytes) else b""
+            writes.put(persons, person.encode(), _with_held(entry, data) or None, item)
         await _acknowledged(sent)
         writes.commit(batch)
 
@@ -594,6 +732,33 @@ class _Origins:
         return here[0], origin.seq_of(here[1], self.k - 1)
 
 
+def _ms(item: EventT[bytes]) -> int:
+    """The record's timestamp in ms (the same in a replay)."""
+    return int(item.message.timestamp * 1000)
+
+
+def _hold_entry(item: EventT[bytes]) -> dict[str, Any]:
+    """A person's hold entry (kept in their ``person-state`` value, :data:`_HELD`): the
+    devices whose history they wait for, the events held meanwhile (in order), since when,
+    and absorbs that came before the event that waits for them."""
+    return {"for": [], "held": [], "since_ms": _ms(item), "answered": []}
+
+
+def _absorbed(state: PersonState | None, device: str) -> bool:
+    """Whether the person ``state`` holds the history of the device ``device`` (a key)."""
+    return state is not None and person_id_of(device) in state.absorbed
+
+
+def _absorb(device: str, handover: dict[str, Any], state: PersonState | None) -> dict[str, Any]:
+    """The answer to a hand-over: the device's history (``None``: it has none)."""
+    return {
+        "kind": "absorb",
+        "from": device,
+        "person_id": handover["person_id"],
+        "state": None if state is None else state_to_builtins(state),
+    }
+
+
 @dataclass(slots=True)
 class _Saved:
     """A person's state and next deadline, to be written as one value: the tick reads the
@@ -601,14 +766,35 @@ class _Saved:
 
     state: PersonState
     due: int | None
+    hold: dict[str, Any] | None = None
 
     def encode(self) -> bytes:
-        return encode_with_deadline(self.state, self.due)
+        return _with_held(self.hold, encode_with_deadline(self.state, self.due))
+
+
+def _split_held(stored: bytes) -> tuple[dict[str, Any] | None, bytes]:
+    """A stored person's hold entry (``None``: none) and state (``b""``: none yet)."""
+    if not stored.startswith(_HELD):
+        return None, stored
+    start = len(_HELD) + 4
+    end = start + int.from_bytes(stored[len(_HELD) : start], "big")
+    return json.loads(stored[start:end]), stored[end:]
+
+
+def _with_held(entry: dict[str, Any] | None, state: bytes) -> bytes:
+    """The value of a person: ``state`` (encoded), after the hold entry if there is one."""
+    if entry is None:
+        return state
+    raw = json.dumps(entry).encode()
+    return _HELD + len(raw).to_bytes(4, "big") + raw + state
 
 
 def _due_of(stored: bytes, config: CoreConfig) -> int | None:
     """The next deadline of a stored person (``None``: none, or a forwarding marker)."""
-    return None if stored.startswith(_MOVED) else deadline_of(stored, config)
+    if stored.startswith(_MOVED):
+        return None
+    state = _split_held(stored)[1]
+    return deadline_of(state, config) if state else None
 
 
 _Value = bytes | _Saved | None
@@ -729,6 +915,13 @@ class _Metrics:
             series.WORKER_CONSUMER_LAG,
             "Records behind the end of the partition",
             ["topic", "partition"],
+            registry=r,
+        )
+        self.held = Counter(
+            series.WORKER_HELD_EVENTS,
+            "Events held for a device's history (held), and released without it after the "
+            "limit (waited_out)",
+            ["how"],
             registry=r,
         )
         self.erased = Counter(

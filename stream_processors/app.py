@@ -30,6 +30,9 @@ class WorkerSettings:
     topics: TopicNames = field(default_factory=TopicNames)
     status_timer_s: float = 30.0
     """How often the status timer turns expired conversion windows into ``dropped``."""
+    hold_limit_s: float = 300.0
+    """How long the person stage holds a customer's events for a device's history at most
+    (it comes within a round trip; the limit is for a bug that loses it)."""
     session_timeout_s: float = 20.0
     """How long the group waits for a silent worker before it gives the worker's partitions
     to the others: after a crash, its partitions stall this long (Faust's default is 60 s).
@@ -71,7 +74,13 @@ def create_app(settings: WorkerSettings) -> faust.App:
     config = CoreConfig.from_files(
         settings.funnels_file, settings.channels_file, leads=load_lead_rules()
     )  # the lead rules of FUNNEL_LEADS (`funnel --leads` sets it), else the defaults
-    register(app, settings.topics, config, timer_interval_s=settings.status_timer_s)
+    register(
+        app,
+        settings.topics,
+        config,
+        timer_interval_s=settings.status_timer_s,
+        hold_limit_s=settings.hold_limit_s,
+    )
     return app
 
 

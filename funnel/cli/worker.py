@@ -55,6 +55,14 @@ from funnel.settings import (
     help="Seconds the group waits for a silent worker (a crashed one) before its partitions "
     "go to the others.",
 )
+@click.option(
+    "--hold-limit",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Seconds a customer's events wait at most for the history of a device just linked "
+    "to them (it comes within a round trip; after this they go on without it).",
+)
 @prefix_option
 def worker(
     kafka: str,
@@ -67,6 +75,7 @@ def worker(
     app_id: str,
     status_every: float,
     session_timeout: float,
+    hold_limit: float,
     topic_prefix: str,
 ) -> None:
     """Run a Faust stream worker: events topic in, facts topics out."""
@@ -88,6 +97,7 @@ def worker(
             topics=names,
             status_timer_s=status_every,
             session_timeout_s=session_timeout,
+            hold_limit_s=hold_limit,
         ),
         loglevel=loglevel,
     )

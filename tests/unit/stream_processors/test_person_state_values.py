@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from funnel.codec import decode_state, encode_state
 from funnel.processor import CoreConfig, next_deadline, process
-from stream_processors.agents import _MOVED, _due_of, _Saved
+from stream_processors.agents import _HELD, _MOVED, _due_of, _Saved, _split_held, _with_held
 from tests.factories import make_event
 
 CONFIG = CoreConfig.default()
@@ -25,3 +25,24 @@ def test_a_value_carries_the_state_and_its_deadline_and_reads_older_values() -> 
     assert decode_state(older, CONFIG) == state
     assert _due_of(older, CONFIG) == due
     assert _due_of(_MOVED + b"s:customer", CONFIG) is None
+
+
+def test_events_held_for_a_device_travel_in_the_same_value_as_the_state() -> None:
+    """A crash keeps the held events and the state together or neither: one value."""
+    state, _ = process(None, make_event("impression", 0), CONFIG)
+    due = next_deadline(state, CONFIG)
+    entry = {"for": ["s:a:phone"], "held": [{"kind": "event"}], "since_ms": 5, "answered": []}
+
+    stored = _Saved(state, due, entry).encode()
+    assert stored.startswith(_HELD)
+    held, data = _split_held(stored)
+    assert held == entry
+    assert decode_state(data, CONFIG) == state
+    assert _due_of(stored, CONFIG) == due
+
+    fresh = _with_held(entry, b"")  # a customer new to the partition: events held, no state
+    assert _split_held(fresh) == (entry, b"")
+    assert _due_of(fresh, CONFIG) is None
+    plain = _Saved(state, due).encode()
+    assert _split_held(plain) == (None, plain)
+    assert _with_held(None, plain) == plain
