@@ -57,6 +57,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
@@ -153,6 +154,9 @@ def register(
         return web.bytes(generate_latest(metrics.registry), content_type="text/plain")
 
     partitions = app.conf.topic_partitions  # of person-events, which the tables follow
+    hold_ticks = max(1, math.ceil(hold_limit_s / timer_interval_s))
+    """Ticks a person's events are held at most for a device's history (ticks are records:
+    a replay counts the same, and a backlog does not count as waiting)."""
 
     async def send(
         topic: faust.TopicT,
@@ -337,7 +341,7 @@ def register(
             def person(self, key: str) -> PersonState | None:
                 stored = writes.get(persons, key.encode(), reading[-1])
                 if isinstance(stored, bytes) and not stored.startswith(_MOVED):
-                    data = _split_held(stored)[1]
+                    data = _state_of(stored)
                     return decode_state(data, config) if data else None
                 return None
 
@@ -397,65 +401,69 @@ def register(
 
         def hold(key: str, message: dict[str, Any], item: EventT[bytes]) -> bool:
             """Whether the event ``message`` of the person ``key`` is held: it waits for a
-            device's history (its ``after``), or an earlier event of the person does."""
+            device's history (its ``after``), or an earlier event of the person does. A copy
+            delivered again (a replay) waits once, for the same device."""
             entry = held(key, item)
             after = message.get("after")
-            if after is not None:
+            if after is not None and (entry is None or after not in entry["for"]):
                 if entry is not None and after in entry["answered"]:
-                    entry["answered"].remove(after)  # the absorb came first (a retried send)
+                    entry["answered"].remove(after)  # its answer came first (a retried send)
                     keep_held(key, entry, item)
-                elif not _absorbed(run.person(key), after):
-                    entry = entry or _hold_entry(item)
+                elif not _settled(run.person(key), after, message):
+                    entry = entry or _hold_entry()
                     entry["for"].append(after)
             if entry is None or not entry["for"]:
                 return False
-            if not entry["held"]:
-                entry["since_ms"] = _ms(item)
-            entry["held"].append(message)
+            if message not in entry["held"]:
+                entry["held"].append(message)
+                metrics.held.labels("held").inc()
             keep_held(key, entry, item)
-            metrics.held.labels("held").inc()
             return True
 
-        def answered(key: str, device: str | None, item: EventT[bytes]) -> list[dict[str, Any]]:
-            """The absorb of ``device``'s history reached the person ``key``: the events it
-            held, now to apply in order, if no other device's history is still awaited."""
-            if device is None:  # an absorb of an earlier version: nothing waits for it
-                return []
+        async def absorbed(
+            key: str, message: dict[str, Any], position: str, item: EventT[bytes]
+        ) -> None:
+            """An absorb (a device's answer to its hand-over) for the person ``key``: the
+            device's history is merged, and once no other answer is awaited the held events
+            go on, in order. (Every awaited history is in before them: the route stage can
+            deliver a person's events in another order than the collector took them, from
+            two devices' partitions, and the embedded runner had merged each history before
+            the events that followed its link.) An empty answer that came before the event
+            that waits for it is remembered for it."""
+            if message["state"] is not None:
+                await merge(key, message, position, item)
+            device = message.get("from")
+            if device is None:  # an answer of an earlier version: nothing waits for it
+                return
             entry = held(key, item)
-            if entry is None or device not in entry["for"]:
-                entry = entry or _hold_entry(item)
-                entry["answered"] = [*entry["answered"], device][-_ANSWERS_KEPT:]
-                if not entry["held"]:
-                    entry["since_ms"] = _ms(item)
+            if entry is not None and device in entry["for"]:
+                entry["for"].remove(device)
+                if not entry["for"]:
+                    await release(key, entry, position, item)
+                    entry = _hold_entry() | {"answered": entry["answered"]}
                 keep_held(key, entry, item)
-                return []
-            entry["for"].remove(device)
-            released: list[dict[str, Any]] = []
-            if not entry["for"]:
-                released, entry["held"] = entry["held"], []
-            keep_held(key, entry, item)
-            return released
+            elif message["state"] is None:
+                entry = entry or _hold_entry()
+                entry["answered"] = [*entry["answered"], device][-_ANSWERS_KEPT:]
+                keep_held(key, entry, item)
 
-        def overdue(partition: int, now_ms: int) -> list[tuple[str, list[dict[str, Any]]]]:
-            """The persons of ``partition`` held longer than ``hold_limit_s``, in key order,
-            with their held events; their entries go."""
-            entries = {
-                k.decode(): _split_held(stored)[0]
-                for k, stored in writes.items(persons).items()
-                if isinstance(stored, bytes)
-                and stored.startswith(_HELD)
-                and partition_of(k, partitions) == partition
-            }
-            entries.update(
-                (k, entry)
-                for k, (entry, _) in holds.items()
-                if partition_of(k.encode(), partitions) == partition
-            )
-            return [
-                (k, entry["held"])
-                for k, entry in sorted(entries.items())
-                if entry is not None and entry["since_ms"] + hold_limit_s * 1000 <= now_ms
-            ]
+        async def merge(
+            key: str, message: dict[str, Any], position: str, item: EventT[bytes]
+        ) -> None:
+            try:
+                other = state_from_builtins(message["state"], config)
+                run.absorb(key, other, message["person_id"])
+            except Exception as exc:  # the batch runs again without it (advance_isolating)
+                raise _Poisoned(position, runtime_error(exc)["reason"]) from exc
+            last[key] = item
+
+        async def release(
+            key: str, entry: dict[str, Any], position: str, item: EventT[bytes]
+        ) -> None:
+            """Apply the events ``entry`` held for ``key``, in order (``position/i``: their
+            places)."""
+            for i, message in enumerate(entry["held"]):
+                await apply_event(key, message, f"{position}/{i}", item)
 
         async def dead_letter(
             key: str, message: dict[str, Any], position: str, item: EventT[bytes]
@@ -488,13 +496,6 @@ def register(
                     max(0.0, time.time() - event.received_at.timestamp())
                 )
             last[key] = item
-
-        async def release(
-            key: str, events: list[dict[str, Any]], position: str, item: EventT[bytes]
-        ) -> None:
-            """Apply the events held for ``key``, in order (``position/i``: their places)."""
-            for i, message in enumerate(events):
-                await apply_event(key, message, f"{position}/{i}", item)
 
         def moved_to(key: str, item: EventT[bytes]) -> str | None:
             if key in moved:
@@ -544,36 +545,54 @@ def register(
             reading.append(item)
             if position in poison:
                 await dead_letter(key, message, position, item)
+                if message["kind"] == "absorb":  # still an answer: what waits for it goes on
+                    await absorbed(key, {**message, "state": None}, position, item)
                 continue
             if message["kind"] == "tick":
                 # The status timer, as a record: expire every due person of this partition,
                 # in key order, at the tick's time. A replay does the same, with the same ids.
                 now_ms, here = int(message["now_ms"]), item.message.partition
                 changed = run.changes.persons
-                due = {
-                    k.decode()
-                    for k, stored in writes.items(persons).items()
-                    if isinstance(stored, bytes)
-                    and partition_of(k, partitions) == here
-                    and k.decode() not in changed
-                    and (at := _due_of(stored, config)) is not None
-                    and at <= now_ms
-                }
+                due: set[str] = set()
+                entries: dict[str, dict[str, Any] | None] = {}
+                for k, stored in writes.items(persons).items():
+                    if not isinstance(stored, bytes) or partition_of(k, partitions) != here:
+                        continue
+                    person = k.decode()
+                    if stored.startswith(_HELD):
+                        entries[person] = _split_held(stored)[0]
+                    at = None if person in changed else _due_of(stored, config)
+                    if at is not None and at <= now_ms:
+                        due.add(person)
                 due.update(
                     k for k in run.due(now_ms) if partition_of(k.encode(), partitions) == here
                 )
-                # Events held longer than the limit for a device's history that never came
-                # (a bug's trace: every hand-over is answered) go on without it.
-                for person, events in overdue(here, now_ms):
+                entries.update(
+                    (k, entry)
+                    for k, (entry, _) in holds.items()
+                    if partition_of(k.encode(), partitions) == here
+                )
+                for person, entry in sorted(entries.items()):
+                    if entry is None:
+                        continue
+                    entry["ticks"] += 1
+                    if entry["ticks"] < hold_ticks:
+                        keep_held(person, entry, item)
+                        if entry["for"]:
+                            due.discard(person)  # expired once its events are in
+                        continue
+                    # Held past the limit for a device's history that never came (a bug's
+                    # trace: every hand-over is answered): the events go on without it.
                     keep_held(person, None, item)
-                    metrics.held.labels("waited_out").inc(len(events))
-                    if events:
+                    if entry["held"]:
+                        metrics.held.labels("waited_out").inc(len(entry["held"]))
                         log.warning(
-                            "%s: %d events held longer than %.0f s for a device's history "
-                            "go on without it",
-                            person, len(events), hold_limit_s,
+                            "%s: %d events held %d ticks for the history of %s go on "
+                            "without it",
+                            person, len(entry["held"]), entry["ticks"], entry["for"],
                         )  # fmt: skip
-                    await release(person, events, f"{position}/{person}", item)
+                        await release(person, entry, f"{position}/{person}", item)
+                        due.discard(person)
                 for person in sorted(due):
                     last.setdefault(person, item)
                     run.expire([person], now_ms)
@@ -599,14 +618,7 @@ def register(
                 await send_facts(position, item)
                 continue
             if message["kind"] == "absorb":
-                try:
-                    if message["state"] is not None:
-                        other = state_from_builtins(message["state"], config)
-                        run.absorb(key, other, message["person_id"])
-                        last[key] = item
-                except Exception as exc:  # the batch runs again without it
-                    raise _Poisoned(position, runtime_error(exc)["reason"]) from exc
-                await release(key, answered(key, message.get("from"), item), position, item)
+                await absorbed(key, message, position, item)
             elif not hold(key, message, item):
                 await apply_event(key, message, position, item)
             await send_facts(position, item)
@@ -623,7 +635,7 @@ def register(
             if person in changes.persons and person in last:
                 continue
             stored = writes.get(persons, person.encode(), item)
-            data = _split_held(stored)[1] if isinstance(stored, bytes) else b""
+            data = _state_of(stored) if isinstance(stored, bytes) else b""
             writes.put(persons, person.encode(), _with_held(entry, data) or None, item)
         await _acknowledged(sent)
         writes.commit(batch)
@@ -732,21 +744,19 @@ class _Origins:
         return here[0], origin.seq_of(here[1], self.k - 1)
 
 
-def _ms(item: EventT[bytes]) -> int:
-    """The record's timestamp in ms (the same in a replay)."""
-    return int(item.message.timestamp * 1000)
-
-
-def _hold_entry(item: EventT[bytes]) -> dict[str, Any]:
+def _hold_entry() -> dict[str, Any]:
     """A person's hold entry (kept in their ``person-state`` value, :data:`_HELD`): the
-    devices whose history they wait for, the events held meanwhile (in order), since when,
-    and absorbs that came before the event that waits for them."""
-    return {"for": [], "held": [], "since_ms": _ms(item), "answered": []}
+    devices whose history they wait for, the events held meanwhile (in order), the ticks
+    waited, and empty answers that came before the event that waits for them."""
+    return {"for": [], "held": [], "ticks": 0, "answered": []}
 
 
-def _absorbed(state: PersonState | None, device: str) -> bool:
-    """Whether the person ``state`` holds the history of the device ``device`` (a key)."""
-    return state is not None and person_id_of(device) in state.absorbed
+def _settled(state: PersonState | None, device: str, message: dict[str, Any]) -> bool:
+    """Whether the event ``message`` need not wait for the history of ``device`` (a key):
+    the person holds that history already, or the event itself (a copy delivered again)."""
+    return state is not None and (
+        person_id_of(device) in state.absorbed or message["event"].get("event_id") in state.seen
+    )
 
 
 def _absorb(device: str, handover: dict[str, Any], state: PersonState | None) -> dict[str, Any]:
@@ -781,6 +791,14 @@ def _split_held(stored: bytes) -> tuple[dict[str, Any] | None, bytes]:
     return json.loads(stored[start:end]), stored[end:]
 
 
+def _state_of(stored: bytes) -> bytes:
+    """:func:`_split_held`'s state alone, without decoding the entry."""
+    if not stored.startswith(_HELD):
+        return stored
+    start = len(_HELD) + 4
+    return stored[start + int.from_bytes(stored[len(_HELD) : start], "big") :]
+
+
 def _with_held(entry: dict[str, Any] | None, state: bytes) -> bytes:
     """The value of a person: ``state`` (encoded), after the hold entry if there is one."""
     if entry is None:
@@ -793,7 +811,7 @@ def _due_of(stored: bytes, config: CoreConfig) -> int | None:
     """The next deadline of a stored person (``None``: none, or a forwarding marker)."""
     if stored.startswith(_MOVED):
         return None
-    state = _split_held(stored)[1]
+    state = _state_of(stored)
     return deadline_of(state, config) if state else None
 
 
@@ -814,13 +832,18 @@ class _TableTransaction:
         self._stream = cast(faust.Stream[bytes], stream)
         self._replayed = replayed  # the counter of batches a rebalance overtook, by record
         self._pending: dict[tuple[int, bytes], tuple[Any, _Value, EventT[bytes]]] = {}
+        self._read: dict[tuple[int, bytes], bytes | None] = {}
+        """Values read from the tables (nothing else writes them during a batch)."""
 
     def get(self, table: Any, key: bytes, item: EventT[bytes]) -> _Value:
         pending = self._pending.get((id(table), key))
         if pending is not None:
             return pending[1]
-        with self._as_current(item):
-            return cast(bytes | None, table.get(key))
+        where = (id(table), key)
+        if where not in self._read:
+            with self._as_current(item):
+                self._read[where] = cast(bytes | None, table.get(key))
+        return self._read[where]
 
     def get_bytes(self, table: Any, key: bytes, item: EventT[bytes]) -> bytes | None:
         """:meth:`get` for the tables that hold bytes only."""

@@ -61,7 +61,8 @@ from funnel.settings import (
     show_default=True,
     type=click.FloatRange(min=1.0),
     help="Seconds a customer's events wait at most for the history of a device just linked "
-    "to them (it comes within a round trip; after this they go on without it).",
+    "to them (it comes within a round trip; after this they go on without it). Counted in "
+    "status ticks (--status-every), so that a backlog being read does not count.",
 )
 @prefix_option
 def worker(

@@ -95,3 +95,44 @@ def test_events_held_for_a_device_history_that_never_comes_go_on_after_the_limit
         [(lead.event_id, "c1", 1), (order.event_id, "c1", 1), (other.event_id, "c2", 1)]
     )
     assert worker.poll() is None
+
+
+@pytest.mark.integration
+def test_a_held_event_delivered_twice_is_released_by_one_answer(
+    kafka_bootstrap: str,
+    store: ChdbStore,
+    worker_factory: Callable[..., subprocess.Popen[bytes]],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A replay (a worker killed after it held an event, before its offsets were committed)
+    delivers the held event again: it waits for the same device, not for a second answer."""
+    run = uuid.uuid4().hex[:8]
+    names = TopicNames(f"hold2{run}.")
+    app_id, group = f"funnel-hold2-{run}", f"sink-hold2-{run}"
+    create_topics(kafka_bootstrap, names, PARTITIONS)
+    worker = worker_factory(app_id, names.prefix, "w1", "--status-every", "1")
+    lead = make_event("lead", 0, person="phone", site=SITE, customer_id="c1")
+    device = device_key(SITE, "phone")
+    payload = json.loads(lead.model_dump_json(exclude_none=True))
+    linking = {"kind": "event", "person_id": "c1", "event": payload, "after": device}
+    answer = {"kind": "absorb", "from": device, "person_id": "c1", "state": None}
+    key = customer_key(SITE, "c1").encode()
+    with contextlib.closing(KafkaProducer(bootstrap_servers=kafka_bootstrap)) as producer:
+        for value in (linking, linking, answer):
+            producer.send(
+                names.person_events,
+                json.dumps(value).encode(),
+                key=key,
+                partition=partition_of(key, PARTITIONS),
+            ).get(timeout=30)
+
+    sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=group, topics=names)
+    sql = f"SELECT count() AS n FROM {store.database}.events WHERE event_id = {{e:String}}"
+    with sink_running(sink):
+        # Well within the hold limit (300 s): released by the answer, not waited out.
+        wait_until(
+            lambda: store.query(sql, {"e": lead.event_id})[0]["n"] >= 1, 60, "the lead to land"
+        )
+    assert store.query(sql, {"e": lead.event_id})[0]["n"] == 1
+    assert waited_out(worker) == 0
+    assert worker.poll() is None

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from funnel.codec import decode_state, encode_state
 from funnel.processor import CoreConfig, next_deadline, process
-from stream_processors.agents import _HELD, _MOVED, _due_of, _Saved, _split_held, _with_held
+from stream_processors.agents import (
+    _HELD,
+    _MOVED,
+    _due_of,
+    _Saved,
+    _split_held,
+    _state_of,
+    _with_held,
+)
 from tests.factories import make_event
 
 CONFIG = CoreConfig.default()
@@ -31,13 +39,20 @@ def test_events_held_for_a_device_travel_in_the_same_value_as_the_state() -> Non
     """A crash keeps the held events and the state together or neither: one value."""
     state, _ = process(None, make_event("impression", 0), CONFIG)
     due = next_deadline(state, CONFIG)
-    entry = {"for": ["s:a:phone"], "held": [{"kind": "event"}], "since_ms": 5, "answered": []}
+    entry = {
+        "for": ["s:a:phone"],
+        "held": [{"kind": "event"}],
+        "absorbs": {},
+        "ticks": 1,
+        "answered": [],
+    }
 
     stored = _Saved(state, due, entry).encode()
     assert stored.startswith(_HELD)
     held, data = _split_held(stored)
     assert held == entry
     assert decode_state(data, CONFIG) == state
+    assert _state_of(stored) == data
     assert _due_of(stored, CONFIG) == due
 
     fresh = _with_held(entry, b"")  # a customer new to the partition: events held, no state
