@@ -13,9 +13,12 @@ partition (DESIGN §2, issue 4):
    cost of a Kafka stage is per record, not per byte.
 2. ``persons`` reads ``person-events``. Per person it keeps the state (table
    ``person-state``) and applies events with :func:`funnel.processor.process`. On a
-   ``handover`` the anonymous person sends its whole state to the customer's person as an
-   ``absorb`` message and leaves a forwarding marker behind; on ``absorb`` the customer's
-   person merges it (:func:`funnel.processor.merge`). A batch's facts of the ``events``,
+   ``handover`` the anonymous person sends its whole state (or none) to the customer's
+   person as an ``absorb`` message and leaves a forwarding marker behind; on ``absorb`` the
+   customer's person merges it (:func:`funnel.processor.merge`). The event that made the
+   link carries ``after`` (the device): the customer's events are held until that answer is
+   in, as the embedded runner merges before it applies the event (:data:`_HELD`). A batch's
+   facts of the ``events``,
    ``stage_reached`` and ``attributions`` tables go as Arrow blocks (a few records per batch,
    :data:`BLOCK_ROWS` rows each); person rows and lead changes as one keyed JSON record each
    (their topics are public, DESIGN §9a).
