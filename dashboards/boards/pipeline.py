@@ -92,12 +92,24 @@ def pipeline() -> Dashboard:
                 "Collector receipt → processed by a worker.",
             ),
             _quantiles("Worker batch time", m.WORKER_BATCH_SECONDS, "Processing time of a batch."),
-            _series(
+            _panel(
                 "Worker outcomes",
-                f"sum by (outcome) (rate({m.WORKER_EVENTS}_total{_RATE}))",
-                "{{outcome}}",
                 "Events per second by outcome: applied, reordered, late, duplicate (retries "
-                "included), rejected.",
+                "included), rejected; and events a customer's person held for the history of a "
+                "device just linked to them (held), or let go on without it after "
+                "--hold-limit (waited_out: an answer lost, a bug's trace).",
+                (
+                    PromQuery(
+                        f"sum by (outcome) (rate({m.WORKER_EVENTS}_total{_RATE}))",
+                        "{{outcome}}",
+                        "A",
+                    ),
+                    PromQuery(
+                        f"sum by (how) (rate({m.WORKER_HELD_EVENTS}_total{_RATE}))",
+                        "{{how}}",
+                        "B",
+                    ),
+                ),
                 unit="reqps",
             ),
             _panel(

@@ -11,10 +11,12 @@ import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaProducer
 
+from funnel.events import Event
 from funnel.identity import customer_key, device_key
 from funnel.topics import TopicNames
 from storage.backends import ChdbStore
@@ -31,6 +33,22 @@ from tests.integration.stream_processors.test_kafka_pipeline import (
 )
 
 SITE = "hold-it"
+
+
+def as_json(event: Event) -> dict[str, Any]:
+    return json.loads(event.model_dump_json(exclude_none=True))  # type: ignore[no-any-return]
+
+
+def send_person_events(
+    bootstrap: str, names: TopicNames, messages: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """The route stage's messages, each to its customer's ``person-events`` partition."""
+    with contextlib.closing(KafkaProducer(bootstrap_servers=bootstrap)) as producer:
+        for customer, message in messages:
+            key = customer_key(SITE, customer).encode()
+            partition = partition_of(key, PARTITIONS)
+            value = json.dumps(message).encode()
+            producer.send(names.person_events, value, key=key, partition=partition).get(30)
 
 
 def waited_out(worker: subprocess.Popen[bytes]) -> float:
@@ -64,17 +82,14 @@ def test_events_held_for_a_device_history_that_never_comes_go_on_after_the_limit
         ("c1", order, {}),
         ("c2", other, {}),
     ]
-    with contextlib.closing(KafkaProducer(bootstrap_servers=kafka_bootstrap)) as producer:
-        for customer, event, extra in messages:
-            key = customer_key(SITE, customer).encode()
-            payload = json.loads(event.model_dump_json(exclude_none=True))
-            value = {"kind": "event", "person_id": customer, "event": payload, **extra}
-            producer.send(
-                names.person_events,
-                json.dumps(value).encode(),
-                key=key,
-                partition=partition_of(key, PARTITIONS),
-            ).get(timeout=30)
+    send_person_events(
+        kafka_bootstrap,
+        names,
+        [
+            (customer, {"kind": "event", "person_id": customer, "event": as_json(e), **extra})
+            for customer, e, extra in messages
+        ],
+    )
 
     sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=group, topics=names)
     with sink_running(sink):
@@ -113,18 +128,9 @@ def test_a_held_event_delivered_twice_is_released_by_one_answer(
     worker = worker_factory(app_id, names.prefix, "w1", "--status-every", "1")
     lead = make_event("lead", 0, person="phone", site=SITE, customer_id="c1")
     device = device_key(SITE, "phone")
-    payload = json.loads(lead.model_dump_json(exclude_none=True))
-    linking = {"kind": "event", "person_id": "c1", "event": payload, "after": device}
+    linking = {"kind": "event", "person_id": "c1", "event": as_json(lead), "after": device}
     answer = {"kind": "absorb", "from": device, "person_id": "c1", "state": None}
-    key = customer_key(SITE, "c1").encode()
-    with contextlib.closing(KafkaProducer(bootstrap_servers=kafka_bootstrap)) as producer:
-        for value in (linking, linking, answer):
-            producer.send(
-                names.person_events,
-                json.dumps(value).encode(),
-                key=key,
-                partition=partition_of(key, PARTITIONS),
-            ).get(timeout=30)
+    send_person_events(kafka_bootstrap, names, [("c1", m) for m in (linking, linking, answer)])
 
     sink = Sink(store, bootstrap_servers=kafka_bootstrap, group_id=group, topics=names)
     sql = f"SELECT count() AS n FROM {store.database}.events WHERE event_id = {{e:String}}"
