@@ -434,7 +434,7 @@ def register(
             the events that followed its link.) An empty answer that came before the event
             that waits for it is remembered for it."""
             if message["state"] is not None:
-                await merge(key, message, position, item)
+                merge(key, message, position, item)
             device = message.get("from")
             if device is None:  # an answer of an earlier version: nothing waits for it
                 return
@@ -450,9 +450,8 @@ def register(
                 entry["answered"] = [*entry["answered"], device][-_ANSWERS_KEPT:]
                 keep_held(key, entry, item)
 
-        async def merge(
-            key: str, message: dict[str, Any], position: str, item: EventT[bytes]
-        ) -> None:
+        def merge(key: str, message: dict[str, Any], position: str, item: EventT[bytes]) -> None:
+            """Merge the device's history an absorb ``message`` carries into ``key``."""
             try:
                 other = state_from_builtins(message["state"], config)
                 run.absorb(key, other, message["person_id"])

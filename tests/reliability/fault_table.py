@@ -75,13 +75,13 @@ SITES = {"faults-a": "fault-table-key-a", "faults-b": "fault-table-key-b"}
 """The sites of the traffic and their write keys."""
 PARTITIONS = 4
 OUTAGE_S = 30.0
+"""How long the store is unavailable in the ``store`` row."""
 START = datetime(2025, 10, 1, tzinfo=UTC)
 """When the simulated traffic begins: a year before the simulator's default, so that no
 journey reaches past today. The collector clamps an event from beyond now + its bound
 (DESIGN §2), which the truth does not model: a repeat purchase the simulation dated in
 February 2027 was clamped to the run's day on 2026-12-07 and fell inside the conversion
 window it had missed, one stage row more than the truth."""
-"""How long the store is unavailable in the ``store`` row."""
 POISON_PER_SITE = 4
 
 

@@ -397,6 +397,23 @@ def test_a_batch_landed_but_not_committed_is_replayed_with_the_same_token(
     assert set(ids.values()) == {1}
 
 
+def _restartable_sink(
+    store: Any, bootstrap: str, group: str, names: TopicNames, *, max_rows: int
+) -> Sink:
+    """A sink of small, quick batches on a broker the test stops and starts: its requests
+    give up after 5 s, so that it notices the broker away soon."""
+    return Sink(
+        store,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        topics=names,
+        max_rows=max_rows,
+        max_age_s=0.2,
+        poll_timeout_ms=100,
+        consumer_config={"request_timeout_ms": 5000, "retry_backoff_ms": 100},
+    )
+
+
 def test_a_broker_away_as_the_sink_takes_partitions_back_is_waited_out(
     store: ChdbStore, tmp_path: Path
 ) -> None:
@@ -411,16 +428,7 @@ def test_a_broker_away_as_the_sink_takes_partitions_back_is_waited_out(
     try:
         create_topics(bootstrap, names, 2)
         produce(bootstrap, names, lead_changes(range(400)))
-        sink = Sink(
-            store,
-            bootstrap_servers=bootstrap,
-            group_id=group,
-            topics=names,
-            max_rows=100,
-            max_age_s=0.2,
-            poll_timeout_ms=100,
-            consumer_config={"request_timeout_ms": 5000, "retry_backoff_ms": 100},
-        )
+        sink = _restartable_sink(store, bootstrap, group, names, max_rows=100)
         try:
             wait_for(lambda: sink.poll_once() >= 0 and sink.rows_written > 0, 60, "a batch")
             broker.stop()
@@ -485,16 +493,7 @@ def test_a_commit_lost_to_a_broker_restart_after_the_insert_is_made_again(
         create_topics(bootstrap, names, 1)
         produce(bootstrap, names, lead_changes(range(50)))
         failing = _BrokerGoesAfterInsert(store, broker)
-        sink = Sink(
-            failing,  # type: ignore[arg-type]
-            bootstrap_servers=bootstrap,
-            group_id=group,
-            topics=names,
-            max_rows=1000,
-            max_age_s=0.2,
-            poll_timeout_ms=100,
-            consumer_config={"request_timeout_ms": 5000, "retry_backoff_ms": 100},
-        )
+        sink = _restartable_sink(failing, bootstrap, group, names, max_rows=1000)
         try:
             wait_for(lambda: sink.poll_once() >= 0 and failing.struck, 60, "the first insert")
             broker.start()  # same port, same data
